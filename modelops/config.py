@@ -1,0 +1,342 @@
+"""The environment configuration (the seed's "environment configuration YAML").
+
+One YAML file per environment under ``infra/config/`` (``local.yaml``, ``docker.yaml``,
+``kubernetes.yaml``, ``openshift.yaml``), validated by pydantic. Any value can be overridden with a
+``MODELOPS_<SECTION>__<KEY>`` environment variable (``MODELOPS_MONITORING__KS_THRESHOLD=0.35``);
+``MODELOPS_DATABASE_URL`` and ``MODELOPS_CONFIG`` are accepted as short forms.
+
+Secrets never appear as values: a :class:`SecretRef` names an environment variable or a Prefect
+Secret block, and :func:`resolve_secret` reads it at the moment it is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "infra" / "config"
+DEFAULT_ENVIRONMENT = "local"
+ENV_PREFIX = "MODELOPS_"
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names file, key and allowed values."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Section):
+    """Where a secret lives: an environment variable or a Prefect Secret block (never the value)."""
+
+    env: str | None = None
+    prefect_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if bool(self.env) == bool(self.prefect_secret):
+            raise ValueError("give exactly one of 'env' (a variable name) or 'prefect_secret' (a block name)")
+        return self
+
+    def describe(self) -> str:
+        return f"env var {self.env}" if self.env else f"Prefect Secret block '{self.prefect_secret}'"
+
+
+class ModelSettings(_Section):
+    name: str = "hmeq-risk"
+    experiment: str = "hmeq-risk"
+    decision_threshold: float = Field(0.5, gt=0, lt=1)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _MODEL_NAME.match(value):
+            raise ValueError("model name must match [A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+        return value
+
+
+class TrainingSettings(_Section):
+    epochs: int = Field(30, ge=1, le=1000)
+    batch_size: int = Field(256, ge=8, le=65536)
+    learning_rate: float = Field(1e-3, gt=0, lt=1)
+    hidden_units: tuple[int, ...] = (64, 32)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.9)
+    seed: int = 42
+    train_rows: int = Field(20000, ge=100)
+
+
+class StackSettings(_Section):
+    """Where the embedded stack keeps its state and which loopback ports it uses."""
+
+    home: Path = Path(".modelops")
+    host: str = "127.0.0.1"
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    work_pool: str = "modelops-local"
+    worker_query_seconds: float = Field(2.0, gt=0, le=60)
+    startup_timeout_s: float = Field(120.0, gt=0)
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str | None = None  # None: the embedded stack's server
+
+
+class PrefectSettings(_Section):
+    api_url: str | None = None  # None: the embedded stack's server
+    ui_url: str | None = None
+
+
+class DatabaseSettings(_Section):
+    url: str | None = None  # None: the embedded pgserver under stack.home
+    password: SecretRef | None = None
+    schema_name: str = Field("modelops", alias="schema")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("schema_name")
+    @classmethod
+    def _valid_schema(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("schema must be a lower-case SQL identifier matching [a-z_][a-z0-9_]{0,62}")
+        return value
+
+
+class ServingSettings(_Section):
+    target: Literal["local", "docker", "kubernetes", "openshift"] = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(8501, ge=1, le=65535)
+    base_image: str = "tensorflow/serving:2.18.0"
+    registry: str = "127.0.0.1:5055"
+    project: str = "modelops"
+    image_stream: str = "hmeq-risk"
+    namespace: str = "modelops"
+    registry_username: str | None = None
+    registry_token: SecretRef | None = None
+    replicas: int = Field(1, ge=1, le=100)
+    max_batch_size: int = Field(1024, ge=1)
+    batching: bool = True
+    batch_timeout_ms: float = Field(1.0, ge=0, le=1000)
+    rollout_timeout_s: float = Field(180.0, gt=0)
+
+    @field_validator("namespace", "project", "image_stream")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value):
+            raise ValueError("must be a DNS label: lower-case letters, digits and '-', at most 63 characters")
+        return value
+
+
+class WindowSettings(_Section):
+    kind: Literal["count", "time"] = "count"
+    size: int = Field(2000, ge=1)  # records for "count", minutes for "time"
+
+
+class MonitoringSettings(_Section):
+    ks_threshold: float = Field(0.3, gt=0, lt=1)
+    min_sample: int = Field(200, ge=2)
+    window: WindowSettings = WindowSettings()
+    schedule_cron: str = "*/10 * * * *"
+    demo_interval_s: int = Field(20, ge=5)
+    psi_limit: float = Field(0.25, gt=0)
+    score_ks_limit: float = Field(0.2, gt=0, lt=1)
+    retrain_cooldown_s: int = Field(300, ge=0)
+
+
+class TeamsSettings(_Section):
+    enabled: bool = False
+    webhook: SecretRef | None = None
+
+
+class EmailSettings(_Section):
+    enabled: bool = False
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    sender: str = "modelops@localhost"
+    recipients: tuple[str, ...] = ()
+    username: str | None = None
+    password: SecretRef | None = None
+    starttls: bool = False
+
+
+class NotificationSettings(_Section):
+    teams: TeamsSettings = TeamsSettings()
+    email: EmailSettings = EmailSettings()
+
+
+class ApprovalSettings(_Section):
+    approvers: tuple[str, ...] = ()  # empty: anyone may approve
+    timeout_s: int = Field(3600, ge=1)
+
+
+class ModelOpsConfig(_Section):
+    environment: str = DEFAULT_ENVIRONMENT
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
+    stack: StackSettings = StackSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    approval: ApprovalSettings = ApprovalSettings()
+
+    @property
+    def stack_home(self) -> Path:
+        home = self.stack.home
+        return home if home.is_absolute() else PROJECT_ROOT / home
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"http://{self.stack.host}:{self.stack.mlflow_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return self.prefect.api_url or f"http://{self.stack.host}:{self.stack.prefect_port}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return self.prefect.ui_url or self.prefect_api_url.removesuffix("/api")
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{self.serving.host}:{self.serving.port}"
+
+
+def config_path(environment_or_path: str | os.PathLike[str] | None = None) -> Path:
+    """``None`` → ``$MODELOPS_CONFIG`` or ``local``; a bare name → ``infra/config/<name>.yaml``."""
+    choice = environment_or_path or os.environ.get(f"{ENV_PREFIX}CONFIG") or DEFAULT_ENVIRONMENT
+    candidate = Path(choice)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.exists():
+        return candidate
+    return CONFIG_DIR / f"{choice}.yaml"
+
+
+def load_config(
+    environment_or_path: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> ModelOpsConfig:
+    """Read, override from the environment and validate one environment config."""
+    path = config_path(environment_or_path)
+    if not path.exists():
+        available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"config file {path} does not exist (environments in {CONFIG_DIR}: {available})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    overrides = _environment_overrides(os.environ if environ is None else environ)
+    merged = _deep_merge(raw, overrides)
+    try:
+        return ModelOpsConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(path, exc, overrides)) from None
+
+
+def _environment_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key == "database_url":
+            key = "database__url"
+        if "__" not in key:
+            continue  # MODELOPS_HOME and friends belong to other tools, not to this file
+        parts = key.split("__")
+        node = overrides
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value) if value else value
+    return overrides
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _allowed_keys(location: tuple[str | int, ...]) -> list[str]:
+    model: type[BaseModel] = ModelOpsConfig
+    for part in location[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _explain(path: Path, exc: ValidationError, overrides: dict[str, Any]) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for error in exc.errors():
+        location = tuple(error["loc"])
+        key = ".".join(str(p) for p in location)
+        source = _override_name(location) if _in(overrides, location) else str(path)
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(location))
+            lines.append(f"  {key} (in {source}): unknown key; allowed keys here: {allowed}")
+            continue
+        message = error["msg"]
+        if error["type"] == "literal_error":
+            message = f"must be one of {error['ctx']['expected']}"
+        lines.append(f"  {key} (in {source}): {message}; got {error.get('input')!r}")
+    return "\n".join(lines)
+
+
+def _in(tree: dict[str, Any], location: tuple[Any, ...]) -> bool:
+    node: Any = tree
+    for part in location:
+        if not isinstance(node, dict) or str(part) not in node:
+            return False
+        node = node[str(part)]
+    return True
+
+
+def _override_name(location: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in location)
+
+
+def resolve_secret(ref: SecretRef | None, *, required: bool = True) -> str | None:
+    """Read a secret at the moment of use. Never log the returned value."""
+    if ref is None:
+        if required:
+            raise ConfigError("a secret is required here but the config gives no reference")
+        return None
+    if ref.env:
+        value = os.environ.get(ref.env)
+        if value:
+            return value
+        if required:
+            raise ConfigError(f"secret missing: set the environment variable {ref.env}")
+        return None
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(ref.prefect_secret).get()
+    except ValueError as exc:
+        if required:
+            raise ConfigError(
+                f"secret missing: create the Prefect Secret block '{ref.prefect_secret}' "
+                f"(prefect block create secret) ({exc})"
+            ) from None
+        return None
