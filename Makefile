@@ -1,0 +1,32 @@
+# The two commands a newcomer needs:  `make demo`  (the whole loop)  and  `make test`  (the test suite).
+# Both install everything they need on first use (Python packages into .venv, Docker engine for tests).
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup lint bench down clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt scripts/bootstrap.sh
+	./scripts/bootstrap.sh $(VENV)
+	@touch $@
+
+demo: setup
+	$(BIN)/modelops demo $(DEMO_ARGS)
+
+test: setup
+	./scripts/test.sh $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check modelops tests bench
+	$(BIN)/ruff format --check modelops tests bench
+
+bench: setup
+	$(BIN)/modelops bench
+
+down:
+	-$(BIN)/modelops down
+
+clean: down
+	rm -rf .modelops

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's test command runs this: make sure PostgreSQL and a Docker engine + registry are up,
+# then run the whole pytest suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/ensure-postgres.sh
+if [ -x scripts/docker-engine.sh ] && [ "${MODELOPS_SKIP_DOCKER:-0}" != 1 ]; then
+  ./scripts/docker-engine.sh start
+  trap './scripts/docker-engine.sh stop' EXIT
+fi
+.venv/bin/python -m pytest "$@"
