@@ -157,6 +157,9 @@ class MonitoringSettings(_Section):
 class TeamsSettings(_Section):
     enabled: bool = False
     webhook: SecretRef | None = None
+    # auto: decide by the URL (Power Automate Workflow -> Adaptive Card; legacy .../webhookb2/... ->
+    # MessageCard). Set it explicitly for a receiver whose URL says neither (a proxy, a test server).
+    kind: Literal["auto", "workflow", "connector"] = "auto"
 
 
 class EmailSettings(_Section):
