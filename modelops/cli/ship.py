@@ -1,0 +1,86 @@
+"""`modelops ship`: the log sidecar (spool directory -> PostgreSQL scoring log)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "log sidecar: ship the scoring client's spool to the PostgreSQL scoring log (exactly once)"
+DEFAULT_SPOOL = "spool"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--spool", default=None, help="spool directory (default: $MODELOPS_SPOOL or <stack home>/spool)"
+    )
+    parser.add_argument(
+        "--database-url", default=None, help="PostgreSQL DSN (default: $MODELOPS_DATABASE_URL, config, stack)"
+    )
+    parser.add_argument("--once", action="store_true", help="ship what is in the spool now, then exit")
+    parser.add_argument("--batch-rows", type=int, default=20_000, help="rows per transaction (default 20000)")
+    parser.add_argument(
+        "--poll", type=float, default=0.5, help="seconds between looks at an idle spool (default 0.5)"
+    )
+    parser.add_argument(
+        "--rotate",
+        choices=("move", "delete"),
+        default="move",
+        help="what to do with a finished, fully shipped file: move to <spool>/shipped/ (default) or delete",
+    )
+    parser.add_argument(
+        "--backoff-max", type=float, default=30.0, help="longest wait between database retries (s)"
+    )
+    parser.add_argument(
+        "--give-up-after",
+        type=float,
+        default=None,
+        help="exit non-zero after the database has been down this long (default: never; 120 s with --once)",
+    )
+
+
+def spool_directory(explicit: str | None, config: object | None = None) -> str:
+    import os
+
+    if explicit:
+        return explicit
+    if os.environ.get("MODELOPS_SPOOL"):
+        return os.environ["MODELOPS_SPOOL"]
+    if config is not None:
+        return str(config.stack_home / DEFAULT_SPOOL)  # type: ignore[attr-defined]
+    return DEFAULT_SPOOL
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import signal
+    from pathlib import Path
+
+    from modelops.cli.errors import UserError
+    from modelops.config import load_config
+    from modelops.scoring.sidecar import DatabaseDown, LogShipper, ShipperSettings
+    from modelops.tasks.database import DatabaseUnavailable, resolve_database_url
+
+    if args.batch_rows < 1:
+        raise UserError(f"--batch-rows {args.batch_rows} must be at least 1")
+    config = load_config()
+    try:
+        dsn = resolve_database_url(config, args.database_url)
+    except DatabaseUnavailable as exc:
+        raise UserError(str(exc)) from None
+    give_up = args.give_up_after if args.give_up_after is not None else (120.0 if args.once else None)
+    settings = ShipperSettings(
+        spool_dir=Path(spool_directory(args.spool, config)),
+        schema=config.database.schema_name,
+        batch_rows=args.batch_rows,
+        poll_interval_s=args.poll,
+        rotate=args.rotate,
+        backoff_max_s=args.backoff_max,
+        give_up_after_s=give_up,
+    )
+    shipper = LogShipper(dsn, settings)
+    signal.signal(signal.SIGTERM, lambda *_: shipper.stop())
+    try:
+        stats = shipper.run(once=args.once)
+    except DatabaseDown as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps({"shipped": stats.as_dict()}))
+    return 0
