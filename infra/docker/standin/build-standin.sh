@@ -34,7 +34,7 @@ build_runtime() {
   # the cp311 manylinux wheels straight into the image's tree; the wheel cache makes a rebuild offline.
   "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-compile --cache-dir "$HOME_DIR/pip-cache" \
     -c "$REPO_ROOT/requirements/constraints.txt" --target "$root/opt/standin/site-packages" "${PACKAGES[@]}" 2>&1 \
-    | grep -v "^WARNING: Location" \
+    | { grep -v "^WARNING: Location" || true; } \
     || { log "error: pip install into the stand-in failed"; exit 1; }
   rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/* \
     "$root"/usr/share/locale/*
