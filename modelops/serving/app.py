@@ -1,0 +1,256 @@
+"""The TF Serving REST API as a Starlette app over a loaded :class:`ModelRepository`.
+
+Routes (as in TensorFlow Serving)::
+
+    GET  /v1/models/{m}[/versions/{v}]            version status
+    GET  /v1/models/{m}[/versions/{v}]/metadata   signature_def map
+    POST /v1/models/{m}[/versions/{v}]:predict    {"instances": [...]} or {"inputs": {...}}
+    GET  /openapi.json                            OpenAPI 3 description of the above
+
+Every client mistake is answered ``{"error": "..."}`` with a 4xx status and the server keeps going.
+``/-/stats`` reports the engine's batching counters; ``POST /-/open-public`` (only on the private
+admin port) makes the process start listening on its public port, used by the ``local`` target.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelops.serving.batching import InferenceEngine
+from modelops.serving.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServingError
+from modelops.serving.openapi import openapi_document
+from modelops.serving.predict_request import parse_json, parse_predict_request
+from modelops.serving.repository import ModelRepository, ModelVersion
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+SIGNATURE_DEF_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+
+
+@dataclass
+class ServingSettings:
+    max_batch_size: int = 1024
+    max_body_bytes: int = 32 * 1024 * 1024
+
+
+@dataclass
+class AdminHooks:
+    """What the private admin port may do; set by the server process, absent in plain ``serve``."""
+
+    admin_port: int | None = None
+    open_public: Callable[[], Awaitable[dict[str, Any]]] | None = None
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    try:
+        body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        body = orjson.dumps(_plain(content))
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def error_response(error: ServingError) -> Response:
+    headers = {"Allow": ", ".join(error.allowed)} if isinstance(error, MethodNotAllowed) else None
+    return json_response({"error": error.message}, error.status, headers)
+
+
+def build_app(
+    repository: ModelRepository,
+    engine: InferenceEngine,
+    settings: ServingSettings | None = None,
+    admin: AdminHooks | None = None,
+) -> Starlette:
+    settings = settings or ServingSettings()
+    admin = admin or AdminHooks()
+    openapi_body = orjson.dumps(openapi_document(repository, settings.max_batch_size))
+
+    async def models(request: Request) -> Response:
+        try:
+            return await _dispatch(request, repository, engine, settings)
+        except ServingError as error:
+            return error_response(error)
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type=JSON)
+
+    async def stats(request: Request) -> Response:
+        return json_response(
+            {
+                "batches": engine.batches,
+                "rows": engine.batched_rows,
+                "batching": engine.batching,
+                "max_batch_size": engine.max_batch_size,
+                "versions": sorted(repository.versions),
+            }
+        )
+
+    async def open_public(request: Request) -> Response:
+        server = request.scope.get("server") or (None, None)
+        if admin.open_public is None or server[1] != admin.admin_port:
+            return error_response(NotFound(f"no route for {request.url.path}"))
+        return json_response(await admin.open_public())
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            return json_response({"error": f"method {request.method} not allowed on {request.url.path}"}, 405)
+        if exc.status_code == 404:
+            return json_response(
+                {"error": f"no route for {request.url.path}: the API lives under /v1/models/{{model_name}}"}, 404
+            )
+        return json_response({"error": str(exc.detail)}, exc.status_code)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return json_response({"error": f"internal server error: {type(exc).__name__}: {exc}"}, 500)
+
+    all_methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return Starlette(
+        routes=[
+            Route("/v1/models/{tail:path}", models, methods=all_methods),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/-/stats", stats, methods=["GET"]),
+            Route("/-/open-public", open_public, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: not_found, Exception: server_error},
+    )
+
+
+async def _dispatch(
+    request: Request, repository: ModelRepository, engine: InferenceEngine, settings: ServingSettings
+) -> Response:
+    tail = request.path_params["tail"]
+    verb = None
+    if ":" in tail:
+        tail, _, verb = tail.rpartition(":")
+    parts = [p for p in tail.split("/")]
+    metadata = len(parts) > 1 and parts[-1] == "metadata"
+    if metadata:
+        parts = parts[:-1]
+    if not parts or not parts[0]:
+        raise NotFound("no model name in the path: use /v1/models/{model_name}")
+    name = parts[0]
+    if name != repository.model_name:
+        raise NotFound(f"model {name!r} is not served here; this server serves {repository.model_name!r}")
+    version = _version(repository, parts[1:], request.url.path)
+    if verb is not None:
+        if metadata:
+            raise NotFound(f"no route for {request.url.path}: ':{verb}' goes after the model or version, not /metadata")
+        if verb in {"classify", "regress"}:
+            raise BadRequest(f"':{verb}' is not supported by this server: use ':predict'")
+        if verb != "predict":
+            raise NotFound(f"unknown method ':{verb}' in {request.url.path}: use ':predict'")
+        if request.method != "POST":
+            raise MethodNotAllowed(f"':predict' takes POST, got {request.method}", ("POST",))
+        return await _predict(request, repository, version, engine, settings)
+    if request.method != "GET":
+        raise MethodNotAllowed(f"{request.url.path} takes GET, got {request.method}", ("GET",))
+    if metadata:
+        return json_response(_metadata(repository, version))
+    return json_response({"model_version_status": _status(repository, version)})
+
+
+def _version(repository: ModelRepository, parts: list[str], path: str) -> ModelVersion | None:
+    if not parts:
+        return None
+    if len(parts) != 2 or parts[0] not in {"versions", "labels"}:
+        raise NotFound(f"no route for {path}: use /v1/models/{{m}}[/versions/{{v}}][/metadata|:predict]")
+    if parts[0] == "labels":
+        raise NotFound(f"version label {parts[1]!r} is not defined: address a version by number (/versions/N)")
+    if not parts[1].isdigit():
+        raise NotFound(f"version {parts[1]!r} is not a number: use /versions/N with N an integer")
+    number = int(parts[1])
+    loaded = repository.versions.get(number)
+    if loaded is None:
+        raise NotFound(
+            f"model {repository.model_name!r} has no version {number} loaded; loaded versions: "
+            f"{sorted(repository.versions, reverse=True)}"
+        )
+    return loaded
+
+
+def _status(repository: ModelRepository, version: ModelVersion | None) -> list[dict[str, Any]]:
+    versions = [version] if version else [repository.versions[v] for v in sorted(repository.versions, reverse=True)]
+    return [
+        {"version": str(v.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        for v in versions
+    ]
+
+
+def _metadata(repository: ModelRepository, version: ModelVersion | None) -> dict[str, Any]:
+    served = version or repository.default_version
+    return {
+        "model_spec": {"name": repository.model_name, "signature_name": "", "version": str(served.version)},
+        "metadata": {"signature_def": {"signature_def": served.signature_def, "@type": SIGNATURE_DEF_MAP_TYPE}},
+    }
+
+
+async def _predict(
+    request: Request,
+    repository: ModelRepository,
+    version: ModelVersion | None,
+    engine: InferenceEngine,
+    settings: ServingSettings,
+) -> Response:
+    engine.arrivals.count += 1
+    handed_over = False
+    try:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds {settings.max_body_bytes} bytes")
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {settings.max_body_bytes} bytes")
+        served = version or repository.default_version
+        parsed = parse_predict_request(parse_json(body), served.inputs_by_signature, settings.max_batch_size)
+        runner = served.signatures[parsed.signature_name]
+        engine.arrivals.count -= 1
+        handed_over = True
+        try:
+            outputs = await engine.predict(runner, parsed.columns, parsed.rows)
+        except Exception as exc:
+            if type(exc).__name__ == "InvalidArgumentError":  # the model refused these values: TF Serving says 400
+                raise BadRequest(f"the model rejected the input: {getattr(exc, 'message', exc)}") from None
+            raise
+    finally:
+        if not handed_over:
+            engine.arrivals.count -= 1
+    outputs = {k: _jsonable(v) for k, v in outputs.items()}
+    if len(outputs) == 1:
+        (only,) = outputs.values()
+        return json_response({"outputs" if parsed.columnar else "predictions": only})
+    if parsed.columnar:
+        return json_response({"outputs": outputs})
+    columns = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in outputs.items()}
+    rows = [{k: columns[k][i] for k in columns} for i in range(parsed.rows)]
+    return json_response({"predictions": rows})
+
+
+def _jsonable(array: np.ndarray) -> Any:
+    if array.dtype == object:
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in array.tolist()]
+    return array
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value

@@ -1,0 +1,140 @@
+"""Server-side dynamic batching: concurrent requests merged into one signature call.
+
+All inference runs on one dedicated thread, off the event loop. With batching on, each
+(version, signature) pair has a queue; whenever the inference thread is free, everything queued
+(up to ``max_batch_size`` rows) becomes one call and each caller gets its own slice back. Requests
+therefore batch naturally while a call is running, and a lone request never waits: the bounded
+wait ``batch_timeout_ms`` is only spent when other requests are already being received (they are
+received but not yet queued), like TF Serving's ``batch_timeout_micros`` but without the idle
+penalty for a single client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelops.serving.repository import SignatureRunner
+
+
+@dataclass
+class Arrivals:
+    """Requests the server has started handling but not yet handed to the engine (being parsed)."""
+
+    count: int = 0
+
+
+@dataclass
+class _Item:
+    columns: dict[str, np.ndarray]
+    rows: int
+    future: asyncio.Future[dict[str, np.ndarray]]
+
+
+@dataclass
+class InferenceEngine:
+    """Runs signature calls on one inference thread, batching concurrent requests when enabled."""
+
+    batching: bool = True
+    max_batch_size: int = 1024
+    batch_timeout_s: float = 0.001
+    arrivals: Arrivals = field(default_factory=Arrivals)
+    batches: int = 0  # signature calls made; /metrics-like introspection for tests and the bench
+    batched_rows: int = 0
+
+    def __post_init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._queues: dict[int, _SignatureQueue] = {}
+
+    async def predict(self, runner: SignatureRunner, columns: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        if not self.batching or not runner.batchable or rows >= self.max_batch_size:
+            loop = asyncio.get_running_loop()
+            self.batches += 1
+            self.batched_rows += rows
+            return await loop.run_in_executor(self._executor, runner, columns)
+        queue = self._queues.get(id(runner))
+        if queue is None:
+            queue = self._queues[id(runner)] = _SignatureQueue(self, runner)
+        return await queue.submit(columns, rows)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _SignatureQueue:
+    def __init__(self, engine: InferenceEngine, runner: SignatureRunner) -> None:
+        self.engine = engine
+        self.runner = runner
+        self.pending: deque[_Item] = deque()
+        self.arrived: asyncio.Event | None = None
+        self.worker: asyncio.Task[None] | None = None
+
+    async def submit(self, columns: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+        self.pending.append(_Item(columns, rows, future))
+        if self.arrived is None:
+            self.arrived = asyncio.Event()
+        self.arrived.set()
+        if self.worker is None or self.worker.done():
+            self.worker = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        engine = self.engine
+        loop = asyncio.get_running_loop()
+        while self.pending:
+            batch = self._take([])
+            deadline = time.monotonic() + engine.batch_timeout_s
+            # others are being received right now: give them a bounded moment to join this batch
+            while (
+                self._rows(batch) < engine.max_batch_size
+                and engine.arrivals.count > 0
+                and (remaining := deadline - time.monotonic()) > 0
+            ):
+                assert self.arrived is not None
+                self.arrived.clear()
+                try:
+                    await asyncio.wait_for(self.arrived.wait(), remaining)
+                except TimeoutError:
+                    pass
+                batch = self._take(batch)
+            engine.batches += 1
+            engine.batched_rows += self._rows(batch)
+            try:
+                outputs = await loop.run_in_executor(engine._executor, self.runner, _concatenate(batch))
+            except Exception as exc:  # the model failed: every caller in the batch gets the error
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            offset = 0
+            for item in batch:
+                if not item.future.done():  # the caller may have gone away
+                    item.future.set_result({k: v[offset : offset + item.rows] for k, v in outputs.items()})
+                offset += item.rows
+
+    def _take(self, batch: list[_Item]) -> list[_Item]:
+        rows = self._rows(batch)
+        limit = self.engine.max_batch_size
+        while self.pending and (not batch or rows + self.pending[0].rows <= limit):
+            item = self.pending.popleft()
+            batch.append(item)
+            rows += item.rows
+        return batch
+
+    @staticmethod
+    def _rows(batch: list[_Item]) -> int:
+        return sum(item.rows for item in batch)
+
+
+def _concatenate(batch: list[_Item]) -> dict[str, np.ndarray]:
+    if len(batch) == 1:
+        return batch[0].columns
+    names = batch[0].columns.keys()
+    return {name: np.concatenate([item.columns[name] for item in batch]) for name in names}

@@ -1,0 +1,179 @@
+"""Load the numbered SavedModel versions of one model, as ``tensorflow_model_server`` does.
+
+A model base path holds version folders named by integers (``D/1``, ``D/3`` ...), each a
+SavedModel. The version policy picks which are loaded: ``latest`` (the highest only, TF Serving's
+default), ``all``, or an explicit list. Requests without a version go to the highest loaded one.
+Signatures are read from the SavedModel itself (input names, dtypes, shapes), never from a data set;
+each is called as a concrete function (never ``model.predict``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelops.serving.predict_request import SUPPORTED_DTYPES, InputSpec
+
+log = logging.getLogger(__name__)
+
+INIT_OP_SIGNATURE = "__saved_model_init_op"
+
+
+class ModelLoadError(RuntimeError):
+    """The model base path or a SavedModel in it cannot be served; the message says why and what to fix."""
+
+
+@dataclass
+class SignatureRunner:
+    """One signature of one loaded version: its input specs, output names and the call itself."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]
+    batchable: bool  # every output has a leading batch dimension, so batches can be split back
+    function: Any = field(repr=False)
+
+    def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        tensors = {spec.name: tf.constant(columns[spec.name], dtype=spec.dtype) for spec in self.inputs}
+        result = self.function(**tensors)
+        return {name: result[name].numpy() for name in self.outputs}
+
+
+@dataclass
+class ModelVersion:
+    version: int
+    path: Path
+    signatures: dict[str, SignatureRunner]
+    signature_def: dict[str, Any]  # the SignatureDefMap as TF Serving's metadata API shows it
+    module: Any = field(repr=False)  # keeps the loaded SavedModel (and its variables) alive
+
+    @property
+    def inputs_by_signature(self) -> dict[str, tuple[InputSpec, ...]]:
+        return {name: runner.inputs for name, runner in self.signatures.items()}
+
+
+@dataclass
+class ModelRepository:
+    model_name: str
+    base_path: Path
+    versions: dict[int, ModelVersion]
+
+    @property
+    def default_version(self) -> ModelVersion:
+        return self.versions[max(self.versions)]
+
+
+def discover_versions(base_path: Path) -> list[int]:
+    """Version numbers of the numbered sub-folders of ``base_path``, ascending."""
+    if not base_path.is_dir():
+        raise ModelLoadError(
+            f"model base path {base_path} is not a directory: point --model-base-path at a folder holding "
+            "numbered version folders (e.g. D/1/saved_model.pb)"
+        )
+    versions = sorted(int(p.name) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit())
+    if not versions:
+        raise ModelLoadError(
+            f"model base path {base_path} holds no numbered version folder: copy the SavedModel to "
+            f"{base_path}/1/ (TF Serving layout)"
+        )
+    return versions
+
+
+def choose_versions(available: list[int], policy: str, specific: tuple[int, ...] = ()) -> list[int]:
+    if specific:
+        missing = sorted(set(specific) - set(available))
+        if missing:
+            raise ModelLoadError(f"version(s) {missing} requested but not present; present: {available}")
+        return sorted(specific)
+    if policy == "latest":
+        return [max(available)]
+    if policy == "all":
+        return list(available)
+    raise ModelLoadError(f"unknown model version policy {policy!r}: use 'latest' or 'all'")
+
+
+def load_repository(
+    model_name: str, base_path: Path, policy: str = "all", specific: tuple[int, ...] = ()
+) -> ModelRepository:
+    base_path = base_path.resolve()
+    chosen = choose_versions(discover_versions(base_path), policy, specific)
+    versions = {}
+    for version in chosen:
+        log.info("loading %s version %d from %s", model_name, version, base_path / str(version))
+        versions[version] = load_version(base_path / str(version), version)
+    return ModelRepository(model_name, base_path, versions)
+
+
+def load_version(path: Path, version: int) -> ModelVersion:
+    import tensorflow as tf
+
+    if not (path / "saved_model.pb").is_file():
+        raise ModelLoadError(f"{path} is not a SavedModel (no saved_model.pb): export the model with tf.saved_model.save")
+    try:
+        module = tf.saved_model.load(str(path))
+    except Exception as exc:  # TF raises many types for a damaged SavedModel
+        raise ModelLoadError(f"cannot load the SavedModel in {path}: {type(exc).__name__}: {exc}") from exc
+    signatures = {name: _signature_runner(name, fn, path) for name, fn in module.signatures.items()}
+    if not signatures:
+        raise ModelLoadError(
+            f"the SavedModel in {path} has no signatures: save it with signatures={{'serving_default': fn}}"
+        )
+    loaded = ModelVersion(version, path, signatures, _signature_def_map(path), module)
+    _warm_up(loaded)
+    return loaded
+
+
+def _signature_runner(name: str, function: Any, path: Path) -> SignatureRunner:
+    args, kwargs = function.structured_input_signature
+    if args:
+        raise ModelLoadError(f"signature {name!r} in {path} takes positional inputs; TF Serving needs named inputs")
+    inputs = []
+    for input_name, spec in sorted(kwargs.items()):
+        dtype = spec.dtype.name
+        if dtype not in SUPPORTED_DTYPES:
+            raise ModelLoadError(
+                f"signature {name!r} input {input_name!r} has dtype {dtype}; supported: {', '.join(SUPPORTED_DTYPES)}"
+            )
+        shape = tuple(spec.shape.as_list()) if spec.shape.rank is not None else (None,)
+        if not shape:
+            raise ModelLoadError(f"signature {name!r} input {input_name!r} is a scalar; inputs need a batch dimension")
+        inputs.append(InputSpec(input_name, dtype, shape))
+    outputs = function.structured_outputs
+    if not isinstance(outputs, dict):
+        raise ModelLoadError(f"signature {name!r} in {path} must return a dict of named outputs")
+    batchable = all(spec.shape.rank and spec.shape[0] is None for spec in outputs.values())
+    return SignatureRunner(name, tuple(inputs), tuple(sorted(outputs)), bool(batchable), function)
+
+
+def _signature_def_map(path: Path) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
+    signature_defs = saved_model.meta_graphs[0].signature_def
+    return {
+        name: MessageToDict(signature_def, preserving_proto_field_name=True)
+        for name, signature_def in signature_defs.items()
+    }
+
+
+def _warm_up(version: ModelVersion) -> None:
+    """One call per signature so the first real request does not pay for lazy initialisation."""
+    for runner in version.signatures.values():
+        if any(len(spec.shape) != 1 for spec in runner.inputs):
+            continue
+        columns = {
+            spec.name: np.array([""], dtype=object) if spec.kind == "string" else np.zeros(1, spec.numpy_dtype)
+            for spec in runner.inputs
+        }
+        try:
+            runner(columns)
+        except Exception as exc:  # a warm-up failure is reported, the smoke test decides
+            log.warning("warm-up call of signature %r (version %d) failed: %s", runner.name, version.version, exc)
