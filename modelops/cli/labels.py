@@ -1,0 +1,48 @@
+"""`modelops labels`: load late-arriving true outcomes (request_id,label) into the labels table."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "load true labels that arrived after scoring: a CSV with columns request_id,label"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--csv", required=True, help="CSV file with a header and columns request_id,label (0/1)"
+    )
+    parser.add_argument(
+        "--database-url", default=None, help="PostgreSQL DSN (default: $MODELOPS_DATABASE_URL, config, stack)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import csv
+    from pathlib import Path
+
+    from modelops.cli.errors import UserError
+    from modelops.config import load_config
+    from modelops.tasks.database import DatabaseUnavailable, apply_migrations, resolve_database_url
+    from modelops.tasks.scoring_log import load_labels
+
+    path = Path(args.csv)
+    if not path.exists():
+        raise UserError(f"labels file {path} does not exist")
+    config = load_config()
+    try:
+        dsn = resolve_database_url(config, args.database_url)
+    except DatabaseUnavailable as exc:
+        raise UserError(str(exc)) from None
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        if not {"request_id", "label"} <= columns:
+            raise UserError(f"{path}: needs a header with columns request_id,label; found {sorted(columns)}")
+        schema = config.database.schema_name
+        apply_migrations(dsn, schema)
+        try:
+            count = load_labels(dsn, ((row["request_id"], row["label"]) for row in reader), schema)
+        except ValueError as exc:
+            raise UserError(f"{path}: {exc}") from None
+    print(f"labels: loaded {count} labels from {path}")
+    return 0

@@ -1,0 +1,103 @@
+"""`modelops traffic`: the scoring client, replaying a data period or a CSV against the served model."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "scoring client: replay a data period (or CSV) against the TF Serving REST API and spool the scores"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("what to replay")
+    source.add_argument(
+        "--period",
+        type=int,
+        default=None,
+        help="generated production period (1-4 drift as the seed's quarters)",
+    )
+    source.add_argument("--csv", default=None, help="replay this CSV instead (columns of the model's schema)")
+    source.add_argument("--schema", default=None, help="schema YAML for --csv (default: the HMEQ schema)")
+    source.add_argument(
+        "--rows", type=int, default=None, help="records to replay (default: 5000 generated / all of the CSV)"
+    )
+    source.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
+    source.add_argument(
+        "--drift", type=float, default=1.0, help="generator drift scale (0 = none, default 1)"
+    )
+    source.add_argument(
+        "--labels-later",
+        metavar="CSV",
+        default=None,
+        help="withhold the true labels from the log and write request_id,label to CSV (`modelops labels`)",
+    )
+    target = parser.add_argument_group("where and how fast")
+    target.add_argument(
+        "--url", default=None, help="TF Serving REST base URL (default: the config's serving URL)"
+    )
+    target.add_argument("--model", default=None, help="model name (default: config model.name)")
+    target.add_argument(
+        "--rate", type=float, default=0.0, help="records per second (default 0 = as fast as possible)"
+    )
+    target.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    target.add_argument("--batch-size", type=int, default=1, help="records per request (default 1)")
+    target.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    target.add_argument(
+        "--spool", default=None, help="spool directory (default: $MODELOPS_SPOOL or <stack home>/spool)"
+    )
+    target.add_argument(
+        "--progress-every", type=float, default=5.0, help="seconds between progress lines (default 5)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON only")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from modelops.cli.errors import UserError
+    from modelops.cli.ship import spool_directory
+    from modelops.config import load_config
+    from modelops.scoring.client import TrafficSettings, run_traffic
+    from modelops.scoring.source import load_replay_records
+
+    config = load_config()
+    if args.period is None and args.csv is None:
+        raise UserError("nothing to replay: give --period N (generated data) or --csv FILE")
+    records = load_replay_records(
+        period=args.period, csv=args.csv, schema=args.schema, rows=args.rows, seed=args.seed, drift=args.drift
+    )
+    try:
+        settings = TrafficSettings(
+            url=(args.url or config.serving_url).rstrip("/"),
+            model_name=args.model or config.model.name,
+            spool_dir=Path(spool_directory(args.spool, config)),
+            decision_threshold=config.model.decision_threshold,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            batch_size=args.batch_size,
+            timeout_s=args.timeout,
+            labels_file=Path(args.labels_later) if args.labels_later else None,
+            progress_every_s=args.progress_every,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"traffic: replaying {len(records)} records of {records.source} to {settings.url} "
+        f"(model {settings.model_name}, rate {settings.rate or 'max'}/s, concurrency {settings.concurrency}, "
+        f"batch {settings.batch_size}); spool {settings.spool_dir}",
+        file=sys.stderr,
+    )
+    summary = run_traffic(records, settings)
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print(summary.table())
+    if summary.sent and not summary.ok:
+        print(
+            f"modelops traffic: error: all {summary.sent} records failed ({summary.errors_by_kind}); "
+            f"is the model served at {settings.url}? (`modelops serve` / `modelops up`)",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
