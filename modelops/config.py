@@ -84,9 +84,11 @@ class StackSettings(_Section):
     host: str = "127.0.0.1"
     prefect_port: int = Field(4200, ge=1, le=65535)
     mlflow_port: int = Field(5000, ge=1, le=65535)
+    postgres_port: int = Field(5433, ge=1, le=65535)  # the embedded PostgreSQL, when database.url is unset
     work_pool: str = "modelops-local"
     worker_query_seconds: float = Field(2.0, gt=0, le=60)
     startup_timeout_s: float = Field(120.0, gt=0)
+    prefect_file: Path = Path("prefect.yaml")  # deployments applied by `modelops up`; relative to the project root
 
 
 class MlflowSettings(_Section):

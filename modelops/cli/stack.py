@@ -1,0 +1,86 @@
+"""``modelops up`` / ``status`` / ``down``: the embedded stack on 127.0.0.1, state under stack.home."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from modelops.cli.errors import UserError
+
+HELP = "manage the embedded stack (Prefect server + worker + deployments, MLflow, PostgreSQL)"
+HELP_BY_COMMAND = {
+    "up": "start the embedded stack (idempotent), wait until healthy and apply prefect.yaml",
+    "status": "show each stack component with URL, PID, health and RSS (exit 1 when one is down)",
+    "down": "stop exactly what `modelops up` started and remove the stack state",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    if name == "status":
+        parser.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from modelops.config import load_config
+    from modelops.stack.manager import StackError
+
+    config = load_config()
+    try:
+        if args.command == "up":
+            return _up(config)
+        if args.command == "status":
+            return _status(config, as_json=getattr(args, "json", False))
+        if args.command == "down":
+            return _down(config)
+    except StackError as exc:
+        raise UserError(str(exc)) from None
+    raise UserError(f"unknown stack command {args.command!r}: use up, status or down")
+
+
+def _up(config) -> int:
+    import time
+
+    from modelops.stack import endpoints, manager
+
+    t0 = time.monotonic()
+    print(f"modelops up: stack home {config.stack_home}", flush=True)
+    manager.up(config)
+    ends = endpoints(config)
+    total_rss = sum(s.rss_bytes for s in manager.status(config))
+    print(f"stack ready in {time.monotonic() - t0:.1f} s (RSS {total_rss / 2**20:.0f} MB)")
+    print(f"  Prefect UI   {ends.prefect_ui_url}")
+    print(f"  Prefect API  {ends.prefect_api_url}")
+    print(f"  MLflow       {ends.mlflow_uri}")
+    from modelops.stack.postgres import redact
+
+    print(f"  PostgreSQL   {redact(ends.database_url)}")
+    return 0
+
+
+def _status(config, *, as_json: bool) -> int:
+    from modelops.stack import manager
+
+    rows = manager.status(config)
+    if as_json:
+        print(json.dumps([row.__dict__ for row in rows], indent=2))
+    elif not rows:
+        print(f"the stack is not up (no state in {config.stack_home}): run `modelops up`")
+    else:
+        print(f"{'component':<15} {'state':<9} {'pid':>7} {'rss MB':>7}  url")
+        for row in rows:
+            state = "healthy" if row.healthy else ("unhealthy" if row.running else "down")
+            pid = str(row.pid) if row.pid else "-"
+            rss = f"{row.rss_bytes / 2**20:.0f}" if row.rss_bytes else "-"
+            line = f"{row.name:<15} {state:<9} {pid:>7} {rss:>7}  {row.url}"
+            print(line + (f"  ({row.detail})" if row.detail and not row.healthy else ""))
+        print(f"{'total':<15} {'':<9} {'':>7} {sum(r.rss_bytes for r in rows) / 2**20:>7.0f}")
+    return 0 if rows and all(row.healthy for row in rows) else 1
+
+
+def _down(config) -> int:
+    from modelops.stack import manager
+
+    stopped = manager.down(config)
+    if stopped:
+        print(f"stack stopped ({', '.join(stopped)}); data kept in {config.stack_home}")
+    return 0

@@ -1,0 +1,186 @@
+"""What each stack process is: its command line, environment, log file, URL and health check.
+
+Every server binds ``config.stack.host`` (127.0.0.1) and keeps its files under the stack home:
+
+    <home>/prefect/   PREFECT_HOME and the SQLite database of the Prefect server
+    <home>/mlflow/    mlflow.db (tracking + registry) and artifacts/ (served by the server)
+    <home>/postgres/  the embedded PostgreSQL data directory
+    <home>/logs/      one log file per component
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelops.config import PROJECT_ROOT, ModelOpsConfig
+
+PREFECT_SERVER = "prefect-server"
+MLFLOW = "mlflow"
+POSTGRES = "postgres"
+WORKER = "worker"
+WORKER_NAME = "modelops-worker"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    url: str
+    port: int | None
+    health: Callable[[], bool] = field(compare=False)
+    cwd: Path | None = None
+
+
+def _bin(program: str) -> str:
+    """The console script installed next to this interpreter (the project's venv)."""
+    candidate = Path(sys.executable).parent / program
+    return str(candidate) if candidate.exists() else program
+
+
+def home_paths(config: ModelOpsConfig) -> dict[str, Path]:
+    home = config.stack_home
+    return {
+        "home": home,
+        "logs": home / "logs",
+        "prefect_home": home / "prefect",
+        "mlflow": home / "mlflow",
+    }
+
+
+def prefect_file(config: ModelOpsConfig) -> Path:
+    path = config.stack.prefect_file
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def prefect_server(config: ModelOpsConfig) -> ProcessSpec:
+    paths = home_paths(config)
+    host, port = config.stack.host, config.stack.prefect_port
+    env = _base_env(config)
+    env.update(
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{paths['prefect_home'] / 'prefect.db'}",
+        PREFECT_SERVER_API_HOST=host,
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_API_URL=f"http://{host}:{port}/api",
+    )
+    env.pop("PREFECT_API_URL", None)
+    return ProcessSpec(
+        name=PREFECT_SERVER,
+        argv=[_bin("prefect"), "server", "start", "--host", host, "--port", str(port)],
+        env=env,
+        log=paths["logs"] / "prefect-server.log",
+        url=f"http://{host}:{port}",
+        port=port,
+        health=lambda: http_ok(f"http://{host}:{port}/api/health"),
+    )
+
+
+def mlflow_server(config: ModelOpsConfig) -> ProcessSpec:
+    paths = home_paths(config)
+    host, port = config.stack.host, config.stack.mlflow_port
+    (paths["mlflow"] / "artifacts").mkdir(parents=True, exist_ok=True)
+    env = _base_env(config)
+    # The job runner (GenAI jobs) adds ~7 huey processes and ~550 MB RSS; the loop never uses it.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    return ProcessSpec(
+        name=MLFLOW,
+        argv=[
+            _bin("mlflow"), "server",
+            "--host", host, "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{paths['mlflow'] / 'mlflow.db'}",
+            "--serve-artifacts", "--artifacts-destination", str(paths["mlflow"] / "artifacts"),
+            "--workers", "1",
+        ],
+        env=env,
+        log=paths["logs"] / "mlflow.log",
+        url=f"http://{host}:{port}",
+        port=port,
+        health=lambda: http_ok(f"http://{host}:{port}/health"),
+    )
+
+
+def worker(config: ModelOpsConfig, database_url: str | None, started_after: float = 0.0) -> ProcessSpec:
+    """The process worker; flow-run processes inherit its environment, so the stack's URLs go here.
+
+    Healthy once it heartbeats into the pool after ``started_after`` (epoch seconds).
+    """
+    paths = home_paths(config)
+    env = _base_env(config)
+    env.update(stack_client_environment(config, database_url))
+    env["PREFECT_WORKER_QUERY_SECONDS"] = f"{config.stack.worker_query_seconds:g}"
+    pool = config.stack.work_pool
+    api = config.prefect_api_url
+    return ProcessSpec(
+        name=WORKER,
+        argv=[_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", WORKER_NAME],
+        env=env,
+        log=paths["logs"] / "worker.log",
+        url=f"{config.prefect_ui_url}/work-pools/work-pool/{pool}",
+        port=None,
+        health=lambda: worker_online(api, pool, WORKER_NAME, started_after),
+        cwd=PROJECT_ROOT,
+    )
+
+
+def stack_client_environment(config: ModelOpsConfig, database_url: str | None) -> dict[str, str]:
+    """What a process needs to talk to the stack: flow runs, the deploy step, ``modelops`` commands."""
+    env = {
+        "PREFECT_API_URL": config.prefect_api_url,
+        "MLFLOW_TRACKING_URI": config.mlflow_uri,
+        "MODELOPS_PROJECT_ROOT": str(PROJECT_ROOT),  # prefect.yaml's set_working_directory reads it
+        "MODELOPS_STACK__HOME": str(config.stack_home),
+    }
+    if database_url:
+        env["MODELOPS_DATABASE_URL"] = database_url
+    return env
+
+
+def _base_env(config: ModelOpsConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PREFECT_HOME"] = str(home_paths(config)["prefect_home"])  # never ~/.prefect
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def worker_online(api_url: str, pool: str, name: str, started_after: float = 0.0, timeout_s: float = 2.0) -> bool:
+    """True when the Prefect server lists our worker ONLINE with a heartbeat after ``started_after``."""
+    import json
+    import urllib.error
+    import urllib.request
+    from datetime import datetime
+
+    request = urllib.request.Request(
+        f"{api_url}/work_pools/{pool}/workers/filter",
+        data=b"{}",
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            workers = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    for record in workers:
+        if record.get("name") != name or record.get("status") != "ONLINE":
+            continue
+        beat = record.get("last_heartbeat_time")
+        if beat and datetime.fromisoformat(beat.replace("Z", "+00:00")).timestamp() >= started_after - 1:
+            return True
+    return False

@@ -1,0 +1,370 @@
+"""``up`` / ``status`` / ``down`` for the embedded stack.
+
+``up`` checks every port it needs first (nothing is started when one is taken), starts the Prefect
+server, MLflow and (unless a DSN is configured) PostgreSQL side by side, waits for their health
+endpoints, then starts the worker and applies ``prefect.yaml``. A component that dies or never gets
+healthy fails ``up`` with its name and log tail, and everything this call started is stopped again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelops.config import ModelOpsConfig
+from modelops.stack import components as comp
+from modelops.stack.postgres import EmbeddedPostgres, PostgresError, check_reachable, redact
+from modelops.stack.processes import (
+    find_process,
+    log_tail,
+    port_in_use,
+    port_owner,
+    spawn,
+    stop_tree,
+    tree_rss_bytes,
+)
+from modelops.stack.state import ComponentRecord, StackState, load_state, remove_state, save_state
+
+Echo = Callable[[str], None]
+ORDER = (comp.POSTGRES, comp.PREFECT_SERVER, comp.MLFLOW, comp.WORKER)
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or reached; the message names the component and the fix."""
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    url: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    rss_bytes: int
+    detail: str = ""
+
+
+def _echo(message: str) -> None:
+    print(message, flush=True)
+
+
+@contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    """One ``up``/``down`` at a time per stack home."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- up
+
+
+def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
+    home = config.stack_home
+    with _locked(home):
+        state = load_state(home) or StackState(home=str(home))
+        state.home = str(home)
+        _forget_dead(state, config, echo)
+        started: list[str] = []
+        try:
+            _start_all(config, state, started, echo)
+        except BaseException:
+            if started:
+                echo(f"stopping what this call started: {', '.join(started)}")
+                for name in reversed(ORDER):
+                    if name in started:
+                        _stop_component(config, state.components.pop(name), echo=lambda _m: None)
+            if state.components:
+                save_state(state)
+            else:
+                remove_state(home)
+            raise
+        save_state(state)
+    _apply_deployments(config, echo)
+    return state
+
+
+def _forget_dead(state: StackState, config: ModelOpsConfig, echo: Echo) -> None:
+    for name, record in list(state.components.items()):
+        if record.external:
+            continue
+        if name == comp.POSTGRES:
+            alive = _embedded_postgres(config).running_pid() == record.pid
+        else:
+            alive = find_process(record.pid, record.create_time) is not None
+        if not alive:
+            echo(f"{name}: recorded pid {record.pid} is gone; starting it again")
+            del state.components[name]
+
+
+def _start_all(config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo) -> None:
+    host = config.stack.host
+    external_dsn = config.database.url
+    specs = [comp.prefect_server(config), comp.mlflow_server(config)]
+    to_start = [spec for spec in specs if spec.name not in state.components]
+    pending: dict[str, comp.ProcessSpec] = {}
+    for spec in specs:
+        if spec.name in state.components:
+            record = state.components[spec.name]
+            healthy = spec.health()
+            echo(f"{spec.name}: already running (pid {record.pid}) at {record.url}"
+                 + ("" if healthy else "; waiting for it to get healthy"))
+            if not healthy:
+                pending[spec.name] = spec
+    pg = None if external_dsn else _embedded_postgres(config)
+    if pg is not None and comp.POSTGRES in state.components:
+        echo(f"{comp.POSTGRES}: already running (pid {state.components[comp.POSTGRES].pid}) at "
+             f"{state.components[comp.POSTGRES].url}")
+        pg = None
+    elif pg is not None and pg.running_pid() is not None:
+        _adopt_postgres(pg, state, echo)  # left over by an interrupted `up`: same data dir, ours
+        pg = None
+
+    # Every port first, so a taken port starts nothing.
+    ports = [(spec.name, spec.port, f"MODELOPS_STACK__{spec.name.split('-')[0].upper()}_PORT") for spec in to_start]
+    if pg is not None:
+        ports.append((comp.POSTGRES, pg.port, "MODELOPS_STACK__POSTGRES_PORT"))
+    for name, port, variable in ports:
+        if port is not None and port_in_use(host, port):
+            raise StackError(
+                f"{name}: port {port} on {host} is already in use by {port_owner(port)}; stop that process "
+                f"or choose another port ({variable}=<port> or stack.{variable.split('__')[1].lower()} "
+                "in the config)"
+            )
+
+    embedded_record = state.components.get(comp.POSTGRES)
+    if external_dsn and embedded_record is not None and not embedded_record.external:
+        echo(f"{comp.POSTGRES}: the embedded server (pid {embedded_record.pid}) still runs although a DSN is "
+             "configured now; `modelops down` stops it")
+    elif external_dsn:
+        _check_external_database(external_dsn, state, echo)
+
+    t0 = time.monotonic()
+    for spec in to_start:
+        echo(f"{spec.name}: starting on {spec.url} (log {spec.log})")
+        _launch(spec, state, started)
+        pending[spec.name] = spec
+    save_state(state)
+
+    if pg is not None:
+        echo(f"{comp.POSTGRES}: starting embedded PostgreSQL on {host}:{pg.port} (log {pg.log})")
+        try:
+            pid = pg.start(timeout_s=config.stack.startup_timeout_s)
+        except PostgresError as exc:
+            raise StackError(
+                f"{comp.POSTGRES}: {exc} (data {pg.pgdata}); last lines of {pg.log}:\n{log_tail(pg.log)}"
+            ) from None
+        state.components[comp.POSTGRES] = _record(comp.POSTGRES, pg.dsn, pid, str(pg.log), pg.port)
+        state.database_url = pg.dsn
+        started.append(comp.POSTGRES)
+        save_state(state)
+        echo(f"{comp.POSTGRES}: healthy in {time.monotonic() - t0:.1f} s")
+
+    _wait_healthy(pending, state, config, t0, echo)
+
+    if comp.WORKER in state.components:
+        echo(f"{comp.WORKER}: already running (pid {state.components[comp.WORKER].pid}) "
+             f"polling pool {config.stack.work_pool}")
+        return
+    t1 = time.monotonic()
+    worker = comp.worker(config, state.database_url, started_after=time.time())
+    echo(f"{comp.WORKER}: starting for work pool '{config.stack.work_pool}' (log {worker.log})")
+    _launch(worker, state, started)
+    save_state(state)
+    _wait_healthy({worker.name: worker}, state, config, t1, echo)
+
+
+def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> None:
+    process = spawn(spec.argv, env=spec.env, log=spec.log, cwd=spec.cwd)
+    state.components[spec.name] = ComponentRecord(
+        name=spec.name, url=spec.url, pid=process.pid, create_time=process.create_time(),
+        log=str(spec.log), port=spec.port,
+    )
+    started.append(spec.name)
+
+
+def _record(name: str, url: str, pid: int, log: str, port: int | None) -> ComponentRecord:
+    import psutil
+
+    return ComponentRecord(name=name, url=url, pid=pid, create_time=psutil.Process(pid).create_time(),
+                           log=log, port=port)
+
+
+def _adopt_postgres(pg: EmbeddedPostgres, state: StackState, echo: Echo) -> None:
+    pid = pg.running_pid()
+    assert pid is not None
+    state.components[comp.POSTGRES] = _record(comp.POSTGRES, pg.dsn, pid, str(pg.log), pg.port)
+    state.database_url = pg.dsn
+    echo(f"{comp.POSTGRES}: already running (pid {pid}) at {pg.dsn}")
+
+
+def _check_external_database(dsn: str, state: StackState, echo: Echo) -> None:
+    reason = check_reachable(dsn)
+    if reason is not None:
+        raise StackError(
+            f"{comp.POSTGRES}: the configured database {redact(dsn)} is not reachable ({reason}); start it, "
+            "fix database.url / MODELOPS_DATABASE_URL, or unset both to use the embedded PostgreSQL"
+        )
+    state.components[comp.POSTGRES] = ComponentRecord(name=comp.POSTGRES, url=redact(dsn))
+    state.database_url = None  # a configured DSN stays in the config/env, never in the state file
+    echo(f"{comp.POSTGRES}: using the configured database {redact(dsn)} (reachable)")
+
+
+def _wait_healthy(
+    pending: dict[str, comp.ProcessSpec], state: StackState, config: ModelOpsConfig, t0: float, echo: Echo
+) -> None:
+    deadline = t0 + config.stack.startup_timeout_s
+    while pending:
+        for name, spec in list(pending.items()):
+            record = state.components[name]
+            if find_process(record.pid, record.create_time) is None:
+                raise StackError(
+                    f"{name}: the process (pid {record.pid}) exited during startup; last lines of "
+                    f"{spec.log}:\n{log_tail(spec.log)}"
+                )
+            if spec.health():
+                echo(f"{name}: healthy in {time.monotonic() - t0:.1f} s")
+                del pending[name]
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(pending)
+            logs = "\n".join(f"  {s.log}:\n{log_tail(s.log)}" for s in pending.values())
+            raise StackError(
+                f"{names}: not healthy after {config.stack.startup_timeout_s:.0f} s "
+                f"(raise stack.startup_timeout_s if the machine is busy); last log lines:\n{logs}"
+            )
+        if pending:
+            time.sleep(0.5)
+
+
+def _apply_deployments(config: ModelOpsConfig, echo: Echo) -> None:
+    import subprocess
+
+    from modelops.stack.apply_deployments import MARK
+
+    prefect_file = comp.prefect_file(config)
+    if not prefect_file.exists():
+        raise StackError(f"deployments: {prefect_file} does not exist (stack.prefect_file in the config)")
+    t0 = time.monotonic()
+    state = load_state(config.stack_home)
+    env = comp.worker(config, state.database_url if state else None).env
+    log = config.stack_home / "logs" / "deploy.log"
+    echo(f"deployments: applying {prefect_file} to work pool '{config.stack.work_pool}' (log {log})")
+    with log.open("ab") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "modelops.stack.apply_deployments",
+             "--pool", config.stack.work_pool, "--prefect-file", str(prefect_file)],
+            env=env, cwd=prefect_file.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=out, timeout=config.stack.startup_timeout_s * 2,
+        )
+        out.write(result.stdout)
+    outcomes = [line.split(" ", 2)[1:] for line in result.stdout.decode(errors="replace").splitlines()
+                if line.startswith(MARK + " ")]
+    applied = [rest.split(":")[0] for status, rest in outcomes if status == "ok"]
+    failed = [rest for status, rest in outcomes if status == "failed"]
+    if result.returncode != 0 or failed:
+        details = "\n".join(f"  {line}" for line in failed) or log_tail(log)
+        raise StackError(
+            f"deployments: {len(failed) or 'some'} of the deployments in {prefect_file} failed to apply "
+            f"(the stack itself is running; fix the file and run `modelops up` again):\n{details}"
+        )
+    echo(f"deployments: applied {', '.join(applied) or 'none'} in {time.monotonic() - t0:.1f} s")
+
+
+def _embedded_postgres(config: ModelOpsConfig) -> EmbeddedPostgres:
+    return EmbeddedPostgres(config.stack_home, config.stack.host, config.stack.postgres_port)
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(config: ModelOpsConfig) -> list[ComponentStatus]:
+    """One entry per recorded component; empty when the stack is not up."""
+    state = load_state(config.stack_home)
+    if state is None:
+        return []
+    result = []
+    for name in ORDER:
+        record = state.components.get(name)
+        if record is None:
+            continue
+        result.append(_component_status(config, state, record))
+    return result
+
+
+def _component_status(config: ModelOpsConfig, state: StackState, record: ComponentRecord) -> ComponentStatus:
+    if record.external:
+        dsn = config.database.url
+        reason = check_reachable(dsn) if dsn else "no database.url / MODELOPS_DATABASE_URL in this environment"
+        return ComponentStatus(record.name, record.url, None, reason is None, reason is None, 0,
+                               detail="external" if reason is None else reason)
+    process = find_process(record.pid, record.create_time)
+    if process is None:
+        return ComponentStatus(record.name, record.url, record.pid, False, False, 0,
+                               detail=f"not running; log {record.log}")
+    if record.name == comp.POSTGRES:
+        reason = check_reachable(record.url)
+        healthy, detail = reason is None, reason or ""
+    else:
+        spec = {
+            comp.PREFECT_SERVER: lambda: comp.prefect_server(config),
+            comp.MLFLOW: lambda: comp.mlflow_server(config),
+            comp.WORKER: lambda: comp.worker(config, state.database_url, started_after=0.0),
+        }[record.name]()
+        healthy = spec.health()
+        detail = "" if healthy else "process runs but its health check fails"
+    return ComponentStatus(record.name, record.url, record.pid, True, healthy, tree_rss_bytes(process), detail)
+
+
+# ---------------------------------------------------------------- down
+
+
+def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
+    """Stop every recorded process (worker first) and remove the state file; returns stopped names."""
+    home = config.stack_home
+    with _locked(home):
+        state = load_state(home)
+        if state is None:
+            echo(f"nothing to stop: no stack state in {home}")
+            return []
+        stopped = []
+        for name in reversed(ORDER):
+            record = state.components.get(name)
+            if record is None:
+                continue
+            if _stop_component(config, record, echo):
+                stopped.append(name)
+            del state.components[name]
+            save_state(state)
+        remove_state(home)
+        return stopped
+
+
+def _stop_component(config: ModelOpsConfig, record: ComponentRecord, echo: Echo) -> bool:
+    if record.external:
+        echo(f"{record.name}: external ({record.url}), left running")
+        return False
+    process = find_process(record.pid, record.create_time)
+    if process is None:
+        echo(f"{record.name}: pid {record.pid} already gone")
+        return False
+    t0 = time.monotonic()
+    if record.name == comp.POSTGRES:
+        try:
+            _embedded_postgres(config).stop()
+        except PostgresError as exc:
+            echo(f"{record.name}: pg_ctl stop failed ({exc}); stopping pid {record.pid} directly")
+    stop_tree(process, grace_s=3.0 if record.name == comp.WORKER else 10.0)
+    echo(f"{record.name}: stopped pid {record.pid} in {time.monotonic() - t0:.1f} s")
+    return True
+
+
+__all__ = ["ComponentStatus", "StackError", "down", "status", "up"]

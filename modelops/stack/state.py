@@ -1,0 +1,73 @@
+"""The stack's state file (``<stack home>/stack.json``): what ``modelops up`` started and where.
+
+``down`` stops exactly the processes recorded here (PID + creation time, so a recycled PID is never
+signalled) and then deletes the file. Data directories (databases, artifacts) are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATE_FILE = "stack.json"
+
+
+@dataclass
+class ComponentRecord:
+    """One running component: a process we started, or an external service we only check."""
+
+    name: str
+    url: str
+    pid: int | None = None  # None: external (e.g. a configured PostgreSQL DSN)
+    create_time: float | None = None  # psutil create_time of pid, guards against PID reuse
+    log: str | None = None
+    port: int | None = None
+
+    @property
+    def external(self) -> bool:
+        return self.pid is None
+
+
+@dataclass
+class StackState:
+    home: str
+    components: dict[str, ComponentRecord] = field(default_factory=dict)
+    database_url: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> StackState:
+        raw = json.loads(text)
+        components = {name: ComponentRecord(**rec) for name, rec in raw.get("components", {}).items()}
+        return cls(home=raw["home"], components=components, database_url=raw.get("database_url"))
+
+
+def state_path(home: Path) -> Path:
+    return home / STATE_FILE
+
+
+def load_state(home: Path) -> StackState | None:
+    path = state_path(home)
+    if not path.exists():
+        return None
+    try:
+        return StackState.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"stack state file {path} is unreadable ({exc}); delete it after checking no "
+                         "stack process still runs (ps -ef | grep -e prefect -e mlflow -e postgres)") from exc
+
+
+def save_state(state: StackState) -> None:
+    """Write atomically so a crash never leaves half a state file behind."""
+    path = state_path(Path(state.home))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.to_json())
+    os.replace(tmp, path)
+
+
+def remove_state(home: Path) -> None:
+    state_path(home).unlink(missing_ok=True)
