@@ -40,8 +40,8 @@ STUB = textwrap.dedent(
         if request.method == "GET":
             if rest != MODEL:
                 return JSONResponse({"error": f"Servable not found for request: Latest({rest})"}, 404)
-            return JSONResponse({"model_version_status": [
-                {"version": VERSION, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+            status = {"version": VERSION, "state": "AVAILABLE", "status": {"error_code": "OK"}}
+            return JSONResponse({"model_version_status": [status]})
         name, _, verb = rest.partition(":")
         if name != MODEL or verb != "predict":
             return JSONResponse({"error": f"Servable not found for request: Latest({name})"}, 404)
