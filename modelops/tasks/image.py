@@ -52,7 +52,9 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
 
 def validate_tag(tag: str) -> str:
     if not isinstance(tag, str) or not _TAG.match(tag):
-        raise ImageError(f"image tag {tag!r} is invalid: a Docker tag must match {TAG_RULE} (e.g. 'v3' or '2026.11.25')")
+        raise ImageError(
+            f"image tag {tag!r} is invalid: a Docker tag must match {TAG_RULE} (e.g. 'v3' or '2026.11.25')"
+        )
     return tag
 
 
@@ -88,7 +90,9 @@ def docker_client(timeout: float = 300) -> docker.DockerClient:
 
     host = docker_host()
     try:
-        client = docker.DockerClient(base_url=host, timeout=timeout) if host else docker.from_env(timeout=timeout)
+        client = (
+            docker.DockerClient(base_url=host, timeout=timeout) if host else docker.from_env(timeout=timeout)
+        )
         client.ping()
     except DockerException as exc:
         where = host or "Docker's default socket"
@@ -156,9 +160,13 @@ def build_serving_image(
     name = model_name or config.model.name
     version = str(version)
     if not version.isdigit():
-        raise ImageError(f"model version {version!r} is invalid: TF Serving needs a number (folder /models/{name}/<n>)")
+        raise ImageError(
+            f"model version {version!r} is invalid: TF Serving needs a number (folder /models/{name}/<n>)"
+        )
     if not (model_dir / "saved_model.pb").is_file():
-        raise ImageError(f"{model_dir} is not a SavedModel (no saved_model.pb): pass the exported model folder")
+        raise ImageError(
+            f"{model_dir} is not a SavedModel (no saved_model.pb): pass the exported model folder"
+        )
     reference = image_reference(config, tag)
     base = base_image or config.serving.base_image
     client = client or docker_client()
@@ -178,7 +186,15 @@ def build_serving_image(
                 network_mode="host",
                 decode=True,
             )
-            _stream(lines, f"build {reference}")
+            _stream(lines, f"build {reference} from {base}")
+        except ImageError as exc:
+            if not client.images.list(name=base):
+                raise ImageError(
+                    f"{exc}: the base image {base} is not on this engine and could not be pulled; "
+                    "set serving.base_image to an image the engine has (scripts/docker-engine.sh start "
+                    f"builds the stand-in {STANDIN_BASE_IMAGE})"
+                ) from None
+            raise
         except (APIError, DockerException) as exc:
             raise ImageError(f"build of {reference} from base {base} failed: {exc}") from None
     return reference

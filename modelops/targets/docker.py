@@ -1,0 +1,273 @@
+"""The ``docker`` serving target: the serving image on one Docker engine, swapped blue/green.
+
+Deploy = push (or pull) the image, start it beside what serves now with ``--network=host`` and
+``--rest_api_port=<slot port>``, wait until ``GET /v1/models/<name>`` says the version is
+AVAILABLE, smoke-test ``:predict``, and only then stop the old container. On any failure the new
+container is removed, :class:`DeployError` is raised and the old one keeps serving.
+
+Stable address: bridge networking and ``-p`` do not work on these machines, so the two slots are a
+port pair on the host: ``blue`` = ``serving.port``, ``green`` = ``serving.port + 1`` (or the
+``ports`` given). Each deploy takes the slot that is not live, so the URL alternates between the
+two; :meth:`DockerTarget.current` reports the live one (read it, or put a load balancer over both
+ports). Containers are named ``modelops-<model>-<slot>`` and labelled with model, version, slot
+and URL, so the state lives in Docker, not in a file.
+
+The smoke test (``smoke_test``, also used by the Kubernetes target through the API server's
+service proxy) asks the model's metadata for its inputs, sends one record of neutral values and
+requires one finite score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from modelops.config import ModelOpsConfig
+from modelops.targets.base import DeployError, Rollout, ServingTarget
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+log = logging.getLogger("modelops.targets.docker")
+
+# (method, path, json body or None) -> (status code, parsed JSON body)
+Transport = Callable[[str, str, Any], tuple[int, Any]]
+
+
+class SmokeTestError(RuntimeError):
+    """The served model did not answer a well-formed request correctly."""
+
+
+def http_transport(base_url: str, timeout: float = 10.0) -> Transport:
+    def call(method: str, path: str, body: Any) -> tuple[int, Any]:
+        response = httpx.request(method, base_url.rstrip("/") + path, json=body, timeout=timeout)
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, {"error": response.text[:200]}
+
+    return call
+
+
+def model_status(call: Transport, model_name: str) -> list[dict[str, Any]]:
+    status, body = call("GET", f"/v1/models/{model_name}", None)
+    if status != 200:
+        return []
+    return list(body.get("model_version_status") or [])
+
+
+def is_available(call: Transport, model_name: str, version: str) -> bool:
+    return any(
+        str(s.get("version")) == str(version) and s.get("state") == "AVAILABLE"
+        for s in model_status(call, model_name)
+    )
+
+
+def smoke_test(call: Transport, model_name: str) -> float:
+    """One neutral record through ``:predict``; return its score or raise SmokeTestError."""
+    status, body = call("GET", f"/v1/models/{model_name}/metadata", None)
+    if status != 200:
+        raise SmokeTestError(f"GET /v1/models/{model_name}/metadata answered {status}: {body}")
+    try:
+        inputs = body["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
+    except (KeyError, TypeError):
+        raise SmokeTestError(f"model {model_name} has no serving_default signature in its metadata") from None
+    record = {name: "" if spec.get("dtype") == "DT_STRING" else 0.0 for name, spec in inputs.items()}
+    status, body = call("POST", f"/v1/models/{model_name}:predict", {"instances": [record]})
+    if status != 200:
+        raise SmokeTestError(f"predict on {model_name} answered {status}: {body}")
+    predictions = body.get("predictions") if isinstance(body, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != 1:
+        raise SmokeTestError(f"predict on {model_name} returned {body!r}, expected one prediction")
+    score = predictions[0]
+    if isinstance(score, dict):
+        score = score.get("score")
+    if isinstance(score, list) and len(score) == 1:
+        score = score[0]
+    if not isinstance(score, int | float) or not math.isfinite(score):
+        raise SmokeTestError(
+            f"predict on {model_name} returned the score {score!r}, expected a finite number"
+        )
+    return float(score)
+
+
+LABEL_MODEL = "org.modelops.serving.model"
+LABEL_VERSION = "org.modelops.serving.version"
+LABEL_SLOT = "org.modelops.serving.slot"
+LABEL_URL = "org.modelops.serving.url"
+SLOTS = ("blue", "green")
+
+
+class DockerTarget(ServingTarget):
+    name = "docker"
+
+    def __init__(
+        self,
+        config: ModelOpsConfig,
+        *,
+        ports: tuple[int, int] | None = None,
+        ready_timeout_s: float | None = None,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self.config = config
+        self.host = config.serving.host
+        self.ports = dict(zip(SLOTS, ports or (config.serving.port, config.serving.port + 1), strict=True))
+        self.ready_timeout_s = ready_timeout_s or config.serving.rollout_timeout_s
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            from modelops.tasks.image import docker_client
+
+            self._client = docker_client()
+        return self._client
+
+    def container_name(self, model_name: str, slot: str) -> str:
+        return f"modelops-{model_name}-{slot}"
+
+    def deploy(self, model_name: str, version: str, model_dir: Path, image: str | None = None) -> Rollout:
+        from modelops.tasks.image import ImageError
+
+        version = str(version)
+        try:
+            image = self._publish(model_name, version, model_dir, image)
+        except ImageError as exc:
+            raise DeployError(f"docker: {exc}") from None
+        live = self._live_container(model_name)
+        previous_version = live.labels.get(LABEL_VERSION) if live else None
+        slot = "green" if live is not None and live.labels.get(LABEL_SLOT) == "blue" else "blue"
+        port = self.ports[slot]
+        self._remove(self.container_name(model_name, slot))  # a leftover from an interrupted deploy
+        if _port_in_use(self.host, port):
+            raise DeployError(
+                f"docker: port {port} ({slot} slot of {model_name}) is taken by another process: free it or "
+                "set serving.port to a pair of free ports"
+            )
+        url = f"http://{self.host}:{port}"
+        log.info("docker: starting %s version %s in the %s slot (%s)", model_name, version, slot, url)
+        container = self.client.containers.run(
+            image,
+            command=[f"--rest_api_port={port}"],
+            name=self.container_name(model_name, slot),
+            network_mode="host",
+            detach=True,
+            environment={"MODELOPS_SERVE_HOST": self.host},
+            labels={LABEL_MODEL: model_name, LABEL_VERSION: version, LABEL_SLOT: slot, LABEL_URL: url},
+        )
+        try:
+            self._wait_available(container, url, model_name, version)
+            score = smoke_test(http_transport(url), model_name)
+        except (DeployError, SmokeTestError, httpx.HTTPError) as exc:
+            logs = _tail(container)
+            self._remove(container.name)
+            kept = f"; version {previous_version} keeps serving" if previous_version else ""
+            raise DeployError(
+                f"docker: {model_name} version {version} failed its health check: {exc}{kept}{logs}"
+            ) from None
+        container.update(restart_policy={"Name": "unless-stopped"})
+        if live is not None:
+            log.info("docker: stopping version %s (%s)", previous_version, live.name)
+            self._remove(live.name)
+        log.info("docker: %s version %s serves at %s (smoke score %.4f)", model_name, version, url, score)
+        return Rollout(
+            target=self.name,
+            model_name=model_name,
+            version=version,
+            url=url,
+            image=image,
+            previous_version=previous_version,
+            details={"container": container.id, "slot": slot, "port": port},
+        )
+
+    def current(self, model_name: str) -> Rollout | None:
+        live = self._live_container(model_name)
+        if live is None:
+            return None
+        return Rollout(
+            target=self.name,
+            model_name=model_name,
+            version=live.labels.get(LABEL_VERSION, ""),
+            url=live.labels.get(LABEL_URL, ""),
+            image=(live.image.tags or [live.image.id])[0] if live.image else None,
+            details={"container": live.id, "slot": live.labels.get(LABEL_SLOT)},
+        )
+
+    def stop(self, model_name: str) -> None:
+        for container in self.client.containers.list(
+            all=True, filters={"label": f"{LABEL_MODEL}={model_name}"}
+        ):
+            self._remove(container.name)
+
+    def _publish(self, model_name: str, version: str, model_dir: Path, image: str | None) -> str:
+        """Make sure the image is in the registry and on this engine; build it when none is given."""
+        from docker.errors import ImageNotFound
+
+        from modelops.tasks.image import build_serving_image, pull_image, push_image
+
+        if image is None:
+            image = build_serving_image(
+                self.config, model_dir, version, f"v{version}", model_name=model_name, client=self.client
+            )
+        try:
+            self.client.images.get(image)
+        except ImageNotFound:
+            pull_image(self.config, image, client=self.client)
+            return image
+        push_image(self.config, image, client=self.client)
+        return image
+
+    def _live_container(self, model_name: str) -> Container | None:
+        running = self.client.containers.list(
+            filters={"label": f"{LABEL_MODEL}={model_name}", "status": "running"}
+        )
+        # In steady state there is one; during a deploy the older one is still the live one.
+        return min(running, key=lambda c: c.attrs.get("Created", ""), default=None)
+
+    def _wait_available(self, container: Container, url: str, model_name: str, version: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        call = http_transport(url, timeout=2.0)
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status not in ("created", "running"):
+                raise DeployError(f"the container exited ({container.attrs['State'].get('ExitCode')})")
+            try:
+                if is_available(call, model_name, version):
+                    return
+            except httpx.HTTPError:
+                pass  # not listening yet
+            time.sleep(0.5)
+        raise DeployError(
+            f"version {version} was not AVAILABLE at {url}/v1/models/{model_name} "
+            f"within {self.ready_timeout_s:.0f} s"
+        )
+
+    def _remove(self, name: str) -> None:
+        from docker.errors import NotFound
+
+        try:
+            self.client.containers.get(name).remove(force=True)
+        except NotFound:
+            pass
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _tail(container: Container, lines: int = 15) -> str:
+    try:
+        text = container.logs(tail=lines).decode(errors="replace").strip()
+    except Exception:  # the container may already be gone
+        return ""
+    return f"\ncontainer log (last {lines} lines):\n{text}" if text else ""
