@@ -1,0 +1,349 @@
+"""The ``local`` serving target: the model served by a ``modelops serve`` process on this machine.
+
+A rollout never interrupts what serves now and clients keep one URL (``serving.host:port``):
+
+1. the SavedModel is copied to ``<stack_home>/serving/models/<model>/<version>/``;
+2. a NEW server process starts (its own session, log under ``<stack_home>/serving/logs/``) pinned to
+   that version, listening only on a private admin port;
+3. through the private port the target waits for the version to be AVAILABLE and smoke-tests it;
+4. the new process then also listens on the public port with ``SO_REUSEPORT``, beside the old one,
+   and the old process is stopped gracefully (it finishes the requests it holds).
+
+If anything fails before step 4 the new process is killed, its version folder removed, and
+:class:`DeployError` is raised: the old process was never touched. State (pid, version, ports) is a
+JSON file under the stack home, so ``current()`` and ``stop()`` work from any process.
+
+Why SO_REUSEPORT and not a proxy: a proxy adds a hop to every request; here the kernel hands new
+connections to either listener while both run. A connection still waiting in the old socket's
+accept queue when it closes is reset unless ``sysctl net.ipv4.tcp_migrate_req=1`` (Linux >= 5.14),
+which migrates it to the new listener; set it for zero-drop swaps under heavy load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from modelops.config import ModelOpsConfig, load_config
+from modelops.targets.base import DeployError, Rollout, ServingTarget
+
+log = logging.getLogger(__name__)
+
+_SERVE = "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@dataclass(frozen=True)
+class ServingProcess:
+    """What the state file records about the process serving a model."""
+
+    model_name: str
+    version: str
+    pid: int
+    create_time: float
+    host: str
+    port: int
+    admin_port: int
+    base_path: str
+    log: str
+    started_at: float
+    previous_version: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{self.admin_port}"
+
+
+class LocalTarget(ServingTarget):
+    name = "local"
+
+    def __init__(
+        self,
+        config: ModelOpsConfig | None = None,
+        *,
+        home: Path | None = None,
+        smoke_records: list[dict[str, Any]] | None = None,
+        startup_timeout_s: float | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.config = config or load_config()
+        self.home = (home or self.config.stack_home / "serving").resolve()
+        self.host = self.config.serving.host
+        self.port = self.config.serving.port
+        self.smoke_records = smoke_records
+        self.startup_timeout_s = startup_timeout_s or self.config.serving.rollout_timeout_s
+        self.extra_args = extra_args
+
+    # -- paths and state ------------------------------------------------------------------------
+
+    def base_path(self, model_name: str) -> Path:
+        return self.home / "models" / model_name
+
+    def _state_file(self, model_name: str) -> Path:
+        return self.home / "state" / f"{model_name}.json"
+
+    def _read_state(self, model_name: str) -> ServingProcess | None:
+        path = self._state_file(model_name)
+        try:
+            return ServingProcess(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable serving state %s: %s", path, exc)
+            return None
+
+    def _write_state(self, state: ServingProcess) -> None:
+        path = self._state_file(state.model_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2))
+        os.replace(tmp, path)
+
+    @contextlib.contextmanager
+    def _lock(self, model_name: str) -> Iterator[None]:
+        path = self.home / "state" / f"{model_name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    # -- the interface --------------------------------------------------------------------------
+
+    def current(self, model_name: str) -> Rollout | None:
+        state = self._read_state(model_name)
+        if state is None or not _alive(state.pid, state.create_time):
+            return None
+        return self._rollout(state)
+
+    def stop(self, model_name: str) -> None:
+        with self._lock(model_name):
+            state = self._read_state(model_name)
+            if state is not None:
+                _terminate(state.pid, state.create_time)
+                self._state_file(model_name).unlink(missing_ok=True)
+                log.info("stopped %s version %s (pid %d)", model_name, state.version, state.pid)
+
+    def deploy(self, model_name: str, version: str, model_dir: Path, image: str | None = None) -> Rollout:
+        version = str(version)
+        if not version.isdigit():
+            raise DeployError(f"version {version!r} is not a number: TF Serving version folders are integers")
+        model_dir = Path(model_dir)
+        if not (model_dir / "saved_model.pb").is_file():
+            raise DeployError(f"{model_dir} is not a SavedModel (no saved_model.pb): pass the exported model folder")
+        with self._lock(model_name):
+            old = self._read_state(model_name)
+            if old is not None and not _alive(old.pid, old.create_time):
+                log.warning("previous server for %s (pid %d) is gone; deploying without a swap", model_name, old.pid)
+                old = None
+            placed = _Placement(self.base_path(model_name), version, model_dir)
+            placed.put()
+            process: subprocess.Popen[bytes] | None = None
+            try:
+                process, state = self._start(model_name, version, old)
+                self._check(state, process)
+                _post(f"{state.admin_url}/-/open-public", self.startup_timeout_s)
+            except Exception as exc:
+                if process is not None:
+                    _terminate(process.pid, None, grace_s=2)
+                placed.undo()
+                if isinstance(exc, DeployError):
+                    raise
+                raise DeployError(f"deploying {model_name} version {version} failed: {exc}") from exc
+            self._write_state(state)
+            placed.commit()
+            if old is not None:
+                _terminate(old.pid, old.create_time)
+                log.info("swapped %s: version %s (pid %d) replaced version %s (pid %d)",
+                         model_name, version, state.pid, old.version, old.pid)
+            return self._rollout(state)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _start(
+        self, model_name: str, version: str, old: ServingProcess | None
+    ) -> tuple[subprocess.Popen[bytes], ServingProcess]:
+        import psutil
+
+        serving = self.config.serving
+        admin_port = _free_port(self.host)
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{model_name}-v{version}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        command = [
+            sys.executable, "-c", _SERVE, "serve",
+            "--model-name", model_name,
+            "--model-base-path", str(self.base_path(model_name)),
+            "--versions", version,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--admin-port", str(admin_port),
+            "--defer-public",
+            "--max-batch-size", str(serving.max_batch_size),
+            "--batch-timeout-ms", str(serving.batch_timeout_ms),
+            "--batching" if serving.batching else "--no-batching",
+            *self.extra_args,
+        ]
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=str(self.home),
+            )
+        log.info("started %s version %s: pid %d, admin port %d, log %s", model_name, version, process.pid,
+                 admin_port, log_path)
+        state = ServingProcess(
+            model_name=model_name, version=version, pid=process.pid,
+            create_time=psutil.Process(process.pid).create_time(), host=self.host, port=self.port,
+            admin_port=admin_port, base_path=str(self.base_path(model_name)), log=str(log_path),
+            started_at=time.time(), previous_version=old.version if old else None,
+        )
+        return process, state
+
+    def _check(self, state: ServingProcess, process: subprocess.Popen[bytes]) -> None:
+        from modelops.serving import rest_client
+
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise DeployError(
+                    f"the server for {state.model_name} version {state.version} exited with code "
+                    f"{process.returncode} while loading; log {state.log}:\n{_tail(state.log)}"
+                )
+            try:
+                rest_client.wait_until_available(state.admin_url, state.model_name, state.version, timeout=0.5,
+                                                 interval=0.2)
+                break
+            except rest_client.ServingClientError as exc:
+                if time.monotonic() > deadline:
+                    raise DeployError(
+                        f"{state.model_name} version {state.version} not AVAILABLE after "
+                        f"{self.startup_timeout_s:.0f}s ({exc}); log {state.log}:\n{_tail(state.log)}"
+                    ) from None
+        try:
+            records = self.smoke_records or self._synthetic_records(state)
+            rest_client.smoke_test(state.admin_url, state.model_name, records, expected_version=state.version)
+        except rest_client.ServingClientError as exc:
+            raise DeployError(
+                f"smoke test of {state.model_name} version {state.version} failed, previous version kept: {exc}"
+            ) from None
+
+    @staticmethod
+    def _synthetic_records(state: ServingProcess) -> list[dict[str, Any]]:
+        """Without sample records: one all-missing record and one all-zero record, from the signature."""
+        from modelops.serving import rest_client
+
+        inputs = rest_client.signature_inputs(state.admin_url, state.model_name, state.version, refresh=True)
+        missing = {n: ("" if d == "DT_STRING" else math.nan) for n, d in inputs.items()}
+        zeros = {n: ("" if d == "DT_STRING" else 0) for n, d in inputs.items()}
+        return [missing, zeros]
+
+    def _rollout(self, state: ServingProcess) -> Rollout:
+        return Rollout(
+            target=self.name, model_name=state.model_name, version=state.version, url=state.url,
+            previous_version=state.previous_version,
+            details={"pid": state.pid, "admin_url": state.admin_url, "log": state.log, "base_path": state.base_path},
+        )
+
+
+class _Placement:
+    """Copy a SavedModel into the served base path, with undo (failed deploy) and commit."""
+
+    def __init__(self, base_path: Path, version: str, source: Path) -> None:
+        self.target = base_path / version
+        self.source = source
+        self.backup: Path | None = None
+
+    def put(self) -> None:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        if self.target.exists():  # redeploying a version: keep the old files until the new process is healthy
+            self.backup = self.target.with_name(f".{self.target.name}.previous-{os.getpid()}")
+            shutil.rmtree(self.backup, ignore_errors=True)
+            os.replace(self.target, self.backup)
+        staging = self.target.with_name(f".{self.target.name}.staging-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(self.source, staging)
+        os.replace(staging, self.target)
+
+    def undo(self) -> None:
+        shutil.rmtree(self.target, ignore_errors=True)
+        if self.backup is not None:
+            os.replace(self.backup, self.target)
+
+    def commit(self) -> None:
+        if self.backup is not None:
+            shutil.rmtree(self.backup, ignore_errors=True)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, timeout: float) -> None:
+    import httpx
+
+    try:
+        response = httpx.post(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise DeployError(f"POST {url} failed: {exc}") from None
+    if response.status_code != 200:
+        raise DeployError(f"could not open the public port ({url}): {response.text[:300]}")
+
+
+def _alive(pid: int, create_time: float | None) -> bool:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if create_time is not None and abs(process.create_time() - create_time) > 0.01:
+            return False  # the pid was reused by another process
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _terminate(pid: int, create_time: float | None, grace_s: float = 15.0) -> None:
+    """SIGTERM the server's process group (graceful: in-flight requests finish), SIGKILL after grace."""
+    import psutil
+
+    if not _alive(pid, create_time):
+        with contextlib.suppress(psutil.NoSuchProcess, ChildProcessError):
+            psutil.Process(pid).wait(0)  # reap our own zombie child
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    try:
+        psutil.Process(pid).wait(grace_s)
+    except psutil.TimeoutExpired:
+        log.warning("server pid %d ignored SIGTERM for %.0fs; killing it", pid, grace_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).wait(5)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
