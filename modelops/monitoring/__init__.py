@@ -1,0 +1,1 @@
+"""Monitoring logic without I/O: the KS decision, label-free drift figures and the trend report."""

@@ -1,0 +1,287 @@
+"""PostgreSQL side of monitoring: the labelled window for KS, ks_checks rows, the approvals audit.
+
+Tables and the ``labelled_scores`` view are defined in ``infra/sql/001_scoring_log.sql``.
+The window is read with a binary ``COPY`` of fixed-width columns straight into NumPy: for 1 M rows
+that is a few hundred milliseconds where a row-by-row cursor takes over a second. The query walks
+the (model_name, model_version, scored_at) index backwards, so "the latest N" reads only N rows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from modelops.config import WindowSettings
+
+DEFAULT_SCHEMA = "modelops"
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+@dataclass(frozen=True)
+class LabelledWindow:
+    """Scores and true labels of the most recent labelled records of one model version."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    start: datetime | None
+    end: datetime | None
+    window: WindowSettings
+
+    @property
+    def n(self) -> int:
+        return int(len(self.scores))
+
+    @property
+    def n_events(self) -> int:
+        return int((self.labels == 1).sum())
+
+    def describe(self) -> str:
+        what = (
+            f"latest {self.window.size} labelled records"
+            if self.window.kind == "count"
+            else f"labelled records of the last {self.window.size} minutes"
+        )
+        return f"{what} (n={self.n}, events={self.n_events})"
+
+
+def connect(dsn: str):
+    """A psycopg2 connection; the error names the database (without password) and the fix."""
+    import psycopg2
+
+    try:
+        return psycopg2.connect(dsn, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        from psycopg2.extensions import parse_dsn
+
+        try:
+            where = "{host}:{port}/{dbname}".format(
+                **{"host": "?", "port": 5432, "dbname": "?", **parse_dsn(dsn)}
+            )
+        except Exception:
+            where = "the configured database"
+        raise ConnectionError(
+            f"cannot connect to the scoring-log database {where}: {str(exc).strip().splitlines()[0]}; "
+            "check database.url / MODELOPS_DATABASE_URL and that PostgreSQL is running"
+        ) from None
+
+
+def _window_filter(cursor, window: WindowSettings) -> tuple[str, str]:
+    """(extra WHERE clause, LIMIT clause) for a count or a time window."""
+    if window.kind == "count":
+        return "", cursor.mogrify(" LIMIT %s", (int(window.size),)).decode()
+    return cursor.mogrify(" AND scored_at >= now() - %s", (timedelta(minutes=window.size),)).decode(), ""
+
+
+def _copy_binary(connection, query: str) -> bytes:
+    buffer = io.BytesIO()
+    with connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", buffer)
+    return buffer.getvalue()
+
+
+def _parse_copy(data: bytes, fields: list[tuple[str, str]]) -> np.ndarray:
+    """Parse a binary COPY of NOT NULL fixed-width columns into a NumPy record array."""
+    if not data.startswith(_COPY_SIGNATURE):
+        raise ValueError("not a PostgreSQL binary COPY stream")
+    extension = int.from_bytes(data[15:19], "big")
+    offset = 19 + extension
+    dtype_fields: list[tuple[str, str]] = [("_count", ">i2")]
+    for name, kind in fields:
+        dtype_fields += [(f"_len_{name}", ">i4"), (name, kind)]
+    row = np.dtype(dtype_fields)
+    body = len(data) - offset - 2  # 2-byte trailer (-1)
+    if body % row.itemsize:
+        raise ValueError("binary COPY rows are not fixed-width: a NULL or an unexpected column type")
+    records = np.frombuffer(data, dtype=row, offset=offset, count=body // row.itemsize)
+    if len(records) and (records["_count"] != len(fields)).any():
+        raise ValueError("binary COPY rows have an unexpected number of columns")
+    return records
+
+
+def _timestamps(micros: np.ndarray) -> tuple[datetime | None, datetime | None]:
+    if len(micros) == 0:
+        return None, None
+    return (
+        _PG_EPOCH + timedelta(microseconds=int(micros.min())),
+        _PG_EPOCH + timedelta(microseconds=int(micros.max())),
+    )
+
+
+def read_labelled_window(
+    dsn: str, model_name: str, model_version: str, window: WindowSettings, schema: str = DEFAULT_SCHEMA
+) -> LabelledWindow:
+    """Score and label of the window's labelled records (view ``labelled_scores``), newest first."""
+    connection = connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            where, limit = _window_filter(cursor, window)
+            query = (
+                cursor.mogrify(
+                    f"SELECT score, label::int2, scored_at FROM {schema}.labelled_scores "
+                    "WHERE model_name = %s AND model_version = %s",
+                    (model_name, str(model_version)),
+                ).decode()
+                + where
+                + " ORDER BY scored_at DESC"
+                + limit
+            )
+        records = _parse_copy(
+            _copy_binary(connection, query), [("score", ">f8"), ("label", ">i2"), ("scored_at", ">i8")]
+        )
+    finally:
+        connection.close()
+    start, end = _timestamps(records["scored_at"])
+    return LabelledWindow(
+        scores=records["score"].astype(np.float64),
+        labels=records["label"].astype(np.int8),
+        start=start,
+        end=end,
+        window=window,
+    )
+
+
+def read_window_scores(
+    dsn: str, model_name: str, model_version: str, window: WindowSettings, schema: str = DEFAULT_SCHEMA
+) -> np.ndarray:
+    """All scores of the window, labelled or not: the label-free score distribution."""
+    connection = connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            where, limit = _window_filter(cursor, window)
+            query = (
+                cursor.mogrify(
+                    f"SELECT score FROM {schema}.scoring_log WHERE model_name = %s AND model_version = %s",
+                    (model_name, str(model_version)),
+                ).decode()
+                + where
+                + " ORDER BY scored_at DESC"
+                + limit
+            )
+        records = _parse_copy(_copy_binary(connection, query), [("score", ">f8")])
+    finally:
+        connection.close()
+    return records["score"].astype(np.float64)
+
+
+def read_window_features(
+    dsn: str, model_name: str, model_version: str, window: WindowSettings, schema: str = DEFAULT_SCHEMA
+):
+    """The input features of the window's records as a DataFrame (for PSI against a reference)."""
+    import pandas as pd
+
+    connection = connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            where, limit = _window_filter(cursor, window)
+            cursor.execute(
+                f"SELECT features FROM {schema}.scoring_log WHERE model_name = %s AND model_version = %s"
+                + where
+                + " ORDER BY scored_at DESC"
+                + limit,
+                (model_name, str(model_version)),
+            )
+            rows = [r[0] for r in cursor.fetchall()]
+    finally:
+        connection.close()
+    return pd.DataFrame.from_records(rows)
+
+
+def store_ks_check(
+    dsn: str,
+    *,
+    model_name: str,
+    model_version: str,
+    status: str,
+    ks: float | None,
+    auc: float | None,
+    threshold: float,
+    n: int,
+    n_events: int,
+    window_start: datetime | None,
+    window_end: datetime | None,
+    details: dict[str, Any] | None = None,
+    schema: str = DEFAULT_SCHEMA,
+) -> int:
+    """Insert one ks_checks row; returns its id."""
+    connection = connect(dsn)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {schema}.ks_checks (model_name, model_version, status, ks, auc, threshold, n,"
+                " n_events, window_start, window_end, details)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    model_name,
+                    str(model_version),
+                    status,
+                    ks,
+                    auc,
+                    threshold,
+                    n,
+                    n_events,
+                    window_start,
+                    window_end,
+                    json.dumps(details or {}, default=str),
+                ),
+            )
+            return int(cursor.fetchone()[0])
+    finally:
+        connection.close()
+
+
+def read_recent_checks(
+    dsn: str, model_name: str, limit: int = 20, schema: str = DEFAULT_SCHEMA
+) -> list[dict[str, Any]]:
+    """The latest KS checks of a model (all versions), oldest first: the trend."""
+    connection = connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, checked_at, model_version, status, ks, auc, threshold, n, n_events"
+                f" FROM {schema}.ks_checks WHERE model_name = %s ORDER BY checked_at DESC, id DESC LIMIT %s",
+                (model_name, limit),
+            )
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        connection.close()
+    return rows[::-1]
+
+
+def record_approval(
+    dsn: str,
+    decision: Any,
+    evidence: Any = None,
+    schema: str = DEFAULT_SCHEMA,
+) -> int:
+    """Write the approvals audit row for an :class:`~modelops.flows.approval.ApprovalDecision`."""
+    evidence_json = asdict(evidence) if is_dataclass(evidence) else (evidence or {})
+    connection = connect(dsn)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {schema}.approvals (model_name, model_version, approved, reviewer, image_tag,"
+                " comment, evidence, flow_run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    decision.model_name,
+                    str(decision.model_version),
+                    bool(decision.approved),
+                    decision.reviewer or "(nobody: " + decision.reason + ")",
+                    decision.image_tag or None,
+                    decision.comment or None,
+                    json.dumps(
+                        {"reason": decision.reason, "attempts": decision.attempts, **evidence_json},
+                        default=str,
+                    ),
+                    decision.flow_run_id,
+                ),
+            )
+            return int(cursor.fetchone()[0])
+    finally:
+        connection.close()
