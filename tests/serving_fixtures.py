@@ -113,3 +113,52 @@ def build_model_base(base: Path, versions: dict[int, float]) -> Path:
     for version, bias in versions.items():
         build_saved_model(base / str(version), bias=bias)
     return base
+
+
+class ServerProcess:
+    """A ``modelops serve`` process on a free loopback port, stopped by ``stop()`` (or the with-block)."""
+
+    def __init__(self, base: Path, port: int, model_name: str = "risk", *extra: str, log: Path | None = None) -> None:
+        import subprocess
+        import sys
+
+        self.url = f"http://127.0.0.1:{port}"
+        self.model_name = model_name
+        self.log = log or base.parent / f"serve-{port}.log"
+        command = [
+            sys.executable, "-c", "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))",
+            "serve", "--model-name", model_name, "--model-base-path", str(base), "--port", str(port), *extra,
+        ]
+        with self.log.open("wb") as handle:
+            self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 90.0) -> ServerProcess:
+        import time
+
+        from modelops.serving import rest_client
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                rest_client.wait_until_available(self.url, self.model_name, timeout=0.5, interval=0.2)
+                return self
+            except rest_client.ServingClientError:
+                if time.monotonic() > deadline:
+                    raise
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except Exception:
+                self.process.kill()
+                self.process.wait(5)
+
+    def __enter__(self) -> ServerProcess:
+        return self.wait_ready()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -170,7 +170,7 @@ def _columns_from_instances(
 ) -> tuple[dict[str, list[Any]], int]:
     rows = _check_batch(instances, "'instances'", max_batch_size)
     names = [spec.name for spec in specs]
-    if len(specs) == 1 and not any(isinstance(i, dict) for i in instances):
+    if len(specs) == 1 and not all(isinstance(i, dict) and names[0] in i for i in instances):
         return {names[0]: instances}, rows  # single-input signature: bare values, as TF Serving allows
     expected = set(names)
     for index, instance in enumerate(instances):
@@ -238,7 +238,8 @@ def _scalar_column(spec: InputSpec, values: list[Any]) -> np.ndarray:
     if kind == "string":
         return np.array(values, dtype=object)
     try:
-        array = np.asarray(values, dtype=spec.numpy_dtype)
+        with np.errstate(over="ignore"):  # beyond-range floats become inf and are rejected below
+            array = np.asarray(values, dtype=spec.numpy_dtype)
     except OverflowError:
         raise BadRequest(f"input {spec.name!r}: an integer is out of range for {spec.dtype}") from None
     if kind == "float" and np.isinf(array).any():
