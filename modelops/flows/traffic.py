@@ -17,7 +17,7 @@ def traffic(
     period: int | None = 1,
     rows: int | None = 5000,
     csv: str | None = None,
-    schema: str | None = None,
+    schema_file: str | None = None,
     url: str | None = None,
     model_name: str | None = None,
     rate: float = 0.0,
@@ -30,7 +30,7 @@ def traffic(
 ) -> dict[str, Any]:
     """Score ``rows`` records of ``period`` (or of ``csv``); returns the summary dict."""
     config = load_config()
-    records = load_replay_records(period=period, csv=csv, schema=schema, rows=rows, seed=seed, drift=drift)
+    records = load_replay_records(period=period, csv=csv, schema=schema_file, rows=rows, seed=seed, drift=drift)
     settings = TrafficSettings(
         url=(url or config.serving_url).rstrip("/"),
         model_name=model_name or config.model.name,
