@@ -17,12 +17,42 @@ from modelops.data.schema import HMEQ_SCHEMA
 
 NUMERIC = HMEQ_SCHEMA.numeric
 CATEGORICAL = HMEQ_SCHEMA.categorical
-MEANS = {"LOAN": 18000.0, "MORTDUE": 73000.0, "VALUE": 101000.0, "YOJ": 9.0, "DEROG": 0.25, "DELINQ": 0.45,
-         "CLAGE": 180.0, "NINQ": 1.2, "CLNO": 21.0, "DEBTINC": 34.0}
-SCALES = {"LOAN": 11000.0, "MORTDUE": 44000.0, "VALUE": 57000.0, "YOJ": 7.6, "DEROG": 0.85, "DELINQ": 1.1,
-          "CLAGE": 85.0, "NINQ": 1.7, "CLNO": 10.0, "DEBTINC": 8.6}
-WEIGHTS = {"LOAN": -0.2, "MORTDUE": -0.1, "VALUE": 0.05, "YOJ": -0.1, "DEROG": 0.6, "DELINQ": 0.8,
-           "CLAGE": -0.4, "NINQ": 0.3, "CLNO": -0.05, "DEBTINC": 0.7}
+MEANS = {
+    "LOAN": 18000.0,
+    "MORTDUE": 73000.0,
+    "VALUE": 101000.0,
+    "YOJ": 9.0,
+    "DEROG": 0.25,
+    "DELINQ": 0.45,
+    "CLAGE": 180.0,
+    "NINQ": 1.2,
+    "CLNO": 21.0,
+    "DEBTINC": 34.0,
+}
+SCALES = {
+    "LOAN": 11000.0,
+    "MORTDUE": 44000.0,
+    "VALUE": 57000.0,
+    "YOJ": 7.6,
+    "DEROG": 0.85,
+    "DELINQ": 1.1,
+    "CLAGE": 85.0,
+    "NINQ": 1.7,
+    "CLNO": 10.0,
+    "DEBTINC": 8.6,
+}
+WEIGHTS = {
+    "LOAN": -0.2,
+    "MORTDUE": -0.1,
+    "VALUE": 0.05,
+    "YOJ": -0.1,
+    "DEROG": 0.6,
+    "DELINQ": 0.8,
+    "CLAGE": -0.4,
+    "NINQ": 0.3,
+    "CLNO": -0.05,
+    "DEBTINC": 0.7,
+}
 CATEGORY_WEIGHTS = {
     "REASON": {"DebtCon": 0.0, "HomeImp": 0.15},
     "JOB": {"Other": 0.1, "Sales": 0.5, "ProfExe": -0.2, "Office": -0.3, "Mgr": 0.05, "Self": 0.3},
@@ -70,7 +100,7 @@ def build_saved_model(path: Path, bias: float = -1.4, score_scale: float = 1.0) 
         + [tf.TensorSpec([None], tf.string, name=n) for n in CATEGORICAL]
     )
     def serving_default(*args: Any) -> dict[str, Any]:
-        return module(dict(zip((*NUMERIC, *CATEGORICAL), args)))
+        return module(dict(zip((*NUMERIC, *CATEGORICAL), args, strict=True)))
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tf.saved_model.save(module, str(path), signatures={"serving_default": serving_default})
@@ -118,7 +148,9 @@ def build_model_base(base: Path, versions: dict[int, float]) -> Path:
 class ServerProcess:
     """A ``modelops serve`` process on a free loopback port, stopped by ``stop()`` (or the with-block)."""
 
-    def __init__(self, base: Path, port: int, model_name: str = "risk", *extra: str, log: Path | None = None) -> None:
+    def __init__(
+        self, base: Path, port: int, model_name: str = "risk", *extra: str, log: Path | None = None
+    ) -> None:
         import subprocess
         import sys
 
@@ -126,8 +158,17 @@ class ServerProcess:
         self.model_name = model_name
         self.log = log or base.parent / f"serve-{port}.log"
         command = [
-            sys.executable, "-c", "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))",
-            "serve", "--model-name", model_name, "--model-base-path", str(base), "--port", str(port), *extra,
+            sys.executable,
+            "-c",
+            "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))",
+            "serve",
+            "--model-name",
+            model_name,
+            "--model-base-path",
+            str(base),
+            "--port",
+            str(port),
+            *extra,
         ]
         with self.log.open("wb") as handle:
             self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
@@ -140,7 +181,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             try:
                 rest_client.wait_until_available(self.url, self.model_name, timeout=0.5, interval=0.2)
                 return self

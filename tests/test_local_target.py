@@ -36,7 +36,9 @@ def models(tmp_path_factory):
 
 @pytest.fixture
 def target(tmp_path):
-    config = load_config(environ={"MODELOPS_SERVING__PORT": str(free_port()), "MODELOPS_SERVING__ROLLOUT_TIMEOUT_S": "90"})
+    config = load_config(
+        environ={"MODELOPS_SERVING__PORT": str(free_port()), "MODELOPS_SERVING__ROLLOUT_TIMEOUT_S": "90"}
+    )
     local = LocalTarget(config, home=tmp_path / "serving", smoke_records=RECORDS)
     yield local
     local.stop(MODEL)
@@ -82,7 +84,9 @@ def test_deploy_swap_failed_deploys_and_stop(target, models):
     ]
     assert scores(second.url) == pytest.approx([expected_score(r, 0.5) for r in RECORDS], abs=1e-5)
     failures = [o for o in outcomes if o != "ok"]
-    assert len(outcomes) > 20 and len(failures) <= 1, failures  # at most a connection caught in the old backlog
+    assert len(outcomes) > 20 and len(failures) <= 1, (
+        failures
+    )  # at most a connection caught in the old backlog
     old_pid = first.details["pid"]
     with pytest.raises(ProcessLookupError):
         import os

@@ -8,7 +8,14 @@ import math
 import httpx
 import pytest
 from conftest import free_port
-from serving_fixtures import CATEGORICAL, NUMERIC, ServerProcess, build_model_base, expected_score, sample_records
+from serving_fixtures import (
+    CATEGORICAL,
+    NUMERIC,
+    ServerProcess,
+    build_model_base,
+    expected_score,
+    sample_records,
+)
 
 from modelops.serving import rest_client
 
@@ -26,7 +33,9 @@ def server(tmp_path_factory):
 
 def post(server, path, body, **kwargs):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(server.url + path, content=content, headers={"Content-Type": "application/json"}, **kwargs)
+    return httpx.post(
+        server.url + path, content=content, headers={"Content-Type": "application/json"}, **kwargs
+    )
 
 
 def assert_still_serving(server):
@@ -48,12 +57,17 @@ def test_status_lists_loaded_versions_highest_first(server):
 
 
 def test_metadata_is_the_signature_def_map(server):
-    for path, version in ((f"/v1/models/{MODEL}/metadata", "3"), (f"/v1/models/{MODEL}/versions/1/metadata", "1")):
+    for path, version in (
+        (f"/v1/models/{MODEL}/metadata", "3"),
+        (f"/v1/models/{MODEL}/versions/1/metadata", "1"),
+    ):
         answer = httpx.get(server.url + path).json()
         assert answer["model_spec"] == {"name": MODEL, "signature_name": "", "version": version}
         signature = answer["metadata"]["signature_def"]["signature_def"]["serving_default"]
         assert {n: signature["inputs"][n]["dtype"] for n in NUMERIC} == {n: "DT_FLOAT" for n in NUMERIC}
-        assert {n: signature["inputs"][n]["dtype"] for n in CATEGORICAL} == {n: "DT_STRING" for n in CATEGORICAL}
+        assert {n: signature["inputs"][n]["dtype"] for n in CATEGORICAL} == {
+            n: "DT_STRING" for n in CATEGORICAL
+        }
         assert signature["inputs"]["LOAN"]["tensor_shape"] == {"dim": [{"size": "-1"}]}
         assert signature["outputs"]["score"]["dtype"] == "DT_FLOAT"
 
@@ -88,7 +102,9 @@ def test_openapi_describes_the_api(server):
     assert "/v1/models/{model_name}:predict" in document["paths"]
     body = document["paths"]["/v1/models/{model_name}:predict"]["post"]["requestBody"]
     instance = body["content"]["application/json"]["schema"]["oneOf"][0]["properties"]["instances"]["items"]
-    assert instance["properties"]["LOAN"] == {"type": "number"} and instance["properties"]["JOB"] == {"type": "string"}
+    assert instance["properties"]["LOAN"] == {"type": "number"} and instance["properties"]["JOB"] == {
+        "type": "string"
+    }
 
 
 GOOD = sample_records(1)[0]
@@ -104,10 +120,23 @@ BAD_REQUESTS = [
     ("malformed JSON", "POST", PREDICT, b'{"instances": [', 400, "not valid JSON"),
     ("not an object", "POST", PREDICT, b"[1, 2]", 400, "JSON object"),
     ("wrong field name", "POST", PREDICT, {"instance": [GOOD]}, 400, "unknown field"),
-    ("missing field", "POST", PREDICT, {"instances": [{k: v for k, v in GOOD.items() if k != "DEBTINC"}]}, 400,
-     "DEBTINC"),
+    (
+        "missing field",
+        "POST",
+        PREDICT,
+        {"instances": [{k: v for k, v in GOOD.items() if k != "DEBTINC"}]},
+        400,
+        "DEBTINC",
+    ),
     ("unknown input", "POST", PREDICT, {"instances": [{**GOOD, "BAD": 1}]}, 400, "unknown input"),
-    ("wrong type number", "POST", PREDICT, {"instances": [{**GOOD, "LOAN": "1000"}]}, 400, "expected a number"),
+    (
+        "wrong type number",
+        "POST",
+        PREDICT,
+        {"instances": [{**GOOD, "LOAN": "1000"}]},
+        400,
+        "expected a number",
+    ),
     ("wrong type string", "POST", PREDICT, {"instances": [{**GOOD, "JOB": 4}]}, 400, "expected a string"),
     ("Infinity", "POST", PREDICT, with_value("LOAN", "Infinity"), 400, "Infinity"),
     ("-Infinity", "POST", PREDICT, with_value("LOAN", "-Infinity"), 400, "Infinity"),
@@ -116,10 +145,23 @@ BAD_REQUESTS = [
     ("empty batch", "POST", PREDICT, {"instances": []}, 400, "empty"),
     ("oversized batch", "POST", PREDICT, {"instances": [GOOD] * 17}, 400, "max_batch_size=16"),
     ("empty body", "POST", PREDICT, b"", 400, "empty"),
-    ("unknown signature", "POST", PREDICT, {"instances": [GOOD], "signature_name": "x"}, 400, "signature 'x'"),
+    (
+        "unknown signature",
+        "POST",
+        PREDICT,
+        {"instances": [GOOD], "signature_name": "x"},
+        400,
+        "signature 'x'",
+    ),
     ("unknown model", "POST", "/v1/models/nope:predict", {"instances": [GOOD]}, 404, "'nope' is not served"),
-    ("unknown version", "POST", f"/v1/models/{MODEL}/versions/2:predict", {"instances": [GOOD]}, 404,
-     "no version 2"),
+    (
+        "unknown version",
+        "POST",
+        f"/v1/models/{MODEL}/versions/2:predict",
+        {"instances": [GOOD]},
+        404,
+        "no version 2",
+    ),
     ("version not a number", "GET", f"/v1/models/{MODEL}/versions/abc", None, 404, "not a number"),
     ("unknown model status", "GET", "/v1/models/nope", None, 404, "not served"),
     ("label", "GET", f"/v1/models/{MODEL}/labels/stable", None, 404, "label"),

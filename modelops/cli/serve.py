@@ -20,30 +20,58 @@ def _versions(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", required=True, help="name in the URL: /v1/models/<name>")
     parser.add_argument(
-        "--model-base-path", required=True, type=Path, help="folder of numbered SavedModel versions (D/1, D/3 ...)"
+        "--model-base-path",
+        required=True,
+        type=Path,
+        help="folder of numbered SavedModel versions (D/1, D/3 ...)",
     )
     parser.add_argument("--host", default=None, help="listen address (default: config serving.host)")
-    parser.add_argument("--port", type=int, default=None, help="REST port (default: config serving.port, 8501)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="REST port (default: config serving.port, 8501)"
+    )
     parser.add_argument(
         "--model-version-policy",
         choices=["all", "latest"],
         default="all",
-        help="load every numbered version (default) or only the highest; unversioned requests use the highest",
+        help="load every numbered version (default) or only the highest; unversioned requests: highest",
     )
-    parser.add_argument("--versions", type=_versions, default=(), help="load exactly these versions, e.g. 2,3")
+    parser.add_argument(
+        "--versions", type=_versions, default=(), help="load exactly these versions, e.g. 2,3"
+    )
     batching = parser.add_mutually_exclusive_group()
-    batching.add_argument("--batching", dest="batching", action="store_true", default=None,
-                          help="merge concurrent requests into one model call (default: config serving.batching)")
-    batching.add_argument("--no-batching", dest="batching", action="store_false", help="one model call per request")
-    parser.add_argument("--batch-timeout-ms", type=float, default=None,
-                        help="longest wait for concurrent requests to join a batch (default: config)")
-    parser.add_argument("--max-batch-size", type=int, default=None,
-                        help="largest batch per request and per model call (default: config serving.max_batch_size)")
-    parser.add_argument("--intra-op-threads", type=int, default=1, help="TensorFlow intra-op threads (default 1)")
-    parser.add_argument("--inter-op-threads", type=int, default=1, help="TensorFlow inter-op threads (default 1)")
+    batching.add_argument(
+        "--batching",
+        dest="batching",
+        action="store_true",
+        default=None,
+        help="merge concurrent requests into one model call (default: config serving.batching)",
+    )
+    batching.add_argument(
+        "--no-batching", dest="batching", action="store_false", help="one model call per request"
+    )
+    parser.add_argument(
+        "--batch-timeout-ms",
+        type=float,
+        default=None,
+        help="longest wait for concurrent requests to join a batch (default: config)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="largest batch per request and per model call (default: config serving.max_batch_size)",
+    )
+    parser.add_argument(
+        "--intra-op-threads", type=int, default=1, help="TensorFlow intra-op threads (default 1)"
+    )
+    parser.add_argument(
+        "--inter-op-threads", type=int, default=1, help="TensorFlow inter-op threads (default 1)"
+    )
     parser.add_argument("--admin-port", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--defer-public", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--reuse-port", action="store_true", help="listen with SO_REUSEPORT (for side-by-side swaps)")
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="listen with SO_REUSEPORT (for side-by-side swaps)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         version_policy=args.model_version_policy,
         versions=args.versions,
         batching=serving.batching if args.batching is None else args.batching,
-        batch_timeout_ms=args.batch_timeout_ms if args.batch_timeout_ms is not None else serving.batch_timeout_ms,
+        batch_timeout_ms=args.batch_timeout_ms
+        if args.batch_timeout_ms is not None
+        else serving.batch_timeout_ms,
         max_batch_size=max_batch_size,
         intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,

@@ -108,7 +108,8 @@ def build_app(
             return json_response({"error": f"method {request.method} not allowed on {request.url.path}"}, 405)
         if exc.status_code == 404:
             return json_response(
-                {"error": f"no route for {request.url.path}: the API lives under /v1/models/{{model_name}}"}, 404
+                {"error": f"no route for {request.url.path}: the API lives under /v1/models/{{model_name}}"},
+                404,
             )
         return json_response({"error": str(exc.detail)}, exc.status_code)
 
@@ -147,7 +148,9 @@ async def _dispatch(
     version = _version(repository, parts[1:], request.url.path)
     if verb is not None:
         if metadata:
-            raise NotFound(f"no route for {request.url.path}: ':{verb}' goes after the model or version, not /metadata")
+            raise NotFound(
+                f"no route for {request.url.path}: ':{verb}' goes after the model or version, not /metadata"
+            )
         if verb in {"classify", "regress"}:
             raise BadRequest(f"':{verb}' is not supported by this server: use ':predict'")
         if verb != "predict":
@@ -168,7 +171,9 @@ def _version(repository: ModelRepository, parts: list[str], path: str) -> ModelV
     if len(parts) != 2 or parts[0] not in {"versions", "labels"}:
         raise NotFound(f"no route for {path}: use /v1/models/{{m}}[/versions/{{v}}][/metadata|:predict]")
     if parts[0] == "labels":
-        raise NotFound(f"version label {parts[1]!r} is not defined: address a version by number (/versions/N)")
+        raise NotFound(
+            f"version label {parts[1]!r} is not defined: address a version by number (/versions/N)"
+        )
     if not parts[1].isdigit():
         raise NotFound(f"version {parts[1]!r} is not a number: use /versions/N with N an integer")
     number = int(parts[1])
@@ -182,7 +187,9 @@ def _version(repository: ModelRepository, parts: list[str], path: str) -> ModelV
 
 
 def _status(repository: ModelRepository, version: ModelVersion | None) -> list[dict[str, Any]]:
-    versions = [version] if version else [repository.versions[v] for v in sorted(repository.versions, reverse=True)]
+    versions = (
+        [version] if version else [repository.versions[v] for v in sorted(repository.versions, reverse=True)]
+    )
     return [
         {"version": str(v.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
         for v in versions
@@ -193,7 +200,9 @@ def _metadata(repository: ModelRepository, version: ModelVersion | None) -> dict
     served = version or repository.default_version
     return {
         "model_spec": {"name": repository.model_name, "signature_name": "", "version": str(served.version)},
-        "metadata": {"signature_def": {"signature_def": served.signature_def, "@type": SIGNATURE_DEF_MAP_TYPE}},
+        "metadata": {
+            "signature_def": {"signature_def": served.signature_def, "@type": SIGNATURE_DEF_MAP_TYPE}
+        },
     }
 
 
@@ -212,7 +221,9 @@ async def _predict(
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds {settings.max_body_bytes} bytes")
         body = await request.body()
         if len(body) > settings.max_body_bytes:
-            raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {settings.max_body_bytes} bytes")
+            raise PayloadTooLarge(
+                f"request body of {len(body)} bytes exceeds {settings.max_body_bytes} bytes"
+            )
         served = version or repository.default_version
         parsed = parse_predict_request(parse_json(body), served.inputs_by_signature, settings.max_batch_size)
         runner = served.signatures[parsed.signature_name]
@@ -221,7 +232,9 @@ async def _predict(
         try:
             outputs = await engine.predict(runner, parsed.columns, parsed.rows)
         except Exception as exc:
-            if type(exc).__name__ == "InvalidArgumentError":  # the model refused these values: TF Serving says 400
+            if (
+                type(exc).__name__ == "InvalidArgumentError"
+            ):  # the model refused these values: TF Serving says 400
                 raise BadRequest(f"the model rejected the input: {getattr(exc, 'message', exc)}") from None
             raise
     finally:

@@ -51,7 +51,9 @@ class InferenceEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._queues: dict[int, _SignatureQueue] = {}
 
-    async def predict(self, runner: SignatureRunner, columns: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    async def predict(
+        self, runner: SignatureRunner, columns: dict[str, np.ndarray], rows: int
+    ) -> dict[str, np.ndarray]:
         if not self.batching or not runner.batchable or rows >= self.max_batch_size:
             loop = asyncio.get_running_loop()
             self.batches += 1

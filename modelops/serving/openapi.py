@@ -107,7 +107,10 @@ def openapi_document(repository: ModelRepository, max_batch_size: int) -> dict[s
                         "state": {"type": "string", "enum": ["AVAILABLE"]},
                         "status": {
                             "type": "object",
-                            "properties": {"error_code": {"type": "string"}, "error_message": {"type": "string"}},
+                            "properties": {
+                                "error_code": {"type": "string"},
+                                "error_message": {"type": "string"},
+                            },
                         },
                     },
                 },
@@ -144,7 +147,10 @@ def openapi_document(repository: ModelRepository, max_batch_size: int) -> dict[s
                 "parameters": params,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": predict_body}}},
                 "responses": {
-                    "200": {"description": "scores", "content": {"application/json": {"schema": predict_response}}},
+                    "200": {
+                        "description": "scores",
+                        "content": {"application/json": {"schema": predict_response}},
+                    },
                     "400": _ERROR,
                     "404": _ERROR,
                     "405": _ERROR,
@@ -164,7 +170,9 @@ def openapi_document(repository: ModelRepository, max_batch_size: int) -> dict[s
         },
         "paths": {
             "/v1/models/{model_name}": get("model version status", status_schema, one),
-            "/v1/models/{model_name}/versions/{version}": get("one version's status", status_schema, versioned),
+            "/v1/models/{model_name}/versions/{version}": get(
+                "one version's status", status_schema, versioned
+            ),
             "/v1/models/{model_name}/metadata": get("signature metadata", metadata_schema, one),
             "/v1/models/{model_name}/versions/{version}/metadata": get(
                 "one version's signature metadata", metadata_schema, versioned

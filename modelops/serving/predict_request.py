@@ -143,7 +143,9 @@ def parse_predict_request(
         )
     has_instances, has_inputs = "instances" in payload, "inputs" in payload
     if has_instances == has_inputs:
-        raise BadRequest("the request must have exactly one of 'instances' (row format) or 'inputs' (columnar)")
+        raise BadRequest(
+            "the request must have exactly one of 'instances' (row format) or 'inputs' (columnar)"
+        )
     if has_instances:
         raw_columns, rows = _columns_from_instances(payload["instances"], specs, max_batch_size)
     else:
@@ -189,7 +191,9 @@ def _columns_from_inputs(
     if len(specs) == 1 and isinstance(inputs, list):
         inputs = {specs[0].name: inputs}
     if not isinstance(inputs, dict):
-        raise BadRequest(f"'inputs' must be a JSON object of input name to list of values, got {_json_type(inputs)}")
+        raise BadRequest(
+            f"'inputs' must be a JSON object of input name to list of values, got {_json_type(inputs)}"
+        )
     expected = {spec.name for spec in specs}
     if inputs.keys() != expected:
         _explain_keys("'inputs'", inputs.keys(), expected)
@@ -245,7 +249,8 @@ def _scalar_column(spec: InputSpec, values: list[Any]) -> np.ndarray:
     if kind == "float" and np.isinf(array).any():
         index = int(np.flatnonzero(np.isinf(array))[0])
         raise BadRequest(
-            f"input {spec.name!r}, record {index}: {values[index]!r} is infinite or beyond {spec.dtype} range; "
+            f"input {spec.name!r}, record {index}: {values[index]!r} is infinite or beyond {spec.dtype} "
+            "range; "
             "send a finite number, or NaN for a missing value"
         )
     return array
@@ -260,18 +265,25 @@ def _nested_column(spec: InputSpec, values: list[Any], rows: int) -> np.ndarray:
             f"{_shape_text(spec.shape)}"
         ) from None
     expected = spec.shape[1:]
-    if array.ndim != len(spec.shape) or any(e is not None and e != g for e, g in zip(expected, array.shape[1:])):
+    if array.ndim != len(spec.shape) or any(
+        e is not None and e != g for e, g in zip(expected, array.shape[1:], strict=True)
+    ):
         raise BadRequest(
-            f"input {spec.name!r}: got shape {list(array.shape)}, the signature expects {_shape_text(spec.shape)}"
+            f"input {spec.name!r}: got shape {list(array.shape)}, "
+            f"the signature expects {_shape_text(spec.shape)}"
         )
     if spec.kind == "float" and np.isinf(array).any():
-        raise BadRequest(f"input {spec.name!r}: infinite values are not accepted; send NaN for a missing value")
+        raise BadRequest(
+            f"input {spec.name!r}: infinite values are not accepted; send NaN for a missing value"
+        )
     return array
 
 
 def _decode_b64(spec: InputSpec, index: int, value: dict[str, Any]) -> bytes:
     if set(value) != {"b64"} or not isinstance(value["b64"], str):
-        raise BadRequest(f'input {spec.name!r}, record {index}: an object value must be {{"b64": "<base64>"}}')
+        raise BadRequest(
+            f'input {spec.name!r}, record {index}: an object value must be {{"b64": "<base64>"}}'
+        )
     try:
         return base64.b64decode(value["b64"], validate=True)
     except binascii.Error:
@@ -284,7 +296,10 @@ def _raise_first_bad_value(spec: InputSpec, values: list[Any]) -> None:
         if type(value) not in allowed:
             hint = ""
             if value is None:
-                hint = ' (null is not accepted, as in TF Serving: send NaN for a missing number, "" for a missing category)'
+                hint = (
+                    ' (null is not accepted, as in TF Serving: send NaN for a missing number, ""'
+                    " for a missing category)"
+                )
             raise BadRequest(
                 f"input {spec.name!r}, record {index}: expected {_EXPECTED[spec.kind]}, got "
                 f"{_json_type(value)} {_short(value)}{hint}"

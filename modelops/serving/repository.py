@@ -114,7 +114,9 @@ def load_version(path: Path, version: int) -> ModelVersion:
     import tensorflow as tf
 
     if not (path / "saved_model.pb").is_file():
-        raise ModelLoadError(f"{path} is not a SavedModel (no saved_model.pb): export the model with tf.saved_model.save")
+        raise ModelLoadError(
+            f"{path} is not a SavedModel (no saved_model.pb): export the model with tf.saved_model.save"
+        )
     try:
         module = tf.saved_model.load(str(path))
     except Exception as exc:  # TF raises many types for a damaged SavedModel
@@ -132,17 +134,22 @@ def load_version(path: Path, version: int) -> ModelVersion:
 def _signature_runner(name: str, function: Any, path: Path) -> SignatureRunner:
     args, kwargs = function.structured_input_signature
     if args:
-        raise ModelLoadError(f"signature {name!r} in {path} takes positional inputs; TF Serving needs named inputs")
+        raise ModelLoadError(
+            f"signature {name!r} in {path} takes positional inputs; TF Serving needs named inputs"
+        )
     inputs = []
     for input_name, spec in sorted(kwargs.items()):
         dtype = spec.dtype.name
         if dtype not in SUPPORTED_DTYPES:
             raise ModelLoadError(
-                f"signature {name!r} input {input_name!r} has dtype {dtype}; supported: {', '.join(SUPPORTED_DTYPES)}"
+                f"signature {name!r} input {input_name!r} has dtype {dtype}; "
+                f"supported: {', '.join(SUPPORTED_DTYPES)}"
             )
         shape = tuple(spec.shape.as_list()) if spec.shape.rank is not None else (None,)
         if not shape:
-            raise ModelLoadError(f"signature {name!r} input {input_name!r} is a scalar; inputs need a batch dimension")
+            raise ModelLoadError(
+                f"signature {name!r} input {input_name!r} is a scalar; inputs need a batch dimension"
+            )
         inputs.append(InputSpec(input_name, dtype, shape))
     outputs = function.structured_outputs
     if not isinstance(outputs, dict):
@@ -170,10 +177,14 @@ def _warm_up(version: ModelVersion) -> None:
         if any(len(spec.shape) != 1 for spec in runner.inputs):
             continue
         columns = {
-            spec.name: np.array([""], dtype=object) if spec.kind == "string" else np.zeros(1, spec.numpy_dtype)
+            spec.name: np.array([""], dtype=object)
+            if spec.kind == "string"
+            else np.zeros(1, spec.numpy_dtype)
             for spec in runner.inputs
         }
         try:
             runner(columns)
         except Exception as exc:  # a warm-up failure is reported, the smoke test decides
-            log.warning("warm-up call of signature %r (version %d) failed: %s", runner.name, version.version, exc)
+            log.warning(
+                "warm-up call of signature %r (version %d) failed: %s", runner.name, version.version, exc
+            )

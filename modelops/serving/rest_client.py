@@ -52,7 +52,11 @@ def _request(method: str, target: str, client: httpx.Client | None, timeout: flo
 
 
 def model_status(
-    url: str, model: str, version: str | int | None = None, *, client: httpx.Client | None = None,
+    url: str,
+    model: str,
+    version: str | int | None = None,
+    *,
+    client: httpx.Client | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> list[dict[str, Any]]:
     """``model_version_status`` entries, e.g. ``[{"version": "3", "state": "AVAILABLE", ...}]``."""
@@ -60,24 +64,37 @@ def model_status(
 
 
 def metadata(
-    url: str, model: str, version: str | int | None = None, *, client: httpx.Client | None = None,
+    url: str,
+    model: str,
+    version: str | int | None = None,
+    *,
+    client: httpx.Client | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
     return _request("GET", _model_path(url, model, version) + "/metadata", client, timeout)
 
 
 def signature_inputs(
-    url: str, model: str, version: str | int | None = None, *, signature: str = "serving_default",
-    client: httpx.Client | None = None, refresh: bool = False,
+    url: str,
+    model: str,
+    version: str | int | None = None,
+    *,
+    signature: str = "serving_default",
+    client: httpx.Client | None = None,
+    refresh: bool = False,
 ) -> dict[str, str]:
-    """Input name -> TF dtype (``DT_FLOAT``, ``DT_STRING``...) of a signature, cached per URL/model/version."""
+    """Input -> TF dtype (``DT_FLOAT``, ``DT_STRING``...), cached per URL/model/version."""
     key = (url.rstrip("/"), model, None if version is None else str(version))
     if refresh or key not in _SIGNATURES:
         meta = metadata(url, model, version, client=client)
         defs = meta["metadata"]["signature_def"]["signature_def"]
         if signature not in defs:
-            raise ServingClientError(f"model {model!r} at {url} has no signature {signature!r}; it has {sorted(defs)}")
-        _SIGNATURES[key] = {name: spec.get("dtype", "DT_FLOAT") for name, spec in defs[signature]["inputs"].items()}
+            raise ServingClientError(
+                f"model {model!r} at {url} has no signature {signature!r}; it has {sorted(defs)}"
+            )
+        _SIGNATURES[key] = {
+            name: spec.get("dtype", "DT_FLOAT") for name, spec in defs[signature]["inputs"].items()
+        }
     return _SIGNATURES[key]
 
 
@@ -95,10 +112,12 @@ def to_instances(records: Any, inputs: Mapping[str, str]) -> list[dict[str, Any]
                 instance[name] = math.nan
             else:
                 try:
-                    instance[name] = float(value) if dtype in {"DT_FLOAT", "DT_DOUBLE", "DT_HALF"} else int(value)
+                    instance[name] = (
+                        float(value) if dtype in {"DT_FLOAT", "DT_DOUBLE", "DT_HALF"} else int(value)
+                    )
                 except (TypeError, ValueError):
                     raise ServingClientError(
-                        f"record {index}: {name}={value!r} is not a number, but the model input {name} is {dtype}"
+                        f"record {index}: {name}={value!r} is not a number, but model input {name} is {dtype}"
                     ) from None
         instances.append(instance)
     return instances
@@ -138,8 +157,14 @@ def predict(
 
 
 def _predict_once(
-    url: str, model: str, records: Any, version: str | int | None, signature: str,
-    client: httpx.Client | None, timeout: float, refresh: bool,
+    url: str,
+    model: str,
+    records: Any,
+    version: str | int | None,
+    signature: str,
+    client: httpx.Client | None,
+    timeout: float,
+    refresh: bool,
 ) -> list[float]:
     inputs = signature_inputs(url, model, version, signature=signature, client=client, refresh=refresh)
     instances = to_instances(records, inputs)
@@ -148,12 +173,18 @@ def _predict_once(
     payload: dict[str, Any] = {"instances": instances}
     if signature != "serving_default":
         payload["signature_name"] = signature
-    body = json.dumps(payload, allow_nan=True).encode()  # NaN token for missing numbers, as TF Serving reads it
+    body = json.dumps(
+        payload, allow_nan=True
+    ).encode()  # NaN token for missing numbers, as TF Serving reads it
     target = _model_path(url, model, version) + ":predict"
-    answer = _request("POST", target, client, timeout, content=body, headers={"Content-Type": "application/json"})
+    answer = _request(
+        "POST", target, client, timeout, content=body, headers={"Content-Type": "application/json"}
+    )
     predictions = answer.get("predictions")
     if not isinstance(predictions, list) or len(predictions) != len(instances):
-        raise ServingClientError(f"{target} answered {len(predictions or [])} predictions for {len(instances)} records")
+        raise ServingClientError(
+            f"{target} answered {len(predictions or [])} predictions for {len(instances)} records"
+        )
     return [_as_score(p, target) for p in predictions]
 
 
@@ -184,14 +215,18 @@ def wait_until_available(
     while True:
         try:
             for entry in model_status(url, model, version, client=client, timeout=min(5.0, timeout)):
-                if entry.get("state") == "AVAILABLE" and (version is None or str(entry.get("version")) == str(version)):
+                if entry.get("state") == "AVAILABLE" and (
+                    version is None or str(entry.get("version")) == str(version)
+                ):
                     return entry
             last = "not AVAILABLE yet"
         except ServingClientError as exc:
             last = str(exc)
         if time.monotonic() >= deadline:
             wanted = f"version {version}" if version is not None else "a version"
-            raise ServingClientError(f"model {model!r} at {url}: {wanted} not AVAILABLE after {timeout:.0f}s ({last})")
+            raise ServingClientError(
+                f"model {model!r} at {url}: {wanted} not AVAILABLE after {timeout:.0f}s ({last})"
+            )
         time.sleep(interval)
 
 
@@ -204,7 +239,7 @@ def smoke_test(
     client: httpx.Client | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> list[float]:
-    """Score a few records; raise :class:`SmokeTestError` unless the right version answers with probabilities."""
+    """Score a few records; raise :class:`SmokeTestError` unless the right version answers probabilities."""
     if expected_version is not None:
         statuses = model_status(url, model, client=client, timeout=timeout)
         served = max((int(s["version"]) for s in statuses if s.get("state") == "AVAILABLE"), default=None)
@@ -216,12 +251,15 @@ def smoke_test(
     scores = predict(url, model, records, client=client, timeout=timeout)
     rows = records.to_dict("records") if hasattr(records, "to_dict") else list(records)
     if len(scores) != len(rows):
-        raise SmokeTestError(f"model {model!r} at {url} returned {len(scores)} scores for {len(rows)} records")
+        raise SmokeTestError(
+            f"model {model!r} at {url} returned {len(scores)} scores for {len(rows)} records"
+        )
     bad = [(i, s) for i, s in enumerate(scores) if not (math.isfinite(s) and 0.0 <= s <= 1.0)]
     if bad:
         shown = ", ".join(f"record {i}: {s!r}" for i, s in bad[:5])
         raise SmokeTestError(
-            f"model {model!r} at {url} returned scores that are not finite probabilities in [0, 1] ({shown}); "
+            f"model {model!r} at {url} returned scores that are not finite probabilities in [0, 1] "
+            f"({shown}); "
             "check the model's output activation and preprocessing"
         )
     return scores

@@ -60,7 +60,9 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     except OSError as exc:
         sock.close()
         hint = " (another process without SO_REUSEPORT holds it)" if reuse_port else ""
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}{hint}: {exc.strerror}; choose another port") from None
+        raise OSError(
+            exc.errno, f"cannot listen on {host}:{port}{hint}: {exc.strerror}; choose another port"
+        ) from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -72,7 +74,9 @@ def run_server(options: ServerOptions) -> None:
     from modelops.serving.repository import load_repository
 
     configure_tensorflow(options.intra_op_threads, options.inter_op_threads)
-    repository = load_repository(options.model_name, options.base_path, options.version_policy, options.versions)
+    repository = load_repository(
+        options.model_name, options.base_path, options.version_policy, options.versions
+    )
     engine = InferenceEngine(
         batching=options.batching,
         max_batch_size=options.max_batch_size,

@@ -146,11 +146,15 @@ class LocalTarget(ServingTarget):
             raise DeployError(f"version {version!r} is not a number: TF Serving version folders are integers")
         model_dir = Path(model_dir)
         if not (model_dir / "saved_model.pb").is_file():
-            raise DeployError(f"{model_dir} is not a SavedModel (no saved_model.pb): pass the exported model folder")
+            raise DeployError(
+                f"{model_dir} is not a SavedModel (no saved_model.pb): pass the exported model folder"
+            )
         with self._lock(model_name):
             old = self._read_state(model_name)
             if old is not None and not _alive(old.pid, old.create_time):
-                log.warning("previous server for %s (pid %d) is gone; deploying without a swap", model_name, old.pid)
+                log.warning(
+                    "previous server for %s (pid %d) is gone; deploying without a swap", model_name, old.pid
+                )
                 old = None
             placed = _Placement(self.base_path(model_name), version, model_dir)
             placed.put()
@@ -170,8 +174,14 @@ class LocalTarget(ServingTarget):
             placed.commit()
             if old is not None:
                 _terminate(old.pid, old.create_time)
-                log.info("swapped %s: version %s (pid %d) replaced version %s (pid %d)",
-                         model_name, version, state.pid, old.version, old.pid)
+                log.info(
+                    "swapped %s: version %s (pid %d) replaced version %s (pid %d)",
+                    model_name,
+                    version,
+                    state.pid,
+                    old.version,
+                    old.pid,
+                )
             return self._rollout(state)
 
     # -- steps ----------------------------------------------------------------------------------
@@ -187,31 +197,59 @@ class LocalTarget(ServingTarget):
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{model_name}-v{version}-{time.strftime('%Y%m%dT%H%M%S')}.log"
         command = [
-            sys.executable, "-c", _SERVE, "serve",
-            "--model-name", model_name,
-            "--model-base-path", str(self.base_path(model_name)),
-            "--versions", version,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--admin-port", str(admin_port),
+            sys.executable,
+            "-c",
+            _SERVE,
+            "serve",
+            "--model-name",
+            model_name,
+            "--model-base-path",
+            str(self.base_path(model_name)),
+            "--versions",
+            version,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--admin-port",
+            str(admin_port),
             "--defer-public",
-            "--max-batch-size", str(serving.max_batch_size),
-            "--batch-timeout-ms", str(serving.batch_timeout_ms),
+            "--max-batch-size",
+            str(serving.max_batch_size),
+            "--batch-timeout-ms",
+            str(serving.batch_timeout_ms),
             "--batching" if serving.batching else "--no-batching",
             *self.extra_args,
         ]
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=str(self.home),
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=str(self.home),
             )
-        log.info("started %s version %s: pid %d, admin port %d, log %s", model_name, version, process.pid,
-                 admin_port, log_path)
+        log.info(
+            "started %s version %s: pid %d, admin port %d, log %s",
+            model_name,
+            version,
+            process.pid,
+            admin_port,
+            log_path,
+        )
         state = ServingProcess(
-            model_name=model_name, version=version, pid=process.pid,
-            create_time=psutil.Process(process.pid).create_time(), host=self.host, port=self.port,
-            admin_port=admin_port, base_path=str(self.base_path(model_name)), log=str(log_path),
-            started_at=time.time(), previous_version=old.version if old else None,
+            model_name=model_name,
+            version=version,
+            pid=process.pid,
+            create_time=psutil.Process(process.pid).create_time(),
+            host=self.host,
+            port=self.port,
+            admin_port=admin_port,
+            base_path=str(self.base_path(model_name)),
+            log=str(log_path),
+            started_at=time.time(),
+            previous_version=old.version if old else None,
         )
         return process, state
 
@@ -226,8 +264,9 @@ class LocalTarget(ServingTarget):
                     f"{process.returncode} while loading; log {state.log}:\n{_tail(state.log)}"
                 )
             try:
-                rest_client.wait_until_available(state.admin_url, state.model_name, state.version, timeout=0.5,
-                                                 interval=0.2)
+                rest_client.wait_until_available(
+                    state.admin_url, state.model_name, state.version, timeout=0.5, interval=0.2
+                )
                 break
             except rest_client.ServingClientError as exc:
                 if time.monotonic() > deadline:
@@ -240,7 +279,8 @@ class LocalTarget(ServingTarget):
             rest_client.smoke_test(state.admin_url, state.model_name, records, expected_version=state.version)
         except rest_client.ServingClientError as exc:
             raise DeployError(
-                f"smoke test of {state.model_name} version {state.version} failed, previous version kept: {exc}"
+                f"smoke test of {state.model_name} version {state.version} failed, previous version kept: "
+                f"{exc}"
             ) from None
 
     @staticmethod
@@ -255,9 +295,17 @@ class LocalTarget(ServingTarget):
 
     def _rollout(self, state: ServingProcess) -> Rollout:
         return Rollout(
-            target=self.name, model_name=state.model_name, version=state.version, url=state.url,
+            target=self.name,
+            model_name=state.model_name,
+            version=state.version,
+            url=state.url,
             previous_version=state.previous_version,
-            details={"pid": state.pid, "admin_url": state.admin_url, "log": state.log, "base_path": state.base_path},
+            details={
+                "pid": state.pid,
+                "admin_url": state.admin_url,
+                "log": state.log,
+                "base_path": state.base_path,
+            },
         )
 
 
