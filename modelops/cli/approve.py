@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from modelops.cli.errors import UserError
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     problem = validate_answer(answer, config.approval.approvers)
     if problem:
         raise UserError(f"answer not sent: {problem}")
-    with _api(config):
+    with use_prefect_api(config):
         run_id = args.run or find_paused_approval(args.model or config.model.name)
         answered_key = resume_approval(run_id, answer.model_dump())
         verb = "rejected" if args.reject else f"approved with image tag {args.tag}"
@@ -51,23 +53,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _api:
-    """Point the Prefect client at the configured API when PREFECT_API_URL is not set."""
+@contextmanager
+def use_prefect_api(config: Any) -> Iterator[None]:
+    """Point the Prefect client at the configured API (the stack's) unless PREFECT_API_URL is set."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    def __init__(self, config: Any) -> None:
-        self._config = config
-        self._context: Any = None
-
-    def __enter__(self) -> None:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        if not PREFECT_API_URL.value():
-            self._context = temporary_settings({PREFECT_API_URL: self._config.prefect_api_url})
-            self._context.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._context is not None:
-            self._context.__exit__(*exc)
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with temporary_settings({PREFECT_API_URL: config.prefect_api_url}):
+        yield
 
 
 def find_paused_approval(model_name: str) -> str:

@@ -51,22 +51,18 @@ class LabelledWindow:
 
 
 def connect(dsn: str):
-    """A psycopg2 connection; the error names the database (without password) and the fix."""
+    """A connection to the scoring-log database; the error names it (password redacted) and the fix."""
     import psycopg2
 
-    try:
-        return psycopg2.connect(dsn, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        from psycopg2.extensions import parse_dsn
+    from modelops.tasks.database import connect as database_connect
+    from modelops.tasks.database import redact
 
-        try:
-            where = "{host}:{port}/{dbname}".format(
-                **{"host": "?", "port": 5432, "dbname": "?", **parse_dsn(dsn)}
-            )
-        except Exception:
-            where = "the configured database"
+    try:
+        return database_connect(dsn, application_name="modelops-monitoring")
+    except psycopg2.OperationalError as exc:
+        first_line = (str(exc).strip().splitlines() or ["unreachable"])[0]
         raise ConnectionError(
-            f"cannot connect to the scoring-log database {where}: {str(exc).strip().splitlines()[0]}; "
+            f"cannot connect to the scoring-log database {redact(dsn)}: {first_line}; "
             "check database.url / MODELOPS_DATABASE_URL and that PostgreSQL is running"
         ) from None
 
