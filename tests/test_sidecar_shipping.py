@@ -160,23 +160,26 @@ def test_duplicate_request_ids_inside_one_batch_insert_once(postgres_url, tmp_pa
 def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(postgres_url, tmp_path):
     spool = tmp_path / "spool"
     rng = random.Random(7)
-    ids = write_records(spool, 20_000, per_file=4000)
-    command = [MODELOPS, "ship", "--spool", str(spool), "--database-url", postgres_url, "--batch-rows", "150",
+    ids: list[str] = []
+    command = [MODELOPS, "ship", "--spool", str(spool), "--database-url", postgres_url, "--batch-rows", "100",
                "--poll", "0.05"]  # fmt: skip
     killed_mid_work = 0
     for round_number in range(6):
+        ids += write_records(
+            spool, 8000, per_file=2000, finish=round_number % 2 == 0
+        )  # new work keeps coming
+        before = table_counts(postgres_url)[0] if _has_table(postgres_url) else 0
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.6, 2.0))
+        _wait_for(
+            lambda before=before: _has_table(postgres_url) and table_counts(postgres_url)[0] > before, 60
+        )
+        time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the shipping of a batch, or between batches
         process.send_signal(signal.SIGKILL)
         process.wait()
-        shipped, distinct = table_counts(postgres_url) if _has_table(postgres_url) else (0, 0)
+        shipped, distinct = table_counts(postgres_url)
         assert shipped == distinct, f"round {round_number}: duplicates after kill -9"
-        if 0 < shipped < len(ids):
-            killed_mid_work += 1
-        ids += write_records(
-            spool, 3000, per_file=1000, finish=round_number % 2 == 0
-        )  # new work keeps coming
-    assert killed_mid_work >= 2, "the kills should land while there is still work to ship"
+        killed_mid_work += shipped < len(ids)
+    assert killed_mid_work >= 3, "the kills should land while there is still work to ship"
     final = subprocess.run([*command, "--once"], capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     assert table_counts(postgres_url) == (len(ids), len(ids))

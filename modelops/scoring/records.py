@@ -13,6 +13,7 @@ categorical ones "". The column order of :data:`COPY_COLUMNS` is the order of th
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "request_id", "scored_at", "model_name", "model_version", "features", "score", "decision",
 )  # fmt: skip
 _NULL = "\\N"
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class InvalidRecord(ValueError):
@@ -47,6 +49,8 @@ def _escape(text: str) -> str:
 
 def _number(record: dict[str, Any], key: str, *, nullable: bool) -> str:
     value = record.get(key)
+    if type(value) is float and math.isfinite(value):  # the common case, checked first for speed
+        return repr(value)
     if value is None:
         if nullable:
             return _NULL
@@ -84,10 +88,11 @@ def copy_row(line: bytes) -> str:
         raise InvalidRecord(f"missing fields {missing}")
 
     request_id = record["request_id"]
-    try:
-        request_id = str(uuid.UUID(request_id))
-    except (TypeError, ValueError, AttributeError):
-        raise InvalidRecord(f"request_id must be a UUID string, got {request_id!r:.60}") from None
+    if not (isinstance(request_id, str) and _CANONICAL_UUID.fullmatch(request_id)):
+        try:
+            request_id = str(uuid.UUID(request_id))
+        except (TypeError, ValueError, AttributeError):
+            raise InvalidRecord(f"request_id must be a UUID string, got {request_id!r:.60}") from None
 
     scored_at = record["scored_at"]
     try:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +112,9 @@ class LogShipper:
         self._migrated = False
         self.spool_dir = Path(settings.spool_dir)
         self.dead_letter_path = self.spool_dir / DEAD_LETTER_DIR / "dead-letter.jsonl"
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._on_batch: Callable[[ShipStats], None] | None = None
+        self._last_progress = time.monotonic()
 
     # ------------------------------------------------------------------------------------- loop
     def run(self, once: bool = False, on_batch: Callable[[ShipStats], None] | None = None) -> ShipStats:
@@ -117,9 +122,9 @@ class LogShipper:
         import psycopg2
 
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._on_batch = on_batch
         delay = self.settings.backoff_initial_s
         down_since: float | None = None
-        last_progress = time.monotonic()
         log.info(
             "log sidecar: shipping %s to %s (schema %s)",
             self.spool_dir,
@@ -129,7 +134,7 @@ class LogShipper:
         while not self.stop_event.is_set():
             self._heartbeat()
             try:
-                shipped = self.ship_batch()
+                shipped = self.ship_pass()
                 if down_since is not None:
                     log.info("PostgreSQL is back after %.1f s; catching up", time.monotonic() - down_since)
                 delay, down_since = self.settings.backoff_initial_s, None
@@ -157,41 +162,72 @@ class LogShipper:
                 self.stop_event.wait(wait)
                 delay = min(delay * 2, self.settings.backoff_max_s)
                 continue
-            if shipped and on_batch:
-                on_batch(self.stats)
-            if time.monotonic() - last_progress >= self.settings.progress_every_s:
-                last_progress = time.monotonic()
-                self._log_progress()
+            self._maybe_log_progress()
             if not shipped:
                 if once:
                     break
                 self.stop_event.wait(self.settings.poll_interval_s)
         self._drop_connection()
+        self.close()
         self._log_progress()
         return self.stats
+
+    @property
+    def _reader(self) -> ThreadPoolExecutor:
+        if self._reader_pool is None:
+            self._reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-reader")
+        return self._reader_pool
+
+    def close(self) -> None:
+        if self._reader_pool is not None:
+            self._reader_pool.shutdown(wait=True)
+            self._reader_pool = None
 
     def stop(self) -> None:
         self.stop_event.set()
 
     # ------------------------------------------------------------------------------------ batch
-    def ship_batch(self) -> int:
-        """Ship one batch; returns the number of lines consumed (0: nothing to do)."""
+    def ship_pass(self, max_batches: int | None = None) -> int:
+        """Ship what the spool holds now, batch after batch; returns the lines consumed (0: idle).
+
+        Reading and checking batch N+1 (Python) overlaps with the database work on batch N: the
+        next batch is read from the offsets batch N will commit, and is thrown away if N fails.
+        """
         connection = self._connect()
         files = list_spool_files(self.spool_dir)
         self._load_unknown_offsets(connection, files)
-        batch = self._read_batch(files)
-        if batch.lines:
-            self._commit(connection, batch)
+        consumed = 0
+        batch = self._read_batch(files, self._offsets)
+        batches = 0
+        while batch.lines:
+            following = None
+            if not self.stop_event.is_set() and (max_batches is None or batches + 1 < max_batches):
+                ahead = dict(self._offsets)
+                ahead.update((key, offset) for key, (offset, _) in batch.offsets.items())
+                following = self._reader.submit(self._read_batch, files, ahead)
+            try:
+                self._commit(connection, batch)
+            finally:
+                if following is not None and not following.done():
+                    following.result() if sys.exc_info()[0] is None else following.cancel()
+            consumed += batch.lines
+            batches += 1
+            if self._on_batch:
+                self._on_batch(self.stats)
+            self._maybe_log_progress()
+            if following is None:
+                break
+            batch = following.result()
         self._rotate_finished(connection, files)
-        return batch.lines
+        return consumed
 
-    def _read_batch(self, files: list[SpoolFile]) -> _Batch:
+    def _read_batch(self, files: list[SpoolFile], offsets: dict[str, int]) -> _Batch:
         batch = _Batch()
         budget_bytes = self.settings.batch_bytes
         for spool_file in files:
             if batch.lines >= self.settings.batch_rows or budget_bytes <= 0:
                 break
-            offset = self._offsets.get(spool_file.key, 0)
+            offset = offsets.get(spool_file.key, 0)
             try:
                 data = read_complete_lines(spool_file.path, offset, budget_bytes)
             except FileNotFoundError:
@@ -356,6 +392,11 @@ class LogShipper:
             (self.spool_dir / HEARTBEAT_FILE).write_text(datetime.now(UTC).isoformat())
         except OSError:
             pass
+
+    def _maybe_log_progress(self) -> None:
+        if time.monotonic() - self._last_progress >= self.settings.progress_every_s:
+            self._last_progress = time.monotonic()
+            self._log_progress()
 
     def _log_progress(self) -> None:
         stats = self.stats.as_dict()
