@@ -45,9 +45,19 @@ def run(args: argparse.Namespace) -> int:
     if args.csv and args.rows is not None:
         raise UserError("--rows sizes generated data; it cannot be combined with --csv")
 
+    import logging
+
     from modelops.config import load_config
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
     config = load_config()
+    if args.csv:  # fail fast, before Prefect starts, on a file the flow would reject anyway
+        from modelops.data.loading import load_dataset
+        from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema
+
+        schema = DatasetSchema.from_yaml(args.schema) if args.schema else HMEQ_SCHEMA
+        checked = load_dataset(args.csv, schema)
+        print(f"train: {args.csv}: {len(checked)} rows, event rate {checked[schema.target].mean():.3f}", flush=True)
     api = os.environ.get("PREFECT_API_URL")
     print(f"train: model {args.model_name or config.model.name}, MLflow {config.mlflow_uri}, "
           f"Prefect API {api or 'none set: starting a temporary local server (slow)'}", flush=True)  # fmt: skip
