@@ -291,3 +291,19 @@ def _wait_for(condition, timeout: float) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def test_sigterm_drains_the_spool_before_exit(postgres_url, tmp_path):
+    spool = tmp_path / "spool"
+    ids = write_records(spool, 20_000, per_file=5000)
+    process = subprocess.Popen(
+        [MODELOPS, "ship", "--spool", str(spool), "--database-url", postgres_url, "--batch-rows", "200"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for(lambda: _has_table(postgres_url) and table_counts(postgres_url)[0] > 0, 60)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "draining the spool" in err
+    assert table_counts(postgres_url) == (len(ids), len(ids))
+    assert json.loads(out.splitlines()[-1])["shipped"]["files_rotated"] == 4

@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what to do with a finished, fully shipped file: move to <spool>/shipped/ (default) or delete",
     )
     parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=20.0,
+        help="on SIGTERM/SIGINT keep shipping what is left, giving up on the database after this long "
+        "(default 20; 0 = stop at once)",
+    )
+    parser.add_argument(
         "--backoff-max", type=float, default=30.0, help="longest wait between database retries (s)"
     )
     parser.add_argument(
@@ -52,6 +59,8 @@ def spool_directory(explicit: str | None, config: object | None = None) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
     import signal
+    import sys
+    from dataclasses import replace
     from pathlib import Path
 
     from modelops.cli.errors import UserError
@@ -77,9 +86,22 @@ def run(args: argparse.Namespace) -> int:
         give_up_after_s=give_up,
     )
     shipper = LogShipper(dsn, settings)
-    signal.signal(signal.SIGTERM, lambda *_: shipper.stop())
+    signals: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        signals.append(number)
+        shipper.stop()  # the first signal: stop polling, drain; the second: stop after this batch
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         stats = shipper.run(once=args.once)
+        if signals and args.drain_seconds > 0:
+            # In a pod the client has finished and the spool (an emptyDir) dies with the pod: ship it.
+            print(f"ship: stopping; draining the spool for up to {args.drain_seconds:.0f} s", file=sys.stderr)
+            shipper.settings = replace(settings, give_up_after_s=args.drain_seconds)
+            shipper.stop_event.clear()
+            stats = shipper.run(once=True)
     except DatabaseDown as exc:
         raise UserError(str(exc)) from None
     print(json.dumps({"shipped": stats.as_dict()}))
