@@ -52,7 +52,9 @@ def check_saved_model(
             env=env,
         )
     except subprocess.TimeoutExpired:
-        raise SavedModelCheckError(f"loading {model_dir} in a fresh process took over {timeout_s:.0f} s") from None
+        raise SavedModelCheckError(
+            f"loading {model_dir} in a fresh process took over {timeout_s:.0f} s"
+        ) from None
     if completed.returncode != 0:
         last = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise SavedModelCheckError(f"broken artifact: {model_dir} does not load in a fresh process: {last}")
@@ -110,7 +112,9 @@ def _score_in_this_process(model_dir: str, schema: DatasetSchema, records: list[
         if spec.dtype == tf.string:
             feed[name] = tf.constant(["" if v is None or v != v else str(v) for v in column], tf.string)
         else:
-            feed[name] = tf.constant(np.array([np.nan if v is None else v for v in column], float), spec.dtype)
+            feed[name] = tf.constant(
+                np.array([np.nan if v is None else v for v in column], float), spec.dtype
+            )
     result = signature(**feed)
     scores = [float(s) for s in np.asarray(result["score"]).reshape(-1)] if "score" in result else []
     return {"inputs": inputs, "outputs": outputs, "scores": scores}
