@@ -1,15 +1,15 @@
-"""The serving image: tag rules, clear errors for an absent engine/registry, and a real build + push + pull."""
+"""The serving image: tag rules, clear errors for an absent engine/registry, a real build/push/pull."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
-
-from modelops.config import load_config
-from modelops.tasks import image
 from conftest import free_port
 from fakes.docker_env import container_config, require_engine
 from fakes.tiny_savedmodel import write_tiny_savedmodel
+
+from modelops.config import load_config
+from modelops.tasks import image
 
 
 @pytest.mark.parametrize("tag", ["v1", "2026.11.25", "_x", "a" * 128, "v1-rc.2_b"])

@@ -12,9 +12,10 @@ two; :meth:`DockerTarget.current` reports the live one (read it, or put a load b
 ports). Containers are named ``modelops-<model>-<slot>`` and labelled with model, version, slot
 and URL, so the state lives in Docker, not in a file.
 
-The smoke test (``smoke_test``, also used by the Kubernetes target through the API server's
-service proxy) asks the model's metadata for its inputs, sends one record of neutral values and
-requires one finite score.
+Smoke test: ``modelops.serving.rest_client.smoke_test`` (the right version answers, one record of
+neutral values gets a probability). The Kubernetes target cannot reach the pods over plain HTTP,
+so ``smoke_test`` here does the same checks through any ``Transport`` (there: the API server's
+service proxy).
 """
 
 from __future__ import annotations
@@ -92,9 +93,9 @@ def smoke_test(call: Transport, model_name: str) -> float:
         score = score.get("score")
     if isinstance(score, list) and len(score) == 1:
         score = score[0]
-    if not isinstance(score, int | float) or not math.isfinite(score):
+    if not isinstance(score, int | float) or not (math.isfinite(score) and 0.0 <= score <= 1.0):
         raise SmokeTestError(
-            f"predict on {model_name} returned the score {score!r}, expected a finite number"
+            f"predict on {model_name} returned the score {score!r}, expected a probability in [0, 1]"
         )
     return float(score)
 
@@ -135,6 +136,8 @@ class DockerTarget(ServingTarget):
         return f"modelops-{model_name}-{slot}"
 
     def deploy(self, model_name: str, version: str, model_dir: Path, image: str | None = None) -> Rollout:
+        from modelops.serving.rest_client import ServingClientError
+        from modelops.serving.rest_client import smoke_test as rest_smoke_test
         from modelops.tasks.image import ImageError
 
         version = str(version)
@@ -165,8 +168,9 @@ class DockerTarget(ServingTarget):
         )
         try:
             self._wait_available(container, url, model_name, version)
-            score = smoke_test(http_transport(url), model_name)
-        except (DeployError, SmokeTestError, httpx.HTTPError) as exc:
+            # One record with every feature missing: NaN / "" go in, the SavedModel's imputation copes.
+            score = rest_smoke_test(url, model_name, [{}], expected_version=version)[0]
+        except (DeployError, ServingClientError, httpx.HTTPError) as exc:
             logs = _tail(container)
             self._remove(container.name)
             kept = f"; version {previous_version} keeps serving" if previous_version else ""

@@ -1,4 +1,4 @@
-"""The ``kubernetes`` and ``openshift`` serving targets: the manifests in ``infra/k8s`` applied through the API.
+"""The ``kubernetes`` and ``openshift`` serving targets: ``infra/k8s`` manifests applied through the API.
 
 Deploy = push the image, render the overlay (``infra/k8s/overlays/<target>``), set the image,
 namespace, replicas and model version, server-side apply every object, wait for the Deployment's
@@ -470,7 +470,7 @@ class OpenShiftTarget(KubernetesTarget):
     overlay = "openshift"
 
     def cluster_image(self, pushed: str) -> str:
-        # Pulled through the ImageStream (lookupPolicy.local): the in-cluster registry name is not the pushed one.
+        # Pulled through the ImageStream (lookupPolicy.local): the in-cluster registry name differs.
         return f"{self.config.serving.image_stream}:{pushed.rpartition(':')[2]}"
 
     async def _url(self, api: Any, service: str) -> str:

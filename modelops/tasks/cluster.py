@@ -62,7 +62,7 @@ class KubernetesApi:
     async def connect(
         cls, credentials_block: str | None = None, configuration: Any = None
     ) -> AsyncIterator[KubernetesApi]:
-        """Connect with ``configuration`` if given, else a KubernetesCredentials block, in-cluster, kubeconfig."""
+        """Connect: ``configuration``, else a KubernetesCredentials block, in-cluster, kubeconfig."""
         from kubernetes_asyncio import config
         from kubernetes_asyncio.client import ApiClient, Configuration
 

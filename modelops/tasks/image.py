@@ -110,8 +110,9 @@ def check_registry_reachable(registry: str, timeout: float = 5) -> None:
             pass
     except (OSError, ValueError) as exc:
         raise ImageError(
-            f"the image registry {registry} is unreachable ({exc}): start it (`sudo scripts/docker-engine.sh start` "
-            "runs one on 127.0.0.1:5055) or fix serving.registry in the environment config"
+            f"the image registry {registry} is unreachable ({exc}): start it "
+            "(`sudo scripts/docker-engine.sh start` runs one on 127.0.0.1:5055) "
+            "or fix serving.registry in the environment config"
         ) from None
 
 

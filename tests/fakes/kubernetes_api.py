@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from conftest import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from conftest import free_port
 
 KUBERNETES_VERSION = "1.37.0"
 

@@ -16,6 +16,7 @@ RUNTIME_IMAGE="${MODELOPS_STANDIN_RUNTIME:-modelops/standin-runtime:py311-tf2.21
 STANDIN_IMAGE="${MODELOPS_STANDIN_IMAGE:-modelops/tfserving-standin:2.18.0}"
 MIRROR="${MODELOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PYTHON="${PYTHON:-$REPO_ROOT/.venv/bin/python}"
+[ -x "$PYTHON" ] || PYTHON=$(command -v python3.11 || command -v python3)
 # The serving process's packages, at the versions the project tests with.
 PACKAGES=(tensorflow-cpu starlette uvicorn orjson pydantic PyYAML httpx)
 
@@ -57,7 +58,7 @@ fi
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 cp "$HERE/standin.Dockerfile" "$HERE/tensorflow_model_server" "$HERE/tf_serving_entrypoint.sh" "$context/"
-tar -C "$REPO_ROOT" --exclude='__pycache__' -c modelops | tar -C "$context" -x
+tar -C "$REPO_ROOT" --exclude='__pycache__' -c modelops infra/config | tar -C "$context" -x
 log "building $STANDIN_IMAGE from $RUNTIME_IMAGE"
 docker build --quiet --network=host --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE" -f "$context/standin.Dockerfile" \
   -t "$STANDIN_IMAGE" "$context" >"$HOME_DIR/log/standin-build.log" 2>&1 \

@@ -4,6 +4,7 @@
 ARG RUNTIME_IMAGE=modelops/standin-runtime:py311-tf2.21.0
 FROM ${RUNTIME_IMAGE}
 COPY modelops /opt/standin/app/modelops
+COPY infra/config /opt/standin/app/infra/config
 COPY tensorflow_model_server /usr/bin/tensorflow_model_server
 COPY tf_serving_entrypoint.sh /usr/bin/tf_serving_entrypoint.sh
 ENV PYTHONPATH=/opt/standin/app:/opt/standin/site-packages \
