@@ -130,19 +130,21 @@ def test_openshift_leaves_the_uid_to_the_scc_and_kubernetes_pins_it():
     assert kubernetes["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_builtin_renderer_matches_kubectl_kustomize(overlay):
+KUSTOMIZATIONS = [K8S_DIR / "overlays" / overlay for overlay in OVERLAYS] + (
+    [CLIENT_DIR] if (CLIENT_DIR / "kustomization.yaml").is_file() else []
+)
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: p.relative_to(K8S_DIR).as_posix())
+def test_builtin_renderer_matches_kubectl_kustomize(directory):
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed: the built-in renderer cannot be compared with kustomize")
     output = subprocess.run(
-        [kubectl, "kustomize", str(K8S_DIR / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=True
     ).stdout
     theirs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(output) if o}
-    ours = {(o["kind"], o["metadata"]["name"]): o for o in render_overlay(K8S_DIR / "overlays" / overlay)}
+    ours = {(o["kind"], o["metadata"]["name"]): o for o in render_overlay(directory)}
     assert ours == theirs
 
 

@@ -10,7 +10,8 @@ smoke test fails, the previous image and version are applied again (and waited f
 
 Rendering: a documented subset of kustomize, enough for these manifests and checked against
 ``kubectl kustomize`` by the tests: ``resources`` (files and directories), ``namespace``,
-``images`` (``name`` -> ``newName``/``newTag``/``digest``) and ``patches`` given by ``path``
+``images`` (``name`` -> ``newName``/``newTag``/``digest``), ``labels`` (``pairs``, optionally
+``includeTemplates``; not ``includeSelectors``) and ``patches`` given by ``path``
 (strategic merge: maps merge, lists of named items merge by ``name``, other lists are replaced).
 The manifests are written for the model ``hmeq-risk``; for another model the names, selectors and
 probe paths are rewritten after rendering.
@@ -49,7 +50,7 @@ HTTP_PORT = 8501
 VERSION_ANNOTATION = "modelops.io/model-version"
 MODEL_ANNOTATION = "modelops.io/model-name"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_SUPPORTED = {"apiVersion", "kind", "resources", "namespace", "images", "patches"}
+_SUPPORTED = {"apiVersion", "kind", "resources", "namespace", "images", "patches", "labels"}
 # Apply order: what the Deployment refers to first.
 _ORDER = ["ServiceAccount", "ConfigMap", "ImageStream", "Service", "Deployment", "Route"]
 
@@ -88,6 +89,8 @@ def render_overlay(directory: str | Path) -> list[dict[str, Any]]:
         for doc in yaml.safe_load_all((directory / patch["path"]).read_text()):
             if doc:
                 _apply_patch(objects, doc, directory / patch["path"])
+    for rule in kustomization.get("labels") or []:
+        _add_labels(objects, rule, path)
     if kustomization.get("namespace"):
         for obj in objects:
             obj.setdefault("metadata", {})["namespace"] = kustomization["namespace"]
@@ -104,6 +107,18 @@ def _apply_patch(objects: list[dict[str, Any]], patch: dict[str, Any], source: P
             obj.update(merged)
             return
     raise ManifestError(f"{source}: patch target {patch.get('kind')} {patch['metadata']['name']} not found")
+
+
+def _add_labels(objects: list[dict[str, Any]], rule: dict[str, Any], source: Path) -> None:
+    if rule.get("includeSelectors"):
+        raise ManifestError(
+            f"{source}: labels with includeSelectors: true are not supported by the built-in renderer"
+        )
+    for obj in objects:
+        obj.setdefault("metadata", {}).setdefault("labels", {}).update(rule.get("pairs") or {})
+        template = (obj.get("spec") or {}).get("template")
+        if rule.get("includeTemplates") and isinstance(template, dict):
+            template.setdefault("metadata", {}).setdefault("labels", {}).update(rule.get("pairs") or {})
 
 
 def _strategic_merge(base: Any, patch: Any) -> Any:
