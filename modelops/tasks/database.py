@@ -72,9 +72,10 @@ def resolve_database_url(config: ModelOpsConfig | None = None, explicit: str | N
 
         url = endpoints(config).database_url
     except Exception as exc:  # the stack may be absent, not running, or not built yet
-        raise DatabaseUnavailable(
-            f"no database: run `modelops up` or set MODELOPS_DATABASE_URL ({type(exc).__name__}: {exc})"
-        ) from None
+        detail = str(exc)
+        if not detail.startswith("no database"):
+            detail = f"no database: run `modelops up` or set MODELOPS_DATABASE_URL ({type(exc).__name__}: {exc})"
+        raise DatabaseUnavailable(detail) from None
     if not url:
         raise DatabaseUnavailable("no database: run `modelops up` or set MODELOPS_DATABASE_URL")
     return _with_password(url, config)
