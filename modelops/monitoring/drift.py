@@ -35,7 +35,9 @@ class DriftReport:
 
     def as_dict(self) -> dict:
         data = asdict(self)
-        data.update(score_drift=self.score_drift, detected=self.detected)
+        data.update(
+            drifted_features=list(self.drifted_features), score_drift=self.score_drift, detected=self.detected
+        )
         return data
 
 
