@@ -215,6 +215,7 @@ def fetch_labelled_scores(
     connection = connect(dsn)
     try:
         with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL work_mem = '64MB'")  # sort a large window in memory, not on disk
             sql = cursor.mogrify(query, params).decode()
             buffer = io.BytesIO()
             cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT binary)", buffer)
