@@ -30,7 +30,9 @@ def traffic(
 ) -> dict[str, Any]:
     """Score ``rows`` records of ``period`` (or of ``csv``); returns the summary dict."""
     config = load_config()
-    records = load_replay_records(period=period, csv=csv, schema=schema_file, rows=rows, seed=seed, drift=drift)
+    records = load_replay_records(
+        period=period, csv=csv, schema=schema_file, rows=rows, seed=seed, drift=drift
+    )
     settings = TrafficSettings(
         url=(url or config.serving_url).rstrip("/"),
         model_name=model_name or config.model.name,

@@ -74,7 +74,8 @@ def resolve_database_url(config: ModelOpsConfig | None = None, explicit: str | N
     except Exception as exc:  # the stack may be absent, not running, or not built yet
         detail = str(exc)
         if not detail.startswith("no database"):
-            detail = f"no database: run `modelops up` or set MODELOPS_DATABASE_URL ({type(exc).__name__}: {exc})"
+            detail = "no database: run `modelops up` or set MODELOPS_DATABASE_URL"
+            detail += f" ({type(exc).__name__}: {exc})"
         raise DatabaseUnavailable(detail) from None
     if not url:
         raise DatabaseUnavailable("no database: run `modelops up` or set MODELOPS_DATABASE_URL")
