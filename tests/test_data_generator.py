@@ -116,7 +116,10 @@ def test_fixed_logistic_model_loses_ks_period_after_period(training, periods):
     def matrix(frame: pd.DataFrame, means: pd.Series) -> np.ndarray:
         numeric = frame[list(HMEQ_SCHEMA.numeric)]
         parts = [numeric.fillna(means), numeric.isna().astype(float)]
-        parts += [pd.get_dummies(frame[c]).reindex(columns=HMEQ_CATEGORIES[c], fill_value=0) for c in HMEQ_CATEGORIES]
+        parts += [
+            pd.get_dummies(frame[c]).reindex(columns=HMEQ_CATEGORIES[c], fill_value=0)
+            for c in HMEQ_CATEGORIES
+        ]
         return pd.concat(parts, axis=1).to_numpy(dtype=float)
 
     train, holdout = training.iloc[:16000], training.iloc[16000:]

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from modelops.data.generator import generate_training
@@ -37,7 +36,9 @@ def test_generated_csv_round_trips(tmp_path):
 
 def test_wrong_separator_is_named(tmp_path):
     path = write(tmp_path, "BAD;LOAN;DEBTINC;JOB\n1;1100;;Other\n0;2000;30.5;Mgr\n")
-    with pytest.raises(DataError, match=r"one single column: its separator is probably ';'.*separator: \";\""):
+    with pytest.raises(
+        DataError, match=r"one single column: its separator is probably ';'.*separator: \";\""
+    ):
         load_dataset(path, SMALL)
     fixed = DatasetSchema(target="BAD", numeric=("LOAN", "DEBTINC"), categorical=("JOB",), separator=";")
     assert len(load_dataset(path, fixed)) == 2
@@ -45,7 +46,9 @@ def test_wrong_separator_is_named(tmp_path):
 
 def test_missing_columns_are_listed_with_the_columns_found(tmp_path):
     path = write(tmp_path, "BAD,LOAN,JOBS\n1,1100,Other\n0,2000,Mgr\n")
-    with pytest.raises(DataError, match=r"columns \['DEBTINC', 'JOB'\] .* missing; found \['BAD', 'LOAN', 'JOBS'\]"):
+    with pytest.raises(
+        DataError, match=r"columns \['DEBTINC', 'JOB'\] .* missing; found \['BAD', 'LOAN', 'JOBS'\]"
+    ):
         load_dataset(path, SMALL)
 
 
@@ -78,7 +81,9 @@ def test_non_numeric_values_in_a_numeric_column(tmp_path):
 
 def test_all_missing_feature_is_an_error(tmp_path):
     path = write(tmp_path, "BAD,LOAN,DEBTINC,JOB\n1,1000,,Other\n0,1200,,Mgr\n")
-    with pytest.raises(DataError, match=r"feature 'DEBTINC' is missing in all 2 rows.*remove it from the schema"):
+    with pytest.raises(
+        DataError, match=r"feature 'DEBTINC' is missing in all 2 rows.*remove it from the schema"
+    ):
         load_dataset(path, SMALL)
 
 

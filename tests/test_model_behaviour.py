@@ -137,7 +137,9 @@ def test_at_least_as_good_as_logistic_regression_on_real_hmeq():
         x_train, x_holdout = (_linear_features(f, means) for f in (train, holdout))
         centre, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-9
         regression = linear.LogisticRegression(max_iter=3000).fit((x_train - centre) / scale, train["BAD"])
-        baseline.append(ks_statistic(regression.predict_proba((x_holdout - centre) / scale)[:, 1], holdout["BAD"]))
+        baseline.append(
+            ks_statistic(regression.predict_proba((x_holdout - centre) / scale)[:, 1], holdout["BAD"])
+        )
     print(f"\nreal HMEQ hold-out KS: model {np.round(ours, 3)} (mean {np.mean(ours):.3f}); "
           f"logistic regression {np.round(baseline, 3)} (mean {np.mean(baseline):.3f})")  # fmt: skip
     assert np.mean(ours) >= np.mean(baseline)
@@ -146,5 +148,7 @@ def test_at_least_as_good_as_logistic_regression_on_real_hmeq():
 def _linear_features(frame: pd.DataFrame, means: pd.Series) -> np.ndarray:
     numeric = frame[list(HMEQ_SCHEMA.numeric)]
     parts = [numeric.fillna(means), numeric.isna().astype(float)]
-    parts += [pd.get_dummies(frame[c]).reindex(columns=HMEQ_CATEGORIES[c], fill_value=0) for c in HMEQ_CATEGORIES]
+    parts += [
+        pd.get_dummies(frame[c]).reindex(columns=HMEQ_CATEGORIES[c], fill_value=0) for c in HMEQ_CATEGORIES
+    ]
     return pd.concat(parts, axis=1).to_numpy(dtype=float)

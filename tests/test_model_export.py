@@ -26,7 +26,10 @@ def exported(tmp_path_factory):
     from modelops.model.network import fit_model
 
     fitted = fit_model(
-        generate_training(rows=3000, seed=3), HMEQ_SCHEMA, TrainingSettings(epochs=5, batch_size=128), progress=None
+        generate_training(rows=3000, seed=3),
+        HMEQ_SCHEMA,
+        TrainingSettings(epochs=5, batch_size=128),
+        progress=None,
     )
     base = tmp_path_factory.mktemp("models")
     folder = export_saved_model(fitted, base, "hmeq-risk", 3)
@@ -57,8 +60,9 @@ def test_saved_model_cli_shows_named_inputs_and_score(exported):
         assert re.search(rf"inputs\['{name}'\] tensor_info:\s+dtype: DT_STRING\s+shape: \(-1\)", text), name
     assert re.search(r"outputs\['score'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1\)", text)
     assert len(re.findall(r"inputs\['", text)) == len(HMEQ_SCHEMA.features)
-    everything = subprocess.run([str(cli), "show", "--dir", str(folder), "--all"], capture_output=True, text=True,
-                                timeout=120)  # fmt: skip
+    everything = subprocess.run(
+        [str(cli), "show", "--dir", str(folder), "--all"], capture_output=True, text=True, timeout=120
+    )
     assert everything.returncode == 0 and "signature_def['serving_default']" in everything.stdout
 
 

@@ -15,13 +15,17 @@ from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema
 MODELOPS = [str(Path(sys.executable).parent / "modelops")]
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run([*MODELOPS, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})  # fmt: skip
 
 
 def test_generate_writes_train_periods_and_schema(tmp_path):
-    done = run_cli(["generate", "--out", str(tmp_path), "--rows", "1000", "--period-rows", "300", "--periods", "3"])
+    done = run_cli(
+        ["generate", "--out", str(tmp_path), "--rows", "1000", "--period-rows", "300", "--periods", "3"]
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "period_1.csv", "period_2.csv", "period_3.csv", "schema.yaml", "train.csv",
@@ -35,7 +39,10 @@ def test_generate_writes_train_periods_and_schema(tmp_path):
 
 def test_generate_rejects_bad_options(tmp_path):
     done = run_cli(["generate", "--out", str(tmp_path), "--drift", "-1"])
-    assert done.returncode == 2 and done.stderr.strip() == "modelops generate: error: --drift must be >= 0, got -1.0"
+    assert (
+        done.returncode == 2
+        and done.stderr.strip() == "modelops generate: error: --drift must be >= 0, got -1.0"
+    )
 
 
 @pytest.mark.slow
@@ -52,8 +59,8 @@ def test_train_command_registers_and_prints_a_summary(prefect_harness, tmp_path)
     }
     data = tmp_path / "data"
     done = run_cli(
-        ["train", "--csv", str(data / "train.csv"), "--schema", str(data / "schema.yaml"), "--model-name", "cli-model",
-         "--tag", "ticket=OPS-1"],
+        ["train", "--csv", str(data / "train.csv"), "--schema", str(data / "schema.yaml"),
+         "--model-name", "cli-model", "--tag", "ticket=OPS-1"],
         env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

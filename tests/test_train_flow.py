@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,13 @@ def env_config(tmp_path_factory) -> Path:
     config = {
         "environment": "test",
         "model": {"name": "hmeq-test", "experiment": "hmeq-test"},
-        "training": {"epochs": 6, "batch_size": 64, "learning_rate": 0.003, "hidden_units": [16, 8], "train_rows": 3000},
+        "training": {
+            "epochs": 6,
+            "batch_size": 64,
+            "learning_rate": 0.003,
+            "hidden_units": [16, 8],
+            "train_rows": 3000,
+        },
         "mlflow": {"tracking_uri": f"sqlite:///{folder}/mlflow.db"},
     }
     path = folder / "test.yaml"
@@ -107,7 +112,9 @@ def test_download_serving_model_gives_tf_serving_layout_that_scores(trained, env
         "s = score_frame(sys.argv[1], generate_period(1, rows=200), HMEQ_SCHEMA); "
         "assert s.shape == (200,) and ((s > 0) & (s < 1)).all(); print('OK', float(s.mean()))"
     )
-    done = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("OK")
 

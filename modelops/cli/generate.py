@@ -13,11 +13,18 @@ HELP = "write generated HMEQ-like data: train.csv, period_<i>.csv (drifting) and
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to write into (created if absent)")
     parser.add_argument("--rows", type=int, default=20000, help="training rows (default 20000)")
-    parser.add_argument("--period-rows", type=int, default=5000, help="rows per production period (default 5000)")
-    parser.add_argument("--periods", type=int, default=4, help="production periods (default 4, like the seed)")
+    parser.add_argument(
+        "--period-rows", type=int, default=5000, help="rows per production period (default 5000)"
+    )
+    parser.add_argument(
+        "--periods", type=int, default=4, help="production periods (default 4, like the seed)"
+    )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     parser.add_argument(
-        "--drift", type=float, default=1.0, help="drift strength: 0 none, 1 the seed's four quarters (default 1)"
+        "--drift",
+        type=float,
+        default=1.0,
+        help="drift strength: 0 none, 1 the seed's four quarters (default 1)",
     )
 
 
@@ -38,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     frames = [("train.csv", generate_training(rows=args.rows, seed=args.seed))]
     for period in range(1, args.periods + 1):
         frames.append(
-            (f"period_{period}.csv", generate_period(period, rows=args.period_rows, seed=args.seed, drift=args.drift))
+            (
+                f"period_{period}.csv",
+                generate_period(period, rows=args.period_rows, seed=args.seed, drift=args.drift),
+            )
         )
     for name, frame in frames:
         frame.to_csv(args.out / name, index=False, float_format="%.10g")

@@ -20,12 +20,16 @@ def _tag(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--csv", type=Path, default=None, help="training data; default: generated HMEQ-like loans")
+    parser.add_argument(
+        "--csv", type=Path, default=None, help="training data; default: generated HMEQ-like loans"
+    )
     parser.add_argument(
         "--schema", type=Path, default=None, help="schema YAML (target, numeric, categorical, separator); "
         "default: the HMEQ schema",
     )  # fmt: skip
-    parser.add_argument("--model-name", default=None, help="registered model name (default: config model.name)")
+    parser.add_argument(
+        "--model-name", default=None, help="registered model name (default: config model.name)"
+    )
     parser.add_argument("--rows", type=int, default=None, help="generated training rows (default: config)")
     parser.add_argument(
         "--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",
@@ -57,10 +61,14 @@ def run(args: argparse.Namespace) -> int:
 
         schema = DatasetSchema.from_yaml(args.schema) if args.schema else HMEQ_SCHEMA
         checked = load_dataset(args.csv, schema)
-        print(f"train: {args.csv}: {len(checked)} rows, event rate {checked[schema.target].mean():.3f}", flush=True)
+        print(
+            f"train: {args.csv}: {len(checked)} rows, event rate {checked[schema.target].mean():.3f}",
+            flush=True,
+        )
     api = os.environ.get("PREFECT_API_URL")
-    print(f"train: model {args.model_name or config.model.name}, MLflow {config.mlflow_uri}, "
-          f"Prefect API {api or 'none set: starting a temporary local server (slow)'}", flush=True)  # fmt: skip
+    prefect = api or "none set: starting a temporary local server (slow)"
+    model_name = args.model_name or config.model.name
+    print(f"train: model {model_name}, MLflow {config.mlflow_uri}, Prefect API {prefect}", flush=True)
     print("train: importing TensorFlow, MLflow and Prefect ...", flush=True)
     started = time.perf_counter()
     from modelops.flows.train import train

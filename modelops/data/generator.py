@@ -101,7 +101,9 @@ def _generate(rows: int, rng: np.random.Generator, regime: _Regime) -> pd.DataFr
                   + rng.normal(0, 0.5, n))  # fmt: skip
     loan = np.clip(np.round(loan, -2), 1_100, 89_900)
     reason = np.where(rng.random(n) < 0.69, "DebtCon", "HomeImp")
-    job = rng.choice(list(JOB_SHARES), size=n, p=np.array(list(JOB_SHARES.values())) / sum(JOB_SHARES.values()))
+    job = rng.choice(
+        list(JOB_SHARES), size=n, p=np.array(list(JOB_SHARES.values())) / sum(JOB_SHARES.values())
+    )
     yoj = np.clip(np.round(rng.gamma(1.4, 6.4, n)), 0, 41)
     derog = _zero_inflated_poisson(rng, n, zero_share=0.76, mean_when_positive=1.1)
     delinq = _zero_inflated_poisson(rng, n, zero_share=0.70, mean_when_positive=1.4)

@@ -72,9 +72,12 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, source: str = "da
                 f" The file parsed into one single column: its separator is probably {seen!r}, "
                 f"not the schema's {schema.separator!r}; set 'separator: \"{seen}\"' in the schema."
                 if seen
-                else f" The file parsed into one single column: check the schema's separator {schema.separator!r}."
+                else f" The file parsed into one single column: check the schema's separator "
+                f"{schema.separator!r}."
             )
-        raise DataError(f"{source}: columns {absent} declared in the schema are missing; found {found[:30]}.{hint}")
+        raise DataError(
+            f"{source}: columns {absent} declared in the schema are missing; found {found[:30]}.{hint}"
+        )
     if len(frame) == 0:
         raise DataError(f"{source}: no data rows")
 
@@ -120,8 +123,8 @@ def _numeric(values: pd.Series, name: str, source: str) -> pd.Series:
     if bad.any():
         examples = [f"row {i}: {values[i]!r}" for i in values.index[bad][:3]]
         raise DataError(
-            f"{source}: numeric column {name!r} has {int(bad.sum())} non-numeric values ({'; '.join(examples)}); "
-            "fix the values or declare the column categorical in the schema"
+            f"{source}: numeric column {name!r} has {int(bad.sum())} non-numeric values "
+            f"({'; '.join(examples)}); fix the values or declare the column categorical in the schema"
         )
     return parsed.astype(float)
 

@@ -51,6 +51,8 @@ def save_curves(evaluation: Evaluation, folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return {
-        "roc": save_roc_curve(evaluation.scores, evaluation.labels, folder / "roc_curve.png", "ROC (hold-out)"),
+        "roc": save_roc_curve(
+            evaluation.scores, evaluation.labels, folder / "roc_curve.png", "ROC (hold-out)"
+        ),
         "ks": save_ks_curve(evaluation.scores, evaluation.labels, folder / "ks_curve.png", "KS (hold-out)"),
     }

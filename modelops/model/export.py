@@ -49,7 +49,9 @@ def serving_module(fitted: FittedModel) -> ServingModule:
     return ServingModule(fitted)
 
 
-def export_saved_model(fitted: FittedModel, export_base: str | Path, model_name: str, version: int | str) -> Path:
+def export_saved_model(
+    fitted: FittedModel, export_base: str | Path, model_name: str, version: int | str
+) -> Path:
     """Write ``<export_base>/<model_name>/<version>/`` (replacing it) and return that folder."""
     target = Path(export_base) / model_name / str(version)
     if target.exists():
@@ -71,7 +73,9 @@ def load_signature(saved_model_dir: str | Path) -> Any:
     return signature
 
 
-def score_frame(signature_or_dir: Any, frame: pd.DataFrame, schema: DatasetSchema, batch_size: int = 8192) -> np.ndarray:
+def score_frame(
+    signature_or_dir: Any, frame: pd.DataFrame, schema: DatasetSchema, batch_size: int = 8192
+) -> np.ndarray:
     """Score raw records with a serving signature (or a SavedModel folder): NaN/None → NaN / ``""``."""
     signature = (
         load_signature(signature_or_dir) if isinstance(signature_or_dir, str | Path) else signature_or_dir

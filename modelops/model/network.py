@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from modelops.config import TrainingSettings
 from modelops.data.schema import DatasetSchema
-from modelops.model.preprocessing import Preprocessor, PreprocessingSpec, fit_preprocessing, frame_to_tensors
+from modelops.model.preprocessing import PreprocessingSpec, Preprocessor, fit_preprocessing, frame_to_tensors
 
 VALIDATION_FRACTION = 0.1
 EARLY_STOPPING_PATIENCE = 5
@@ -54,7 +54,9 @@ def build_network(width: int, settings: TrainingSettings, event_rate: float = 0.
     inputs = keras.Input(shape=(width,), name="features")
     hidden = inputs
     for units in settings.hidden_units:
-        hidden = keras.layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.l2(L2))(hidden)
+        hidden = keras.layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.l2(L2))(
+            hidden
+        )
         if settings.dropout > 0:
             hidden = keras.layers.Dropout(settings.dropout)(hidden)
     prior = float(np.log(event_rate / (1 - event_rate)))  # start from the base rate, not from 50 %

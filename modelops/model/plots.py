@@ -45,7 +45,9 @@ def save_ks_curve(scores: np.ndarray, labels: np.ndarray, path: str | Path, titl
     scores, labels = np.asarray(scores, dtype=float), np.asarray(labels)
     grid = np.unique(scores)
     events = np.searchsorted(np.sort(scores[labels == 1]), grid, side="right") / max((labels == 1).sum(), 1)
-    non_events = np.searchsorted(np.sort(scores[labels == 0]), grid, side="right") / max((labels == 0).sum(), 1)
+    non_events = np.searchsorted(np.sort(scores[labels == 0]), grid, side="right") / max(
+        (labels == 0).sum(), 1
+    )
     gap = np.abs(non_events - events)
     at = int(np.argmax(gap))
     figure, axes = plt.subplots(figsize=(6, 4.5))

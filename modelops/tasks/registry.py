@@ -71,7 +71,9 @@ def local_artifact_root(tracking_uri: str) -> str | None:
     if parsed.scheme == "sqlite":
         database = Path(tracking_uri.removeprefix("sqlite:///"))
         if not database.is_absolute():
-            database = Path("/" + str(database)) if tracking_uri.startswith("sqlite:////") else database.resolve()
+            database = (
+                Path("/" + str(database)) if tracking_uri.startswith("sqlite:////") else database.resolve()
+            )
         return (database.parent / "mlartifacts").as_uri()
     if parsed.scheme in ("", "file"):
         return None  # a file store already keeps artifacts inside itself
@@ -181,7 +183,9 @@ def mlflow_signature(schema: DatasetSchema):
 
     inputs = [TensorSpec(np.dtype(np.float32), (-1,), name) for name in schema.numeric]
     inputs += [TensorSpec(np.dtype(object), (-1,), name) for name in schema.categorical]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "score")]))
+    return ModelSignature(
+        inputs=Schema(inputs), outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "score")])
+    )
 
 
 def _param(value: Any) -> Any:
@@ -274,7 +278,9 @@ def download_serving_model(
     with tempfile.TemporaryDirectory(prefix="modelops-download-") as scratch:
         local = Path(
             mlflow.artifacts.download_artifacts(
-                f"models:/{model_name}/{model_version.version}", dst_path=scratch, tracking_uri=client.tracking_uri
+                f"models:/{model_name}/{model_version.version}",
+                dst_path=scratch,
+                tracking_uri=client.tracking_uri,
             )
         )
         found = sorted(local.rglob("saved_model.pb"))

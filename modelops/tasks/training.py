@@ -118,7 +118,10 @@ def register(
             extra_tags=extra_tags,
         )
     logger.info(
-        "registered %s version %s (alias challenger), run %s", model_name, registered.version, registered.run_id
+        "registered %s version %s (alias challenger), run %s",
+        model_name,
+        registered.version,
+        registered.run_id,
     )
     return registered
 
