@@ -38,15 +38,20 @@ def train_on_frame(
     model_name: str,
     extra_tags: dict[str, Any] | None = None,
     *,
-    tracking_uri: str,
+    tracking_uri: str | None = None,
     experiment: str | None = None,
     data_source: str = "dataframe",
     decision_threshold: float = 0.5,
 ) -> TrainResult:
-    """Fit, evaluate on a stratified hold-out and register a new version of ``model_name``."""
+    """Fit, evaluate on a stratified hold-out and register a new version of ``model_name``.
+
+    Called inside a flow (``train``, ``retrain``) its steps are that flow's task runs.
+    ``tracking_uri`` defaults to the environment config's MLflow.
+    """
     from modelops.data.loading import dataset_digest, validate_frame
     from modelops.model.evaluation import split_holdout
 
+    tracking_uri = tracking_uri or load_config().mlflow_uri
     frame = validate_frame(frame, schema, source=data_source)
     digest = dataset_digest(frame)
     train_part, holdout = split_holdout(frame, schema, settings.holdout_fraction, settings.seed)

@@ -69,11 +69,7 @@ def local_artifact_root(tracking_uri: str) -> str | None:
     """Where runs of a database/file tracking store keep artifacts: beside the database file."""
     parsed = urlparse(tracking_uri)
     if parsed.scheme == "sqlite":
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not database.is_absolute():
-            database = (
-                Path("/" + str(database)) if tracking_uri.startswith("sqlite:////") else database.resolve()
-            )
+        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()  # 4 slashes: absolute
         return (database.parent / "mlartifacts").as_uri()
     if parsed.scheme in ("", "file"):
         return None  # a file store already keeps artifacts inside itself
