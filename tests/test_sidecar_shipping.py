@@ -307,3 +307,19 @@ def test_sigterm_drains_the_spool_before_exit(postgres_url, tmp_path):
     assert "draining the spool" in err
     assert table_counts(postgres_url) == (len(ids), len(ids))
     assert json.loads(out.splitlines()[-1])["shipped"]["files_rotated"] == 4
+
+
+def test_a_row_postgresql_refuses_is_dead_lettered_and_the_batch_still_ships(postgres_url, tmp_path):
+    # 1e300 passes the spool check (a finite number) but overflows the real column latency_ms
+    records = [record(i) for i in range(5)] + [record(5, latency_ms=1e300)]
+    path = tmp_path / "scores-20260101T000000Z-test-1-000001-abcd.jsonl"
+    path.write_bytes(b"".join(encode_record(r) for r in records))
+    shipper = ship_once(postgres_url, tmp_path)
+    assert table_counts(postgres_url) == (5, 5)
+    assert shipper.stats.rows_inserted == 5 and shipper.stats.dead_letters == 1
+    (entry,) = [
+        json.loads(x) for x in (tmp_path / DEAD_LETTER_DIR / "dead-letter.jsonl").read_text().splitlines()
+    ]
+    assert entry["stage"] == "database" and "rejected by PostgreSQL" in entry["reason"]
+    assert "out of range" in entry["reason"] and entry["source_file"] == path.name
+    assert entry["offset"] == sum(len(encode_record(r)) for r in records[:5])
