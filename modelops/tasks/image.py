@@ -206,12 +206,13 @@ def push_image(config: ModelOpsConfig, reference: str, *, client: docker.DockerC
     from docker.errors import APIError, DockerException
 
     repository, tag = split_reference(reference)
+    auth = _auth_config(config)  # a missing secret fails here, before any network call
     check_registry_reachable(repository.split("/", 1)[0])
     client = client or docker_client()
-    _log().info("pushing %s", reference)
+    _log().info("pushing %s%s", reference, f" as {auth['username']}" if auth else "")
     try:
         lines = _stream(
-            client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=_auth_config(config)),
+            client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth),
             f"push {reference}",
         )
     except (APIError, DockerException) as exc:

@@ -63,4 +63,5 @@ log "building $STANDIN_IMAGE from $RUNTIME_IMAGE"
 docker build --quiet --network=host --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE" -f "$context/standin.Dockerfile" \
   -t "$STANDIN_IMAGE" "$context" >"$HOME_DIR/log/standin-build.log" 2>&1 \
   || { log "error: docker build of the stand-in failed; see $HOME_DIR/log/standin-build.log"; exit 1; }
+docker image prune -f >/dev/null 2>&1 || true  # the previous build of the stand-in, now untagged
 log "$STANDIN_IMAGE ready ($(docker image inspect -f '{{.Size}}' "$STANDIN_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'), $(( $(date +%s) - t0 )) s)"
