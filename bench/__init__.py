@@ -1,0 +1,1 @@
+"""Benchmarks (scripts with a main, not tests): python -m bench.<name>."""

@@ -1,0 +1,554 @@
+"""Serving benchmark: the local TF-Serving-compatible server against its floor (and MLflow's server).
+
+    .venv/bin/python -m bench.serving [--duration 5] [--mlflow-peer] [--json out.json]
+
+Floor = calling the SavedModel's ``serving_default`` signature in-process on the same records with
+the same TensorFlow threads (the server's own :class:`SignatureRunner`, so input conversion
+included, JSON and HTTP excluded). Load comes from Debian's ``wrk`` (``apt-get install -y wrk``)
+with a Lua script cycling through pre-built JSON bodies; its own CPU time is reported.
+
+Scenarios: batch-1 over 1 connection (p50/p99 vs floor), batch-1 over 16 connections with dynamic
+batching on and off, batch-64 records/s vs the in-process floor, an empty endpoint (the HTTP
+stack's ceiling), RSS per serving process, and optionally ``mlflow models serve`` as the peer.
+Prints a table and writes JSON. Goals are reported, not asserted: this is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODEL = "hmeq-risk"
+SERVE = "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))"
+
+WRK_SCRIPT = r"""
+local bodies = {}
+for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+local i = 0
+wrk.method = os.getenv("BENCH_METHOD") or "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  if wrk.method == "GET" then return wrk.format(nil, nil, nil, nil) end
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %d, "duration_us": %d, "errors": %d, "status_errors": %d, '
+    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- model and records ----------------------------------------------------------------------------
+
+
+def train_and_export(workdir: Path, rows: int) -> tuple[Path, Any]:
+    """A real MLP from the project's trainer and exporter (default architecture, few epochs)."""
+    from modelops.config import TrainingSettings
+    from modelops.data.generator import generate_training
+    from modelops.data.schema import HMEQ_SCHEMA
+    from modelops.model.export import export_saved_model
+    from modelops.model.network import fit_model
+
+    progress(f"training a benchmark model on {rows} generated rows (default architecture, 3 epochs)")
+    fitted = fit_model(
+        generate_training(rows=rows, seed=3), HMEQ_SCHEMA, TrainingSettings(epochs=3), progress=None
+    )
+    return export_saved_model(fitted, workdir / "models", MODEL, 1), fitted
+
+
+def benchmark_records(count: int) -> list[dict[str, Any]]:
+    from modelops.data.generator import generate_period
+    from modelops.data.schema import HMEQ_SCHEMA
+    from modelops.serving.rest_client import to_instances
+
+    frame = generate_period(1, rows=count, seed=5)
+    dtypes = {n: "DT_FLOAT" for n in HMEQ_SCHEMA.numeric} | {n: "DT_STRING" for n in HMEQ_SCHEMA.categorical}
+    return to_instances(frame, dtypes)  # NaN for missing numbers, "" for missing categories
+
+
+def write_bodies(path: Path, records: list[dict[str, Any]], batch: int) -> Path:
+    lines = []
+    for start in range(0, len(records) - batch + 1, batch):
+        lines.append(json.dumps({"instances": records[start : start + batch]}, allow_nan=True))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- the floor (own process: TF threads must be set before TF runs anything) ----------------------
+
+
+def floor(model_dir: Path, records_file: Path, threads: int, seconds: float) -> dict[str, Any]:
+    import numpy as np
+
+    from modelops.serving.predict_request import parse_predict_request
+    from modelops.serving.repository import load_version
+    from modelops.serving.server import configure_tensorflow
+
+    configure_tensorflow(threads, threads)
+    version = load_version(model_dir, 1)
+    runner = version.signatures["serving_default"]
+    records = json.loads(records_file.read_text())
+    specs = version.inputs_by_signature
+
+    def columns(batch: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        return parse_predict_request({"instances": batch}, specs, 4096).columns
+
+    singles = [columns([r]) for r in records[:256]]
+    for cols in singles[:50]:
+        runner(cols)
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        runner(singles[i % len(singles)])
+        latencies.append(time.perf_counter() - started)
+        i += 1
+    batches = [columns(records[s : s + 64]) for s in range(0, len(records) - 63, 64)]
+    rows, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        runner(batches[rows // 64 % len(batches)])
+        rows += 64
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "batch1_p50_ms": 1000 * latencies[len(latencies) // 2],
+        "batch1_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+        "batch1_calls_per_s": len(latencies) / sum(latencies),
+        "batch64_rows_per_s": rows / elapsed,
+    }
+
+
+def run_floor(model_dir: Path, records_file: Path, threads: int, seconds: float) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.serving",
+        "--floor-only",
+        str(model_dir),
+        str(records_file),
+        "--threads",
+        str(threads),
+        "--duration",
+        str(seconds),
+    ]
+    output = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+# -- servers and load ------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, command: list[str], url: str, ready_path: str, log: Path) -> None:
+        self.url, self.ready_path, self.log = url, ready_path, log
+        # the venv's bin first: `mlflow models serve` starts `uvicorn` by name
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        with log.open("wb") as handle:
+            self.process = subprocess.Popen(
+                command, stdout=handle, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=env
+            )
+
+    def wait_ready(self, timeout: float = 180.0) -> Server:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}; log {self.log}")
+            try:
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"server not ready after {timeout:.0f}s; log {self.log}")
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        process = psutil.Process(self.process.pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        process = psutil.Process(self.process.pid)
+        total = 0.0
+        for p in [process, *process.children(recursive=True)]:
+            times = p.cpu_times()
+            total += times.user + times.system
+        return total
+
+    def stop(self) -> None:
+        import psutil
+
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            child.terminate()
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def modelops_server(base: Path, workdir: Path, batching: bool, threads: int, timeout_ms: float) -> Server:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-c",
+        SERVE,
+        "serve",
+        "--model-name",
+        MODEL,
+        "--model-base-path",
+        str(base),
+        "--port",
+        str(port),
+        "--batching" if batching else "--no-batching",
+        "--batch-timeout-ms",
+        str(timeout_ms),
+        "--intra-op-threads",
+        str(threads),
+        "--inter-op-threads",
+        str(threads),
+    ]
+    log = workdir / f"serve-{'batching' if batching else 'plain'}.log"
+    return Server(command, f"http://127.0.0.1:{port}", f"/v1/models/{MODEL}", log).wait_ready()
+
+
+def wrk(
+    url: str,
+    bodies: Path,
+    connections: int,
+    seconds: float,
+    script: Path,
+    method: str = "POST",
+    server: Server | None = None,
+) -> dict[str, Any]:
+    threads = 1 if connections == 1 else 2
+    env = dict(os.environ, BENCH_BODIES=str(bodies), BENCH_METHOD=method)
+    command = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = server.cpu_seconds() if server else 0.0
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next(li for li in output.splitlines() if li.startswith("BENCH "))
+    result = json.loads(line[len("BENCH ") :])
+    wrk_cpu = (after_children.ru_utime - before_children.ru_utime) + (
+        after_children.ru_stime - before_children.ru_stime
+    )
+    requests = max(1, result["requests"])
+    result["requests_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["wrk_cpu_us_per_request"] = 1e6 * wrk_cpu / requests
+    if server is not None:
+        result["server_cpu_us_per_request"] = 1e6 * (server.cpu_seconds() - server_cpu) / requests
+    return result
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+def scenario(name: str, batch: int, connections: int, result: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "scenario": name,
+        "batch": batch,
+        "connections": connections,
+        "records_per_s": result["requests_per_s"] * batch,
+        "requests_per_s": result["requests_per_s"],
+        "p50_ms": result["p50_us"] / 1000,
+        "p99_ms": result["p99_us"] / 1000,
+        "errors": result["errors"] + result["status_errors"],
+        "wrk_cpu_us_per_request": result["wrk_cpu_us_per_request"],
+        "server_cpu_us_per_request": result.get("server_cpu_us_per_request"),
+        **extra,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load scenario (default 5)")
+    parser.add_argument("--threads", type=int, default=1, help="TF intra/inter-op threads, server and floor")
+    parser.add_argument("--batch-timeout-ms", type=float, default=1.0)
+    parser.add_argument(
+        "--model-base-path", type=Path, default=None, help="serve this base path (else train one)"
+    )
+    parser.add_argument("--train-rows", type=int, default=4000)
+    parser.add_argument("--mlflow-peer", action="store_true", help="also benchmark `mlflow models serve`")
+    parser.add_argument("--json", type=Path, default=None, help="where to write results (default: workdir)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--floor-only", nargs=2, type=Path, metavar=("MODEL_DIR", "RECORDS_JSON"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    if args.floor_only:
+        print(json.dumps(floor(args.floor_only[0], args.floor_only[1], args.threads, args.duration)))
+        return 0
+    if shutil.which("wrk") is None:
+        print("bench.serving: wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="modelops-bench-serving-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    fitted = None
+    if args.model_base_path:
+        base = args.model_base_path
+        model_dir = base / str(max(int(p.name) for p in base.iterdir() if p.name.isdigit()))
+    else:
+        model_dir, fitted = train_and_export(workdir, args.train_rows)
+        base = model_dir.parent
+    records = benchmark_records(2048)
+    records_file = workdir / "records.json"
+    records_file.write_text(json.dumps(records, allow_nan=True))
+    bodies1 = write_bodies(workdir / "bodies-1.jsonl", records, 1)
+    bodies64 = write_bodies(workdir / "bodies-64.jsonl", records, 64)
+    script = workdir / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    seconds = args.duration
+
+    progress(f"floor: in-process signature calls ({args.threads} TF thread(s)), {seconds:.0f}s per measure")
+    floor_figures = run_floor(model_dir, records_file, args.threads, seconds)
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {
+        "floor": floor_figures,
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
+    }
+
+    progress("modelops serve, batching on")
+    server = modelops_server(base, workdir, True, args.threads, args.batch_timeout_ms)
+    try:
+        predict = f"{server.url}/v1/models/{MODEL}:predict"
+        wrk(predict, bodies1, 1, 1, script)  # warm-up
+        rows.append(
+            scenario("modelops batching on", 1, 1, wrk(predict, bodies1, 1, seconds, script, server=server))
+        )
+        rows.append(
+            scenario("modelops batching on", 1, 16, wrk(predict, bodies1, 16, seconds, script, server=server))
+        )
+        rows.append(
+            scenario("modelops batching on", 64, 1, wrk(predict, bodies64, 1, seconds, script, server=server))
+        )
+        rows.append(
+            scenario("modelops batching on", 64, 4, wrk(predict, bodies64, 4, seconds, script, server=server))
+        )
+        ceiling = wrk(f"{server.url}/-/stats", bodies1, 16, seconds, script, method="GET", server=server)
+        rows.append(scenario("HTTP ceiling: GET /-/stats (no model)", 1, 16, ceiling))
+        summary["rss_mb_modelops"] = server.rss_mb()
+    finally:
+        server.stop()
+
+    progress("modelops serve, batching off")
+    server = modelops_server(base, workdir, False, args.threads, args.batch_timeout_ms)
+    try:
+        predict = f"{server.url}/v1/models/{MODEL}:predict"
+        wrk(predict, bodies1, 1, 1, script)
+        rows.append(
+            scenario("modelops batching off", 1, 1, wrk(predict, bodies1, 1, seconds, script, server=server))
+        )
+        rows.append(
+            scenario(
+                "modelops batching off", 1, 16, wrk(predict, bodies1, 16, seconds, script, server=server)
+            )
+        )
+    finally:
+        server.stop()
+
+    if args.mlflow_peer:
+        rows.extend(mlflow_peer(model_dir, workdir, records, script, seconds, summary))
+
+    summary["scenarios"] = rows
+    summary["goals"] = goals(floor_figures, rows, summary)
+    print_table(floor_figures, rows, summary)
+    out = args.json or workdir / "serving-bench.json"
+    out.write_text(json.dumps(summary, indent=2, default=float))
+    progress(f"results written to {out}")
+    return 0
+
+
+def mlflow_peer(
+    model_dir: Path,
+    workdir: Path,
+    records: list[dict[str, Any]],
+    script: Path,
+    seconds: float,
+    summary: dict[str, Any],
+) -> list[dict[str, Any]]:
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from bench.serving_mlflow_peer import save_peer_model
+
+    progress("MLflow peer: saving a pyfunc model around the same SavedModel")
+    peer_dir = workdir / "mlflow-peer"
+    shutil.rmtree(peer_dir, ignore_errors=True)
+    save_peer_model(model_dir, peer_dir)
+    bodies = workdir / "bodies-mlflow.jsonl"
+    bodies.write_text(
+        "\n".join(json.dumps({"dataframe_records": [r]}, allow_nan=True) for r in records[:1024]) + "\n"
+    )
+    port = free_port()
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    command = [
+        mlflow_bin,
+        "models",
+        "serve",
+        "--env-manager",
+        "local",
+        "-m",
+        str(peer_dir),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    progress("MLflow peer: mlflow models serve --env-manager local --workers 1")
+    server = Server(command, f"http://127.0.0.1:{port}", "/ping", workdir / "mlflow-serve.log").wait_ready()
+    rows = []
+    try:
+        url = f"{server.url}/invocations"
+        wrk(url, bodies, 1, 1, script)
+        for connections in (1, 8, 16):
+            rows.append(
+                scenario(
+                    "mlflow models serve",
+                    1,
+                    connections,
+                    wrk(url, bodies, connections, seconds, script, server=server),
+                )
+            )
+        summary["rss_mb_mlflow"] = server.rss_mb()
+    finally:
+        server.stop()
+    return rows
+
+
+def _find(rows: list[dict[str, Any]], name: str, batch: int, connections: int) -> dict[str, Any] | None:
+    return next(
+        (
+            r
+            for r in rows
+            if r["scenario"] == name and r["batch"] == batch and r["connections"] == connections
+        ),
+        None,
+    )
+
+
+def goals(
+    floor_figures: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, Any]
+) -> list[dict[str, Any]]:
+    on1 = _find(rows, "modelops batching on", 1, 1)
+    on16 = _find(rows, "modelops batching on", 1, 16)
+    off16 = _find(rows, "modelops batching off", 1, 16)
+    on64 = _find(rows, "modelops batching on", 64, 1)
+    checks = []
+
+    def check(goal: str, measured: str, met: bool) -> None:
+        checks.append({"goal": goal, "measured": measured, "met": met})
+
+    if on1:
+        limit = floor_figures["batch1_p50_ms"] + 0.5
+        check(
+            "batch-1, 1 conn: p50 <= floor + 0.5 ms",
+            f"{on1['p50_ms']:.2f} ms vs {limit:.2f} ms",
+            on1["p50_ms"] <= limit,
+        )
+    if on16 and off16:
+        ratio = on16["records_per_s"] / off16["records_per_s"]
+        check("batch-1, 16 conn: batching on >= 2x off", f"{ratio:.2f}x", ratio >= 2)
+        check(
+            "batch-1, 16 conn: >= 2,500 rec/s",
+            f"{on16['records_per_s']:.0f} rec/s",
+            on16["records_per_s"] >= 2500,
+        )
+    if on64:
+        share = on64["records_per_s"] / floor_figures["batch64_rows_per_s"]
+        check("batch-64: >= 50 % of in-process floor", f"{100 * share:.0f} %", share >= 0.5)
+    for connections in (8, 16):
+        peer = _find(rows, "mlflow models serve", 1, connections)
+        ours = _find(rows, "modelops batching on", 1, 16)
+        if peer and ours:
+            ratio = ours["records_per_s"] / peer["records_per_s"]
+            check(f"vs MLflow at {connections} conn: >= 3x throughput", f"{ratio:.1f}x", ratio >= 3)
+    if on16:
+        check("batch-1, 16 conn: p99 <= 25 ms", f"{on16['p99_ms']:.2f} ms", on16["p99_ms"] <= 25)
+    return checks
+
+
+def print_table(floor_figures: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    print()
+    print(
+        f"floor (in-process signature call): batch-1 p50 {floor_figures['batch1_p50_ms']:.3f} ms, "
+        f"p99 {floor_figures['batch1_p99_ms']:.3f} ms, {floor_figures['batch1_calls_per_s']:.0f} calls/s; "
+        f"batch-64 {floor_figures['batch64_rows_per_s']:.0f} rows/s"
+    )
+    header = (
+        f"{'scenario':40} {'batch':>5} {'conn':>4} {'rec/s':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'err':>4} {'srv us/req':>10} {'wrk us/req':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        server_cpu = r["server_cpu_us_per_request"]
+        server_cpu = math.nan if server_cpu is None else server_cpu
+        print(
+            f"{r['scenario']:40} {r['batch']:>5} {r['connections']:>4} {r['records_per_s']:>9.0f} "
+            f"{r['requests_per_s']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>4} "
+            f"{server_cpu:>10.0f} {r['wrk_cpu_us_per_request']:>10.0f}"
+        )
+    print()
+    for key in ("rss_mb_modelops", "rss_mb_mlflow"):
+        if key in summary:
+            print(f"{key}: {summary[key]:.0f} MB")
+    print(
+        f"load average at start: {', '.join(f'{x:.2f}' for x in summary['machine']['loadavg_at_start'])} "
+        f"on {summary['machine']['cpus']} CPUs (shared machine: figures vary)"
+    )
+    for item in summary["goals"]:
+        print(f"  [{'met' if item['met'] else 'MISSED'}] {item['goal']}: {item['measured']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
