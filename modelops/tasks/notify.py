@@ -54,12 +54,14 @@ ChannelStatus = Literal["sent", "failed", "off"]
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
+    """The flow/task run logger inside a run (the message lands in the flow log), else a plain logger."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() or TaskRunContext.get():
         from prefect import get_run_logger
 
         return get_run_logger()
-    except Exception:  # outside a flow or task run
-        return logging.getLogger("modelops.notify")
+    return logging.getLogger("modelops.notify")
 
 
 def teams_kind(url: str, configured: str = "auto") -> Literal["workflow", "connector"]:
@@ -116,7 +118,7 @@ def message_card(stage: str, title: str, facts: dict[str, Any]) -> dict[str, Any
     for key, value in facts.items():
         section.addFact(str(key), _text(value))
     card.addSection(section)
-    return card.payload
+    return {"@type": "MessageCard", "@context": "https://schema.org/extensions", **card.payload}
 
 
 def email_message(
