@@ -55,8 +55,8 @@ def _embedded_database_url(config: ModelOpsConfig) -> str:
     state = load_state(config.stack_home)
     if state is None or not state.database_url:
         raise StackNotRunning(
-            f"no database: the embedded stack is not up (no state in {config.stack_home}); run `modelops up`, "
-            "or set MODELOPS_DATABASE_URL / database.url to a PostgreSQL DSN"
+            f"no database: the embedded stack is not up (no state in {config.stack_home}); "
+            "run `modelops up`, or set MODELOPS_DATABASE_URL / database.url to a PostgreSQL DSN"
         )
     return state.database_url
 

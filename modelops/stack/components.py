@@ -91,11 +91,19 @@ def mlflow_server(config: ModelOpsConfig) -> ProcessSpec:
     return ProcessSpec(
         name=MLFLOW,
         argv=[
-            _bin("mlflow"), "server",
-            "--host", host, "--port", str(port),
-            "--backend-store-uri", f"sqlite:///{paths['mlflow'] / 'mlflow.db'}",
-            "--serve-artifacts", "--artifacts-destination", str(paths["mlflow"] / "artifacts"),
-            "--workers", "1",
+            _bin("mlflow"),
+            "server",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{paths['mlflow'] / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(paths["mlflow"] / "artifacts"),
+            "--workers",
+            "1",
         ],
         env=env,
         log=paths["logs"] / "mlflow.log",
@@ -159,7 +167,9 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def worker_online(api_url: str, pool: str, name: str, started_after: float = 0.0, timeout_s: float = 2.0) -> bool:
+def worker_online(
+    api_url: str, pool: str, name: str, started_after: float = 0.0, timeout_s: float = 2.0
+) -> bool:
     """True when the Prefect server lists our worker ONLINE with a heartbeat after ``started_after``."""
     import json
     import urllib.error

@@ -83,7 +83,7 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
                 for name in reversed(ORDER):
                     if name in started:
                         _stop_component(config, state.components.pop(name), echo=lambda _m: None)
-            if state.components:
+            if any(not record.external for record in state.components.values()):
                 save_state(state)
             else:
                 remove_state(home)
@@ -116,21 +116,27 @@ def _start_all(config: ModelOpsConfig, state: StackState, started: list[str], ec
         if spec.name in state.components:
             record = state.components[spec.name]
             healthy = spec.health()
-            echo(f"{spec.name}: already running (pid {record.pid}) at {record.url}"
-                 + ("" if healthy else "; waiting for it to get healthy"))
+            echo(
+                f"{spec.name}: already running (pid {record.pid}) at {record.url}"
+                + ("" if healthy else "; waiting for it to get healthy")
+            )
             if not healthy:
                 pending[spec.name] = spec
     pg = None if external_dsn else _embedded_postgres(config)
     if pg is not None and comp.POSTGRES in state.components:
-        echo(f"{comp.POSTGRES}: already running (pid {state.components[comp.POSTGRES].pid}) at "
-             f"{state.components[comp.POSTGRES].url}")
+        echo(
+            f"{comp.POSTGRES}: already running (pid {state.components[comp.POSTGRES].pid}) at "
+            f"{state.components[comp.POSTGRES].url}"
+        )
         pg = None
     elif pg is not None and pg.running_pid() is not None:
         _adopt_postgres(pg, state, echo)  # left over by an interrupted `up`: same data dir, ours
         pg = None
 
     # Every port first, so a taken port starts nothing.
-    ports = [(spec.name, spec.port, f"MODELOPS_STACK__{spec.name.split('-')[0].upper()}_PORT") for spec in to_start]
+    ports = [
+        (spec.name, spec.port, f"MODELOPS_STACK__{spec.name.split('-')[0].upper()}_PORT") for spec in to_start
+    ]
     if pg is not None:
         ports.append((comp.POSTGRES, pg.port, "MODELOPS_STACK__POSTGRES_PORT"))
     for name, port, variable in ports:
@@ -143,8 +149,10 @@ def _start_all(config: ModelOpsConfig, state: StackState, started: list[str], ec
 
     embedded_record = state.components.get(comp.POSTGRES)
     if external_dsn and embedded_record is not None and not embedded_record.external:
-        echo(f"{comp.POSTGRES}: the embedded server (pid {embedded_record.pid}) still runs although a DSN is "
-             "configured now; `modelops down` stops it")
+        echo(
+            f"{comp.POSTGRES}: the embedded server (pid {embedded_record.pid}) still runs although a DSN is "
+            "configured now; `modelops down` stops it"
+        )
     elif external_dsn:
         _check_external_database(external_dsn, state, echo)
 
@@ -172,8 +180,10 @@ def _start_all(config: ModelOpsConfig, state: StackState, started: list[str], ec
     _wait_healthy(pending, state, config, t0, echo)
 
     if comp.WORKER in state.components:
-        echo(f"{comp.WORKER}: already running (pid {state.components[comp.WORKER].pid}) "
-             f"polling pool {config.stack.work_pool}")
+        echo(
+            f"{comp.WORKER}: already running (pid {state.components[comp.WORKER].pid}) "
+            f"polling pool {config.stack.work_pool}"
+        )
         return
     t1 = time.monotonic()
     worker = comp.worker(config, state.database_url, started_after=time.time())
@@ -186,8 +196,12 @@ def _start_all(config: ModelOpsConfig, state: StackState, started: list[str], ec
 def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> None:
     process = spawn(spec.argv, env=spec.env, log=spec.log, cwd=spec.cwd)
     state.components[spec.name] = ComponentRecord(
-        name=spec.name, url=spec.url, pid=process.pid, create_time=process.create_time(),
-        log=str(spec.log), port=spec.port,
+        name=spec.name,
+        url=spec.url,
+        pid=process.pid,
+        create_time=process.create_time(),
+        log=str(spec.log),
+        port=spec.port,
     )
     started.append(spec.name)
 
@@ -195,8 +209,9 @@ def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> No
 def _record(name: str, url: str, pid: int, log: str, port: int | None) -> ComponentRecord:
     import psutil
 
-    return ComponentRecord(name=name, url=url, pid=pid, create_time=psutil.Process(pid).create_time(),
-                           log=log, port=port)
+    return ComponentRecord(
+        name=name, url=url, pid=pid, create_time=psutil.Process(pid).create_time(), log=log, port=port
+    )
 
 
 def _adopt_postgres(pg: EmbeddedPostgres, state: StackState, echo: Echo) -> None:
@@ -260,14 +275,28 @@ def _apply_deployments(config: ModelOpsConfig, echo: Echo) -> None:
     echo(f"deployments: applying {prefect_file} to work pool '{config.stack.work_pool}' (log {log})")
     with log.open("ab") as out:
         result = subprocess.run(
-            [sys.executable, "-m", "modelops.stack.apply_deployments",
-             "--pool", config.stack.work_pool, "--prefect-file", str(prefect_file)],
-            env=env, cwd=prefect_file.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=out, timeout=config.stack.startup_timeout_s * 2,
+            [
+                sys.executable,
+                "-m",
+                "modelops.stack.apply_deployments",
+                "--pool",
+                config.stack.work_pool,
+                "--prefect-file",
+                str(prefect_file),
+            ],
+            env=env,
+            cwd=prefect_file.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            timeout=config.stack.startup_timeout_s * 2,
         )
         out.write(result.stdout)
-    outcomes = [line.split(" ", 2)[1:] for line in result.stdout.decode(errors="replace").splitlines()
-                if line.startswith(MARK + " ")]
+    outcomes = [
+        line.split(" ", 2)[1:]
+        for line in result.stdout.decode(errors="replace").splitlines()
+        if line.startswith(MARK + " ")
+    ]
     applied = [rest.split(":")[0] for status, rest in outcomes if status == "ok"]
     failed = [rest for status, rest in outcomes if status == "failed"]
     if result.returncode != 0 or failed:
@@ -303,13 +332,23 @@ def status(config: ModelOpsConfig) -> list[ComponentStatus]:
 def _component_status(config: ModelOpsConfig, state: StackState, record: ComponentRecord) -> ComponentStatus:
     if record.external:
         dsn = config.database.url
-        reason = check_reachable(dsn) if dsn else "no database.url / MODELOPS_DATABASE_URL in this environment"
-        return ComponentStatus(record.name, record.url, None, reason is None, reason is None, 0,
-                               detail="external" if reason is None else reason)
+        reason = (
+            check_reachable(dsn) if dsn else "no database.url / MODELOPS_DATABASE_URL in this environment"
+        )
+        return ComponentStatus(
+            record.name,
+            record.url,
+            None,
+            reason is None,
+            reason is None,
+            0,
+            detail="external" if reason is None else reason,
+        )
     process = find_process(record.pid, record.create_time)
     if process is None:
-        return ComponentStatus(record.name, record.url, record.pid, False, False, 0,
-                               detail=f"not running; log {record.log}")
+        return ComponentStatus(
+            record.name, record.url, record.pid, False, False, 0, detail=f"not running; log {record.log}"
+        )
     if record.name == comp.POSTGRES:
         reason = check_reachable(record.url)
         healthy, detail = reason is None, reason or ""
@@ -321,7 +360,9 @@ def _component_status(config: ModelOpsConfig, state: StackState, record: Compone
         }[record.name]()
         healthy = spec.health()
         detail = "" if healthy else "process runs but its health check fails"
-    return ComponentStatus(record.name, record.url, record.pid, True, healthy, tree_rss_bytes(process), detail)
+    return ComponentStatus(
+        record.name, record.url, record.pid, True, healthy, tree_rss_bytes(process), detail
+    )
 
 
 # ---------------------------------------------------------------- down

@@ -100,12 +100,26 @@ class EmbeddedPostgres:
         """Initialise on first use, start, create the ``modelops`` database; returns the postmaster PID."""
         self._prepare_directories()
         if not (self.pgdata / "PG_VERSION").exists():
-            self._run("initdb", ["-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8", "-U", SUPERUSER],
-                      timeout_s)
+            self._run(
+                "initdb",
+                ["-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8", "-U", SUPERUSER],
+                timeout_s,
+            )
         options = f"-h {self.host} -p {self.port} -k ''"  # TCP on loopback only, no unix socket
         self._run(
             "pg_ctl",
-            ["-D", str(self.pgdata), "-l", str(self.log), "-o", options, "-w", "-t", str(int(timeout_s)), "start"],
+            [
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(timeout_s)),
+                "start",
+            ],
             timeout_s + 5,
         )
         pid = self.running_pid()
@@ -117,8 +131,11 @@ class EmbeddedPostgres:
     def stop(self, timeout_s: float = 30) -> None:
         if self.running_pid() is None:
             return
-        self._run("pg_ctl", ["-D", str(self.pgdata), "-m", "fast", "-w", "-t", str(int(timeout_s)), "stop"],
-                  timeout_s + 5)
+        self._run(
+            "pg_ctl",
+            ["-D", str(self.pgdata), "-m", "fast", "-w", "-t", str(int(timeout_s)), "stop"],
+            timeout_s + 5,
+        )
 
     def _ensure_database(self) -> None:
         import psycopg2

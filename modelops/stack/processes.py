@@ -12,7 +12,9 @@ from pathlib import Path
 import psutil
 
 
-def spawn(argv: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path | None = None) -> psutil.Process:
+def spawn(
+    argv: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path | None = None
+) -> psutil.Process:
     """Start ``argv`` in its own session (so its whole group can be stopped) with output to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:

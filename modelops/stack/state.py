@@ -57,8 +57,10 @@ def load_state(home: Path) -> StackState | None:
     try:
         return StackState.from_json(path.read_text())
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"stack state file {path} is unreadable ({exc}); delete it after checking no "
-                         "stack process still runs (ps -ef | grep -e prefect -e mlflow -e postgres)") from exc
+        raise ValueError(
+            f"stack state file {path} is unreadable ({exc}); delete it after checking no "
+            "stack process still runs (ps -ef | grep -e prefect -e mlflow -e postgres)"
+        ) from exc
 
 
 def save_state(state: StackState) -> None:
