@@ -8,6 +8,8 @@ import math
 import httpx
 import pytest
 from conftest import free_port
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serving_fixtures import (
     CATEGORICAL,
     NUMERIC,
@@ -218,3 +220,42 @@ def test_client_wait_and_smoke_test(server):
         rest_client.wait_until_available(server.url, MODEL, version=2, timeout=0.5)
     with pytest.raises(rest_client.ServingClientError, match="HTTP 404"):
         rest_client.predict(server.url, "nope", sample_records(1))
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(body=JSON_VALUES)
+def test_fuzz_any_json_body_is_answered_without_a_5xx(server, body):
+    answer = httpx.post(server.url + PREDICT, content=json.dumps(body).encode())
+    assert answer.status_code in (200, 400), answer.text
+    assert answer.status_code == 200 or "error" in answer.json()
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.dictionaries(st.sampled_from([*NUMERIC, *CATEGORICAL, "EXTRA"]), JSON_VALUES, max_size=4))
+def test_fuzz_instance_values_are_validated_without_a_5xx(server, values):
+    answer = httpx.post(
+        server.url + PREDICT, content=json.dumps({"instances": [{**GOOD, **values}]}).encode()
+    )
+    assert answer.status_code in (200, 400), answer.text
+    if answer.status_code == 200:
+        (score,) = answer.json()["predictions"]
+        assert 0.0 <= score <= 1.0
+
+
+def test_deeply_nested_body_is_a_400(server):
+    answer = httpx.post(server.url + PREDICT, content=b"[" * 100_000)
+    assert answer.status_code == 400 and "error" in answer.json()
+    assert_still_serving(server)

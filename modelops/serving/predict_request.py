@@ -106,6 +106,8 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body, parse_constant=_parse_constant)
     except BadRequest:
         raise
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply to be a predict request") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
 

@@ -71,8 +71,10 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 def run_server(options: ServerOptions) -> None:
     from modelops.serving.app import AdminHooks, ServingSettings, build_app
     from modelops.serving.batching import InferenceEngine
-    from modelops.serving.repository import load_repository
+    from modelops.serving.repository import choose_versions, discover_versions, load_repository
 
+    # fail on a wrong path before paying seconds for the TensorFlow import
+    choose_versions(discover_versions(options.base_path), options.version_policy, options.versions)
     configure_tensorflow(options.intra_op_threads, options.inter_op_threads)
     repository = load_repository(
         options.model_name, options.base_path, options.version_policy, options.versions
