@@ -141,7 +141,9 @@ def test_openshift_applies_imagestream_and_route_and_pulls_through_the_stream(fa
         route["spec"]["to"]["name"] == "hmeq-risk-serving" and route["spec"]["tls"]["termination"] == "edge"
     )
     target.stop(MODEL)
-    assert fake.get(DEPLOYMENT) is None and fake.get(route["metadata"]["name"]) is None
+    assert fake.get(DEPLOYMENT) is None
+    assert fake.get("/apis/route.openshift.io/v1/namespaces/modelops/routes/hmeq-risk-serving") is None
+    assert fake.get("/apis/image.openshift.io/v1/namespaces/modelops/imagestreams/hmeq-risk") is not None
 
 
 def test_another_model_name_gets_its_own_objects(fake):
