@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,10 @@ from prefect import flow
 from modelops.config import TrainingSettings, load_config
 from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema
 from modelops.tasks import training
+
+# Prefect builds a pydantic model of the flow's parameters; the public parameter name ``schema``
+# shadows a BaseModel attribute, which pydantic reports once per call. Harmless here.
+warnings.filterwarnings("ignore", message='Field name "schema" in "TrainModel"', category=UserWarning)
 
 
 @dataclass(frozen=True)

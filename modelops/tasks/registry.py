@@ -48,13 +48,26 @@ class RegisteredVersion:
     run_url: str | None
 
 
+def default_tracking_uri() -> str:
+    """The URI set in this process (mlflow.set_tracking_uri / $MLFLOW_TRACKING_URI), else the config's."""
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if is_tracking_uri_set():
+        return mlflow.get_tracking_uri()
+    from modelops.config import load_config
+
+    return load_config().mlflow_uri
+
+
 def client_for(tracking_uri: str | None = None):
+    """An MlflowClient for ``tracking_uri`` (None: :func:`default_tracking_uri`), made current."""
     import mlflow
     from mlflow import MlflowClient
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri or mlflow.get_tracking_uri())
+    uri = tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
 
 
 def _client(client_or_uri: Any):
