@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,12 +25,12 @@ from modelops.scoring.spool import ERRORS_DIR, list_spool_files
 MODEL = "hmeq-risk"
 STUB = textwrap.dedent(
     """
-    import json, math
+    import json, math, pathlib
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    MODEL, VERSION = "hmeq-risk", "7"
+    MODEL = "hmeq-risk"
 
     def score(instance):
         loan = instance["LOAN"]
@@ -38,6 +39,8 @@ STUB = textwrap.dedent(
     async def models(request):
         rest = request.path_params["rest"]
         if request.method == "GET":
+            version_file = pathlib.Path("version.txt")  # a test "rolls out" a new version by writing it
+            VERSION = version_file.read_text().strip() if version_file.exists() else "7"
             if rest != MODEL:
                 return JSONResponse({"error": f"Servable not found for request: Latest({rest})"}, 404)
             status = {"version": VERSION, "state": "AVAILABLE", "status": {"error_code": "OK"}}
@@ -64,6 +67,7 @@ STUB = textwrap.dedent(
 @pytest.fixture
 def stub_server(tmp_path: Path, port: int):
     (tmp_path / "tf_serving_stub.py").write_text(STUB)
+    (tmp_path / "version.txt").write_text("7")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "tf_serving_stub:app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning"],
@@ -210,3 +214,18 @@ def test_cli_traffic_exits_3_when_nothing_was_scored(tmp_path, port):
     assert result.returncode == 3, result.stderr
     assert json.loads(result.stdout)["errors"] == 5
     assert "all 5 records failed" in result.stderr
+
+
+def test_a_rollout_during_the_run_is_seen_in_the_logged_versions(stub_server, tmp_path):
+    records = load_replay_records(csv=hmeq_csv(tmp_path / "p.csv", 60))
+    settings = TrafficSettings(
+        url=stub_server, model_name=MODEL, spool_dir=tmp_path / "spool", rate=60, version_refresh_s=0.1
+    )
+    timer = threading.Timer(0.5, lambda: (tmp_path / "version.txt").write_text("8"))
+    timer.start()
+    summary = run_traffic(records, settings)
+    timer.join()
+    assert summary.ok == 60 and set(summary.versions) == {"7", "8"}
+    lines = read_lines([f.path for f in list_spool_files(tmp_path / "spool")])
+    first_new = min(line["scored_at"] for line in lines if line["model_version"] == "8")
+    assert all(line["scored_at"] <= first_new for line in lines if line["model_version"] == "7")
