@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from conftest import free_port
-from fakes.docker_env import container_config, require_engine
+from fakes.docker_env import container_config, forget, require_engine
 from fakes.tiny_savedmodel import SAMPLE_RECORD, write_broken_savedmodel, write_tiny_savedmodel
 
 from modelops.targets.base import DeployError
@@ -71,7 +71,7 @@ def test_deploy_replace_and_failed_deploy_keeps_the_old_one(tmp_path):
     finally:
         target.stop(model_name)
         for tag in ("v1", "v2", "v3"):
-            image.remove_local_image(image.image_reference(config, tag), client=client)
+            forget(client, image.image_reference(config, tag))
     assert target.current(model_name) is None
 
 
@@ -92,4 +92,4 @@ def test_taken_port_is_refused_before_starting_anything(tmp_path):
             assert not client.containers.list(all=True, filters={"label": f"{LABEL_MODEL}={model_name}"})
         finally:
             target.stop(model_name)
-            image.remove_local_image(image.image_reference(config, "v1"), client=client)
+            forget(client, image.image_reference(config, "v1"))

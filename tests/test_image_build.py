@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from conftest import free_port
-from fakes.docker_env import container_config, require_engine
+from fakes.docker_env import container_config, forget, require_engine
 from fakes.tiny_savedmodel import write_tiny_savedmodel
 
 from modelops.config import ConfigError, SecretRef, load_config
@@ -82,9 +82,11 @@ def test_build_push_pull_round_trip(tmp_path):
     image.remove_local_image(reference, client=client)
     assert not client.images.list(name=reference)
     image.pull_image(config, reference, client=client)
-    listing = client.containers.run(reference, entrypoint=["ls", f"/models/{model_name}/3"], remove=True)
-    assert b"saved_model.pb" in listing
-    image.remove_local_image(reference, client=client)
+    try:
+        listing = client.containers.run(reference, entrypoint=["ls", f"/models/{model_name}/3"], remove=True)
+        assert b"saved_model.pb" in listing
+    finally:
+        forget(client, reference)
 
 
 @pytest.mark.docker

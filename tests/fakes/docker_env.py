@@ -49,3 +49,22 @@ def container_config(**serving: object) -> tuple[ModelOpsConfig, str]:
         **serving,
     }
     return config.model_copy(update={"serving": config.serving.model_copy(update=settings)}), model_name
+
+
+def forget(client, reference: str) -> None:
+    """Remove a test image locally and its tag from the registry (the registry runs with delete enabled)."""
+    import httpx
+
+    from modelops.tasks.image import remove_local_image, split_reference
+
+    remove_local_image(reference, client=client)
+    repository, tag = split_reference(reference)
+    registry, _, name = repository.partition("/")
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    try:
+        head = httpx.head(f"http://{registry}/v2/{name}/manifests/{tag}", headers=accept, timeout=5)
+        digest = head.headers.get("Docker-Content-Digest")
+        if head.status_code == 200 and digest:
+            httpx.delete(f"http://{registry}/v2/{name}/manifests/{digest}", timeout=5)
+    except httpx.HTTPError:
+        pass  # best effort: a leftover tag costs a few bytes
