@@ -9,6 +9,7 @@ healthy fails ``up`` with its name and log tail, and everything this call starte
 from __future__ import annotations
 
 import fcntl
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -75,9 +76,14 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
         state.home = str(home)
         _forget_dead(state, config, echo)
         started: list[str] = []
+        deploy: _Deployments | None = None
         try:
-            _start_all(config, state, started, echo)
+            worker_pending, t_worker = _start_all(config, state, started, echo)
+            deploy = _launch_deployments(config, state, echo)  # does not need the worker: overlap them
+            _wait_healthy(worker_pending, state, config, t_worker, echo)
         except BaseException:
+            if deploy is not None:
+                deploy.process.kill()
             if started:
                 echo(f"stopping what this call started: {', '.join(started)}")
                 for name in reversed(ORDER):
@@ -89,7 +95,7 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
                 remove_state(home)
             raise
         save_state(state)
-    _apply_deployments(config, echo)
+    _finish_deployments(deploy, config, echo)
     return state
 
 
@@ -106,7 +112,10 @@ def _forget_dead(state: StackState, config: ModelOpsConfig, echo: Echo) -> None:
             del state.components[name]
 
 
-def _start_all(config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo) -> None:
+def _start_all(
+    config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo
+) -> tuple[dict[str, comp.ProcessSpec], float]:
+    """Start what is missing and wait for it, except the worker: returns it (if started) to wait for."""
     host = config.stack.host
     external_dsn = config.database.url
     specs = [comp.prefect_server(config), comp.mlflow_server(config)]
@@ -179,18 +188,18 @@ def _start_all(config: ModelOpsConfig, state: StackState, started: list[str], ec
 
     _wait_healthy(pending, state, config, t0, echo)
 
+    t1 = time.monotonic()
     if comp.WORKER in state.components:
         echo(
             f"{comp.WORKER}: already running (pid {state.components[comp.WORKER].pid}) "
             f"polling pool {config.stack.work_pool}"
         )
-        return
-    t1 = time.monotonic()
+        return {}, t1
     worker = comp.worker(config, state.database_url, started_after=time.time())
     echo(f"{comp.WORKER}: starting for work pool '{config.stack.work_pool}' (log {worker.log})")
     _launch(worker, state, started)
     save_state(state)
-    _wait_healthy({worker.name: worker}, state, config, t1, echo)
+    return {worker.name: worker}, t1
 
 
 def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> None:
@@ -260,52 +269,59 @@ def _wait_healthy(
             time.sleep(0.5)
 
 
-def _apply_deployments(config: ModelOpsConfig, echo: Echo) -> None:
-    import subprocess
+@dataclass
+class _Deployments:
+    process: subprocess.Popen[bytes]
+    prefect_file: Path
+    log: Path
+    log_offset: int
+    started: float
 
-    from modelops.stack.apply_deployments import MARK
 
+def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -> _Deployments:
     prefect_file = comp.prefect_file(config)
     if not prefect_file.exists():
         raise StackError(f"deployments: {prefect_file} does not exist (stack.prefect_file in the config)")
-    t0 = time.monotonic()
-    state = load_state(config.stack_home)
-    env = comp.worker(config, state.database_url if state else None).env
+    env = comp.worker(config, state.database_url).env
     log = config.stack_home / "logs" / "deploy.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    offset = log.stat().st_size if log.exists() else 0
     echo(f"deployments: applying {prefect_file} to work pool '{config.stack.work_pool}' (log {log})")
     with log.open("ab") as out:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "modelops.stack.apply_deployments",
-                "--pool",
-                config.stack.work_pool,
-                "--prefect-file",
-                str(prefect_file),
-            ],
-            env=env,
-            cwd=prefect_file.parent,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=out,
-            timeout=config.stack.startup_timeout_s * 2,
-        )
-        out.write(result.stdout)
-    outcomes = [
-        line.split(" ", 2)[1:]
-        for line in result.stdout.decode(errors="replace").splitlines()
-        if line.startswith(MARK + " ")
-    ]
-    applied = [rest.split(":")[0] for status, rest in outcomes if status == "ok"]
-    failed = [rest for status, rest in outcomes if status == "failed"]
-    if result.returncode != 0 or failed:
-        details = "\n".join(f"  {line}" for line in failed) or log_tail(log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelops.stack.apply_deployments",
+             "--pool", config.stack.work_pool, "--prefect-file", str(prefect_file)],
+            env=env, cwd=prefect_file.parent, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return _Deployments(process, prefect_file, log, offset, time.monotonic())
+
+
+def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, echo: Echo) -> None:
+    from modelops.stack.apply_deployments import MARK
+
+    if deploy is None:
+        return
+    try:
+        returncode = deploy.process.wait(timeout=config.stack.startup_timeout_s * 2)
+    except subprocess.TimeoutExpired:
+        deploy.process.kill()
         raise StackError(
-            f"deployments: {len(failed) or 'some'} of the deployments in {prefect_file} failed to apply "
+            f"deployments: applying {deploy.prefect_file} took longer than "
+            f"{config.stack.startup_timeout_s * 2:.0f} s; see {deploy.log}"
+        ) from None
+    with deploy.log.open("rb") as handle:
+        handle.seek(deploy.log_offset)
+        output = handle.read().decode(errors="replace")
+    outcomes = [line.split(" ", 2)[1:] for line in output.splitlines() if line.startswith(MARK + " ")]
+    applied = [rest for status, rest in outcomes if status == "ok"]
+    failed = [rest for status, rest in outcomes if status == "failed"]
+    if returncode != 0 or failed:
+        details = "\n".join(f"  {line}" for line in failed) or log_tail(deploy.log)
+        raise StackError(
+            f"deployments: {len(failed) or 'some'} deployment(s) in {deploy.prefect_file} failed to apply "
             f"(the stack itself is running; fix the file and run `modelops up` again):\n{details}"
         )
-    echo(f"deployments: applied {', '.join(applied) or 'none'} in {time.monotonic() - t0:.1f} s")
+    echo(f"deployments: applied {', '.join(applied) or 'none'} in {time.monotonic() - deploy.started:.1f} s")
 
 
 def _embedded_postgres(config: ModelOpsConfig) -> EmbeddedPostgres:
