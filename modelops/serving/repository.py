@@ -37,12 +37,43 @@ class SignatureRunner:
     batchable: bool  # every output has a leading batch dimension, so batches can be split back
     function: Any = field(repr=False)
 
+    flat_order: tuple[str, ...] | None = None  # set when the fast flat call is verified, see enable_flat_call
+
     def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
         tensors = {spec.name: tf.constant(columns[spec.name], dtype=spec.dtype) for spec in self.inputs}
-        result = self.function(**tensors)
+        if self.flat_order is not None:
+            result = self.function._call_flat(
+                [tensors[n] for n in self.flat_order], self.function.captured_inputs
+            )
+        else:
+            result = self.function(**tensors)
         return {name: result[name].numpy() for name in self.outputs}
+
+    def enable_flat_call(self, columns: dict[str, np.ndarray]) -> bool:
+        """Use the concrete function's flat call when it gives the same answer as the keyword call.
+
+        Binding keyword arguments to a loaded signature costs about twice the model itself for a
+        small network (measured on TF 2.21: ~0.2 ms of ~0.3 ms per call); the flat call skips that
+        binding. It is a private TF API, so it is verified against the public call at load time and
+        left off if it is missing or differs.
+        """
+        order = tuple(getattr(self.function, "_arg_keywords", None) or ())
+        if sorted(order) != sorted(spec.name for spec in self.inputs) or not hasattr(
+            self.function, "_call_flat"
+        ):
+            return False
+        expected = self(columns)
+        self.flat_order = order
+        try:
+            got = self(columns)
+            same = got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in got)
+        except Exception:  # any failure means: keep the public call
+            same = False
+        if not same:
+            self.flat_order = None
+        return same
 
 
 @dataclass
@@ -184,6 +215,8 @@ def _warm_up(version: ModelVersion) -> None:
         }
         try:
             runner(columns)
+            if not runner.enable_flat_call(columns):
+                log.info("signature %r (version %d): using the keyword call", runner.name, version.version)
         except Exception as exc:  # a warm-up failure is reported, the smoke test decides
             log.warning(
                 "warm-up call of signature %r (version %d) failed: %s", runner.name, version.version, exc
