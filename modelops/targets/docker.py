@@ -136,6 +136,8 @@ class DockerTarget(ServingTarget):
         return f"modelops-{model_name}-{slot}"
 
     def deploy(self, model_name: str, version: str, model_dir: Path, image: str | None = None) -> Rollout:
+        from docker.errors import DockerException
+
         from modelops.serving.rest_client import ServingClientError
         from modelops.serving.rest_client import smoke_test as rest_smoke_test
         from modelops.tasks.image import ImageError
@@ -157,15 +159,21 @@ class DockerTarget(ServingTarget):
             )
         url = f"http://{self.host}:{port}"
         log.info("docker: starting %s version %s in the %s slot (%s)", model_name, version, slot, url)
-        container = self.client.containers.run(
-            image,
-            command=[f"--rest_api_port={port}"],
-            name=self.container_name(model_name, slot),
-            network_mode="host",
-            detach=True,
-            environment={"MODELOPS_SERVE_HOST": self.host},
-            labels={LABEL_MODEL: model_name, LABEL_VERSION: version, LABEL_SLOT: slot, LABEL_URL: url},
-        )
+        try:
+            container = self.client.containers.run(
+                image,
+                command=[f"--rest_api_port={port}"],
+                name=self.container_name(model_name, slot),
+                network_mode="host",
+                detach=True,
+                environment={"MODELOPS_SERVE_HOST": self.host},
+                labels={LABEL_MODEL: model_name, LABEL_VERSION: version, LABEL_SLOT: slot, LABEL_URL: url},
+            )
+        except DockerException as exc:
+            self._remove(self.container_name(model_name, slot))
+            raise DeployError(
+                f"docker: could not start {image} for {model_name} version {version}: {exc}"
+            ) from None
         try:
             self._wait_available(container, url, model_name, version)
             # One record with every feature missing: NaN / "" go in, the SavedModel's imputation copes.
