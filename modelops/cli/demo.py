@@ -1,0 +1,37 @@
+"""``modelops demo``: the seed's whole loop on the embedded stack, narrated."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run the whole loop: stack, train, approve, serve, replay drift, KS check, retrain, approve, recover"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--auto-approve",
+        nargs="?",
+        const="modelops-demo",
+        default=None,
+        metavar="REVIEWER",
+        help="answer each approval form as REVIEWER (default name: modelops-demo) instead of waiting for you",
+    )
+    parser.add_argument("--periods", type=int, default=4, help="production periods to replay (default 4)")
+    parser.add_argument("--rows", type=int, default=2000, help="records per period (default 2000)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from modelops.cli.errors import UserError
+    from modelops.config import load_config
+    from modelops.demo import DemoError, run_demo
+
+    if args.periods < 1 or args.rows < 200:
+        raise UserError("--periods must be >= 1 and --rows >= 200 (the KS check needs a minimum sample)")
+    config = load_config()
+    try:
+        run_demo(config, args.auto_approve, periods=args.periods, rows_per_period=args.rows)
+    except DemoError as exc:
+        raise UserError(
+            f"{exc} (logs: {config.stack_home / 'logs'}; Prefect UI: {config.prefect_ui_url})"
+        ) from None
+    return 0
