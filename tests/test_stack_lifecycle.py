@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -252,6 +253,22 @@ def test_deployment_runs_on_the_worker_with_the_stack_environment(stack, tmp_pat
         f"127.0.0.1:{env['MODELOPS_STACK__POSTGRES_PORT']}/modelops"
     )
     assert record["PREFECT_HOME"] == str(home / "prefect")
+
+
+def test_status_flags_a_dead_component_and_up_restarts_it(stack):
+    env, _, _ = stack
+    worker = next(row for row in _status(env) if row["name"] == "worker")
+    os.kill(worker["pid"], signal.SIGKILL)
+    _assert_gone([worker["pid"]])
+    status = _modelops(env, "status")
+    assert status.returncode == 1
+    assert "worker" in status.stdout and "down" in status.stdout
+    result = _modelops(env, "up")
+    assert result.returncode == 0, result.stderr
+    assert f"worker: recorded pid {worker['pid']} is gone" in result.stdout
+    assert "worker: healthy in" in result.stdout
+    assert "prefect-server: already running" in result.stdout
+    assert all(row["healthy"] for row in _status(env))
 
 
 def test_a_deployment_that_fails_to_apply_is_named(stack, tmp_path):
