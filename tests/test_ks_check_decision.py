@@ -192,3 +192,38 @@ def test_store_and_read_checks_and_approvals(scoring_db):
         approved, reviewer, tag, stored = cursor.fetchone()
     assert (approved, reviewer, tag) == (True, "alice", "v2")
     assert stored["attempts"] == 2 and stored["candidate"]["training_metrics"] == {"ks": 0.5}
+
+
+@pytest.mark.parametrize("rounding", [None, 3, 50])
+def test_one_sort_ks_and_auc_equal_scipy_and_rank_sum_auc(rounding):
+    from modelops.model.metrics import auc
+    from modelops.monitoring.ks_decision import ks_and_auc
+
+    scores, labels = labelled_sample(4000, 1.0, seed=rounding or 0)
+    if rounding:
+        scores = np.round(scores * rounding) / rounding  # many ties
+    ks, area = ks_and_auc(scores, labels)
+    assert ks == pytest.approx(ks_2samp(scores[labels == 1], scores[labels == 0]).statistic, abs=1e-12)
+    assert area == pytest.approx(auc(scores, labels), abs=1e-12)
+
+
+def test_count_window_walks_back_past_unlabelled_records(scoring_db):
+    """Only ~10 % of the newest records carry a label: the reader looks further back until it has N."""
+    import psycopg2
+
+    from modelops.tasks.performance_store import read_labelled_window
+
+    rng = np.random.default_rng(8)
+    scores, labels = labelled_sample(6000, 1.0, seed=9)
+    known = [int(y) if rng.random() < 0.1 else None for y in labels]
+    insert_scores(scoring_db, "m", "1", scores, known, label_table_share=0.5)
+    window = read_labelled_window(scoring_db, "m", "1", WindowSettings(kind="count", size=300))
+    with psycopg2.connect(scoring_db) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT score FROM modelops.labelled_scores WHERE model_name = 'm' AND model_version = '1'"
+            " ORDER BY scored_at DESC LIMIT 300"
+        )
+        expected = sorted(r[0] for r in cursor.fetchall())
+    assert window.n == 300 and sorted(window.scores) == expected
+    everything = read_labelled_window(scoring_db, "m", "1", WindowSettings(kind="count", size=100000))
+    assert everything.n == sum(y is not None for y in known)
