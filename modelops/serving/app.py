@@ -100,7 +100,10 @@ def build_app(
         server = request.scope.get("server") or (None, None)
         if admin.open_public is None or server[1] != admin.admin_port:
             return error_response(NotFound(f"no route for {request.url.path}"))
-        return json_response(await admin.open_public())
+        try:
+            return json_response(await admin.open_public())
+        except OSError as exc:  # the public port is held by a process that did not opt into SO_REUSEPORT
+            return json_response({"error": str(exc)}, 409)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
