@@ -135,7 +135,7 @@ def stack(tmp_path_factory):
     flow_file = root / "probe_flow.py"
     flow_file.write_text(PROBE_FLOW)
     prefect_file = root / "prefect.yaml"
-    prefect_file.write_text(_prefect_yaml(flow_file, "stack-test"))
+    prefect_file.write_text(_prefect_yaml(flow_file, "pool-named-in-the-file"))
     env = _stack_env(root / "home", prefect_file)
     started = time.monotonic()
     result = _modelops(env, "up")

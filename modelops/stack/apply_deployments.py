@@ -2,8 +2,9 @@
 
 Run by ``modelops up`` as ``python -m modelops.stack.apply_deployments --pool P --prefect-file F``
 with the stack's environment (PREFECT_API_URL, PREFECT_HOME). It makes sure the process work pool
-exists, then runs ``prefect deploy --name <each>`` in this process (one Prefect import for all), so
-one broken deployment is reported by name and does not stop the others. Every outcome is one line:
+exists, then runs ``prefect deploy --name <each> --pool <pool>`` in this process (one Prefect import
+for all), so one broken deployment is reported by name and does not stop the others. Every outcome
+is one line:
 
     MODELOPS-DEPLOY ok <name>
     MODELOPS-DEPLOY failed <name>: <reason>
@@ -42,14 +43,20 @@ def ensure_work_pool(name: str) -> None:
                 pass  # the worker created it at the same moment
 
 
-def apply_one(prefect_file: Path, name: str) -> str | None:
-    """None on success, else the reason (last meaningful line of Prefect's output)."""
+def apply_one(prefect_file: Path, name: str, pool: str) -> str | None:
+    """None on success, else the reason (last meaningful line of Prefect's output).
+
+    ``--pool`` puts every deployment on the stack's pool (``stack.work_pool``), whatever the file says,
+    so the stack's own worker runs them.
+    """
     from prefect.cli import _app
 
     captured = io.StringIO()
     try:
         with redirect_stdout(captured):
-            _app._run_cli(["--no-prompt", "deploy", "--name", name, "--prefect-file", str(prefect_file)])
+            _app._run_cli(
+                ["--no-prompt", "deploy", "--name", name, "--pool", pool, "--prefect-file", str(prefect_file)]
+            )
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_work_pool(args.pool)
     failures = 0
     for name in names:
-        reason = apply_one(prefect_file, name)
+        reason = apply_one(prefect_file, name, args.pool)
         if reason is None:
             print(f"{MARK} ok {name}", flush=True)
         else:
