@@ -8,9 +8,12 @@ Production periods drift the way the seed's four quarters did, scaled by ``drift
 
 * the event rate climbs (≈21 % → 28 % over four periods at ``drift=1``);
 * loan sizes shrink (mean LOAN ≈ 17.6k → 13.4k);
-* the concept shifts: an unobserved driver (a regional economic shock no column records) takes
-  over from the observed risk factors, and DEBTINC's missingness stops flagging defaulters, so a
-  model fixed at training time loses separation period after period (KS < 0.3 by period 4).
+* the concept shifts: a house-price shock makes risks the training data never showed matter
+  (little equity, i.e. a high MORTDUE/VALUE, short employment, office and professional jobs, which
+  used to be the safe ones), the recorded classic risk factors weigh less, a small unobserved driver
+  appears, and DEBTINC's missingness stops flagging defaulters. A model fixed at training time loses
+  separation period after period (KS < 0.3 by period 4), while a model retrained on recent periods
+  can learn the new risk from the same columns and recovers (the loop this project automates).
 
 ``drift=0`` gives periods drawn from the training distribution. Everything is deterministic in
 ``seed``; the training set and each period use independent random streams.
@@ -42,6 +45,8 @@ DEBTINC_MISSING_GIVEN_BAD = {0: 0.13, 1: 0.55}
 
 JOB_SHARES = {"Other": 0.42, "ProfExe": 0.225, "Office": 0.167, "Mgr": 0.135, "Self": 0.034, "Sales": 0.019}
 JOB_RISK = {"Other": 0.15, "ProfExe": -0.25, "Office": -0.55, "Mgr": 0.1, "Self": 0.45, "Sales": 0.8}
+# Under the production shock office and professional jobs become the risky ones.
+SHOCK_JOB_RISK = {"Other": -0.3, "ProfExe": 0.9, "Office": 1.2, "Mgr": 0.4, "Self": -0.4, "Sales": -0.4}
 PERIODS_FOR_FULL_DRIFT = 4  # the seed's four quarters
 
 
@@ -57,11 +62,15 @@ class _Regime:
 
     @property
     def observed_weight(self) -> float:
-        return max(0.0, 1.0 - 0.5 * self.strength)  # how much the recorded risk factors still matter
+        return max(0.0, 1.0 - 0.5 * self.strength**1.5)  # how much the recorded risk factors still matter
+
+    @property
+    def emerging_weight(self) -> float:
+        return 0.9 * self.strength**1.5  # a recorded risk the training data never showed; grows faster late
 
     @property
     def hidden_weight(self) -> float:
-        return 1.5 * self.strength  # the unobserved driver's weight on the default logit
+        return 0.5 * self.strength**1.5  # the unobserved driver's weight on the default logit
 
     @property
     def debtinc_missing(self) -> dict[int, float]:
@@ -124,8 +133,20 @@ def _generate(rows: int, rng: np.random.Generator, regime: _Regime) -> pd.DataFr
         + 0.2 * (reason == "HomeImp")
         + np.vectorize(JOB_RISK.get)(job)
     )
+    # The shock is recorded by the data but was harmless before: a fall in house prices hits
+    # borrowers with little equity (high MORTDUE/VALUE), short employment and office jobs.
+    loan_to_value = mortdue / value
+    emerging_risk = (
+        2.2 * (loan_to_value - 0.7) / 0.22
+        - 0.9 * (yoj - 9) / 7.5
+        + np.vectorize(SHOCK_JOB_RISK.get)(job)
+    )
     hidden_driver = rng.normal(0, 1, n)  # no column records it
-    logit = regime.observed_weight * observed_risk + regime.hidden_weight * hidden_driver
+    logit = (
+        regime.observed_weight * observed_risk
+        + regime.emerging_weight * emerging_risk
+        + regime.hidden_weight * hidden_driver
+    )
     intercept = _intercept_for_rate(logit, regime.target_event_rate)
     bad = (rng.random(n) < 1 / (1 + np.exp(-(logit + intercept)))).astype(int)
 
