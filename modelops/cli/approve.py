@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     problem = validate_answer(answer, config.approval.approvers)
     if problem:
         raise UserError(f"answer not sent: {problem}")
-    with use_prefect_api(config):
+    with use_prefect_api(config), _api_reachable():
         run_id = args.run or find_paused_approval(args.model or config.model.name)
         answered_key = resume_approval(run_id, answer.model_dump())
         verb = "rejected" if args.reject else f"approved with image tag {args.tag}"
@@ -63,6 +63,23 @@ def use_prefect_api(config: Any) -> Iterator[None]:
         return
     with temporary_settings({PREFECT_API_URL: config.prefect_api_url}):
         yield
+
+
+@contextmanager
+def _api_reachable() -> Iterator[None]:
+    """Turn "the Prefect API is not there" into one line with the fix."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    try:
+        yield
+    except (httpx.TransportError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "Failed to reach API" not in str(exc):
+            raise
+        raise UserError(
+            f"cannot reach the Prefect API at {PREFECT_API_URL.value()}: start the stack (modelops up) "
+            "or set PREFECT_API_URL"
+        ) from None
 
 
 def find_paused_approval(model_name: str) -> str:

@@ -27,20 +27,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import httpx
+
     from modelops.cli.approve import use_prefect_api
+    from modelops.cli.errors import UserError
     from modelops.config import load_config
     from modelops.flows.ks_check import ks_check
 
     config = load_config()
     with use_prefect_api(config):
-        result = ks_check(
-            model_name=args.model,
-            version=args.version,
-            config=config,
-            reference=args.reference,
-            database_url=args.database_url,
-            review_timeout_s=args.review_timeout,
-        )
+        try:
+            result = ks_check(
+                model_name=args.model,
+                version=args.version,
+                config=config,
+                reference=args.reference,
+                database_url=args.database_url,
+                review_timeout_s=args.review_timeout,
+            )
+        except (httpx.TransportError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "Failed to reach API" not in str(exc):
+                raise
+            raise UserError(
+                f"cannot reach the Prefect API at {config.prefect_api_url}: start the stack (modelops up) "
+                "or set PREFECT_API_URL"
+            ) from None
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     elif result["status"] == "error":
