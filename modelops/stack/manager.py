@@ -283,6 +283,8 @@ def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -
     if not prefect_file.exists():
         raise StackError(f"deployments: {prefect_file} does not exist (stack.prefect_file in the config)")
     env = comp.worker(config, state.database_url).env
+    # prefect.yaml reads the KS-check schedule from the environment config through this variable.
+    env = {**env, "MODELOPS_KS_CHECK_CRON": config.monitoring.schedule_cron}
     log = config.stack_home / "logs" / "deploy.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     offset = log.stat().st_size if log.exists() else 0
