@@ -220,6 +220,42 @@ class LoopDriver:
         raise DemoError("no KS check ran: is the ks-check deployment scheduled and the worker up?")
 
 
+DEMO_SCHEDULE_SLUG = "modelops-demo"
+
+
+@contextmanager
+def short_ks_schedule(config: ModelOpsConfig, narrate: Narrate) -> Iterator[None]:
+    """Give the ks-check deployment an extra interval schedule for the demo; remove it afterwards.
+
+    The deployment keeps its cron schedule from the config; a demo cannot wait ten minutes per check.
+    """
+    from datetime import timedelta as interval
+
+    from prefect import get_client
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("ks-check/ks-check")
+        for schedule in client.read_deployment_schedules(deployment.id):
+            if schedule.slug == DEMO_SCHEDULE_SLUG:
+                client.delete_deployment_schedule(deployment.id, schedule.id)
+        seconds = config.monitoring.demo_interval_s
+        (created,) = client.create_deployment_schedules(
+            deployment.id,
+            [(IntervalSchedule(interval=interval(seconds=seconds)), True)],
+            slug=DEMO_SCHEDULE_SLUG,
+        )
+    narrate(
+        f"    ks-check deployment: demo schedule every {seconds} s (beside its cron {config.monitoring.schedule_cron!r})"
+    )
+    try:
+        yield
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment_schedule(deployment.id, created.id)
+        narrate("    ks-check deployment: demo schedule removed; the configured cron keeps running")
+
+
 def _shipper(config: ModelOpsConfig) -> subprocess.Popen:
     log = config.stack_home / "logs" / "demo-sidecar.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -264,8 +300,6 @@ def run_demo(
         step.detail = f"Prefect {config.prefect_ui_url}, MLflow {config.mlflow_uri}"
 
     from modelops.flows.train import train
-    from modelops.scoring.client import TrafficSettings, run_traffic
-    from modelops.scoring.source import load_replay_records
     from modelops.tasks.registry import CHALLENGER, CHAMPION, get_alias_version
 
     with driver.step("train v1 (MLflow run + registry version, alias challenger)") as step:
@@ -280,60 +314,8 @@ def run_demo(
         step.detail = f"v{v1} serves at {config.serving_url}"
 
     shipper = _shipper(config)
-    sent_total = 0
-    try:
-        period = 1
-        retrained_version: str | None = None
-        replay_seed = config.training.seed
-        while period <= periods + (1 if retrained_version is None else 0) or retrained_version is None:
-            if period > periods + 1:
-                raise DemoError("KS never fell below the threshold: no retraining happened")
-            source_period = min(period, periods)
-            champion = get_alias_version(model, CHAMPION) or v1
-            with driver.step(f"replay period {source_period} against v{champion}") as step:
-                records = load_replay_records(
-                    period=source_period, rows=rows_per_period, seed=replay_seed + period
-                )
-                summary = run_traffic(
-                    records,
-                    TrafficSettings(
-                        url=config.serving_url,
-                        model_name=model,
-                        spool_dir=config.stack_home / "spool",
-                        decision_threshold=config.model.decision_threshold,
-                        concurrency=8,
-                        spool_max_age_s=1.0,
-                    ),
-                )
-                sent_total += summary.ok
-                shipped_after = datetime.now(UTC)
-                _wait_shipped(config, sent_total)
-                step.detail = f"{summary.ok} scored ({summary.errors} errors), p50 {summary.p50_ms or 0:.1f} ms; shipped"
-            with driver.step(f"scheduled KS check after period {source_period}") as step:
-                check = driver.wait_for_check(shipped_after, source_period)
-                step.detail = f"v{check['model_version']} KS {check.get('ks') or 0:.3f}: {check['status']}"
-            if retrained_version is not None:
-                if check["status"] != "ok":
-                    raise DemoError(f"after retraining the KS check says {check['status']}, not ok")
-                break
-            if check["status"] == "degraded":
-                with driver.step("automation → retrain → v2 registered (alias challenger)") as step:
-                    retrained_version = _wait_for_retrain(driver, model, shipped_after)
-                    step.detail = f"v{retrained_version} registered"
-                with driver.step(f"lifecycle v{retrained_version}: approve → prebuild → deploy") as step:
-                    driver.approve_when_paused(model, retrained_version)
-                    _wait_for_champion(driver, model, retrained_version)
-                    step.detail = f"v{retrained_version} is the champion"
-                replay_seed += 1000  # fresh records of the same period for the recovery check
-                continue
-            period += 1
-    finally:
-        shipper.terminate()
-        try:
-            shipper.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            shipper.kill()
-    driver.result.sent = sent_total
+    with short_ks_schedule(config, narrate), _stopping(shipper):
+        _replay_until_recovered(driver, config, periods, rows_per_period, v1)
     driver.result.versions = {
         alias: version
         for alias in (CHAMPION, CHALLENGER)
@@ -341,6 +323,72 @@ def run_demo(
     }
     narrate(driver.result.timeline(config.prefect_ui_url, config.mlflow_uri))
     return driver.result
+
+
+@contextmanager
+def _stopping(process: subprocess.Popen) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        process.terminate()  # the sidecar drains the spool before it exits
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _replay_until_recovered(
+    driver: LoopDriver, config: ModelOpsConfig, periods: int, rows: int, first_version: str
+) -> str:
+    """Replay periods 1..N until a KS check degrades; then retrain, approve, and replay that period
+    again on the new champion, which must check ok. Returns the retrained version."""
+    from modelops.scoring.client import TrafficSettings, run_traffic
+    from modelops.scoring.source import load_replay_records
+    from modelops.tasks.registry import CHAMPION, get_alias_version
+
+    model = config.model.name
+    retrained: str | None = None
+    period, seed = 1, config.training.seed
+    while True:
+        champion = get_alias_version(model, CHAMPION) or first_version
+        with driver.step(f"replay period {period} against v{champion}") as step:
+            summary = run_traffic(
+                load_replay_records(period=period, rows=rows, seed=seed + period),
+                TrafficSettings(
+                    url=config.serving_url,
+                    model_name=model,
+                    spool_dir=config.stack_home / "spool",
+                    decision_threshold=config.model.decision_threshold,
+                    concurrency=8,
+                    spool_max_age_s=1.0,
+                ),
+            )
+            driver.result.sent += summary.ok
+            _wait_shipped(config, driver.result.sent)
+            shipped_at = datetime.now(UTC)
+            step.detail = (
+                f"{summary.ok} scored ({summary.errors} errors), p50 {summary.p50_ms or 0:.1f} ms, shipped"
+            )
+        with driver.step(f"scheduled KS check after period {period}") as step:
+            check = driver.wait_for_check(shipped_at, period)
+            step.detail = f"v{check['model_version']} KS {check.get('ks') or 0:.3f}: {check['status']}"
+        if retrained is not None:
+            if check["status"] != "ok":
+                raise DemoError(f"after retraining, the KS check of v{retrained} says {check['status']}")
+            return retrained
+        if check["status"] == "degraded":
+            with driver.step("automation → retrain → new version registered (alias challenger)") as step:
+                retrained = _wait_for_retrain(driver, model, shipped_at)
+                step.detail = f"v{retrained} registered"
+            with driver.step(f"lifecycle v{retrained}: approve → prebuild → deploy") as step:
+                driver.approve_when_paused(model, retrained)
+                _wait_for_champion(driver, model, retrained)
+                step.detail = f"v{retrained} is the champion"
+            seed += 1000  # fresh records of the same period for the recovery check
+            continue
+        if period == periods:
+            raise DemoError(f"KS never fell below the threshold in {periods} periods: no retraining happened")
+        period += 1
 
 
 def _wait_for_retrain(driver: LoopDriver, model: str, since: datetime) -> str:
