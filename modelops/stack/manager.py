@@ -79,6 +79,7 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
         deploy: _Deployments | None = None
         try:
             worker_pending, t_worker = _start_all(config, state, started, echo)
+            _apply_schema(config, state, echo)
             deploy = _launch_deployments(config, state, echo)  # does not need the worker: overlap them
             _wait_healthy(worker_pending, state, config, t_worker, echo)
         except BaseException:
@@ -97,6 +98,20 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
         save_state(state)
     _finish_deployments(deploy, config, echo)
     return state
+
+
+def _apply_schema(config: ModelOpsConfig, state: StackState, echo: Echo) -> None:
+    """The scoring-log tables exist before any flow, sidecar or approval needs them."""
+    from modelops.tasks.database import apply_migrations
+
+    dsn = config.database.url or state.database_url
+    if not dsn:
+        return
+    applied = apply_migrations(dsn, config.database.schema_name)
+    echo(
+        f"{comp.POSTGRES}: schema '{config.database.schema_name}' "
+        + (f"migrated ({', '.join(applied)})" if applied else "up to date")
+    )
 
 
 def _forget_dead(state: StackState, config: ModelOpsConfig, echo: Echo) -> None:
