@@ -242,6 +242,7 @@ def _scalar_column(spec: InputSpec, values: list[Any]) -> np.ndarray:
         if not types <= _ALLOWED_TYPES[kind] | {bytes}:
             _raise_first_bad_value(spec, values)
     if kind == "string":
+        _check_utf8(spec, values)
         return np.array(values, dtype=object)
     try:
         with np.errstate(over="ignore"):  # beyond-range floats become inf and are rejected below
@@ -256,6 +257,20 @@ def _scalar_column(spec: InputSpec, values: list[Any]) -> np.ndarray:
             "send a finite number, or NaN for a missing value"
         )
     return array
+
+
+def _check_utf8(spec: InputSpec, values: list[Any]) -> None:
+    """JSON allows lone surrogate escapes (``"\\ud800"``) that no UTF-8 tensor can hold; refuse them here,
+    before batching, so one bad record cannot fail the other requests of a merged batch."""
+    for index, value in enumerate(values):
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    f"input {spec.name!r}, record {index}: the string is not valid Unicode (a lone "
+                    "surrogate escape such as \\ud800); send UTF-8 text"
+                ) from None
 
 
 def _nested_column(spec: InputSpec, values: list[Any], rows: int) -> np.ndarray:
