@@ -405,11 +405,12 @@ def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
     """Stop every recorded process (worker first) and remove the state file; returns stopped names."""
     home = config.stack_home
     with _locked(home):
+        served = _stop_local_serving(config, echo)
         state = load_state(home)
         if state is None:
             echo(f"nothing to stop: no stack state in {home}")
-            return []
-        stopped = []
+            return served
+        stopped = served
         for name in reversed(ORDER):
             record = state.components.get(name)
             if record is None:
@@ -420,6 +421,22 @@ def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
             save_state(state)
         remove_state(home)
         return stopped
+
+
+def _stop_local_serving(config: ModelOpsConfig, echo: Echo) -> list[str]:
+    """Model servers the ``local`` target started (their state files live under the stack home)."""
+    from modelops.targets.local import LocalTarget
+
+    target = LocalTarget(config)
+    stopped = []
+    for state_file in sorted((target.home / "state").glob("*.json")):
+        model_name = state_file.stem
+        rollout = target.current(model_name)
+        target.stop(model_name)
+        if rollout is not None:
+            echo(f"serving: stopped {model_name} version {rollout.version} ({rollout.url})")
+            stopped.append(f"serving:{model_name}")
+    return stopped
 
 
 def _stop_component(config: ModelOpsConfig, record: ComponentRecord, echo: Echo) -> bool:
