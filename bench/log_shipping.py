@@ -1,6 +1,6 @@
 """Benchmark: the log sidecar (spool files -> PostgreSQL) against a raw COPY of the same rows.
 
-    .venv/bin/python bench/log_shipping.py [--rows 200000] [--database-url DSN] [--repeat 2]
+    .venv/bin/python -m bench.log_shipping [--rows 200000] [--database-url DSN] [--repeat 2]
 
 Creates a throw-away database on the server (``--database-url``, ``$MODELOPS_TEST_DATABASE_URL``
 or postgres@127.0.0.1:5432), writes ``--rows`` scored records (features of generated period 1)
@@ -101,31 +101,45 @@ def main() -> int:
         "--database-url", default=SERVER_DSN, help="a server DSN; a scratch database is made on it"
     )
     args = parser.parse_args()
+    result = run(args.rows, args.repeat, args.batch_rows, args.database_url)
+    table = [
+        ("rows", f"{args.rows:,}"),
+        ("sidecar shipped (spool -> table)", f"{result['shipped_rows_per_s']:,.0f} rows/s"),
+        ("raw COPY (same rows, same table)", f"{result['raw_copy_rows_per_s']:,.0f} rows/s"),
+        ("shipped / raw", f"{result['shipped_vs_raw']:.0%}  (goal >= 50 %, >= 40,000 rows/s)"),
+        (f"fetch_labelled_scores ({result['fetched_rows']:,} rows)", f"{result['fetch_labelled_scores_s']:.3f} s"),
+    ]
+    width = max(len(k) for k, _ in table)
+    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in table))
+    print(json.dumps(result))
+    return 0
 
+
+def run(rows: int, repeat: int = 2, batch_rows: int = 20_000, database_url: str = SERVER_DSN) -> dict:
+    """Sidecar shipping vs raw COPY of the same rows into the same table, in a scratch database."""
     name = f"modelops_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(args.database_url)
+    admin = psycopg2.connect(database_url)
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    dsn = f"{args.database_url.rpartition('/')[0]}/{name}"
+    dsn = f"{database_url.rpartition('/')[0]}/{name}"
     work = Path(tempfile.mkdtemp(prefix="modelops-bench-"))
     try:
         apply_migrations(dsn)
-        print(f"writing {args.rows} records to spool files ...", file=sys.stderr)
-        lines = write_spool(work / "master", args.rows)
+        print(f"writing {rows} records to spool files ...", file=sys.stderr)
+        lines = write_spool(work / "master", rows)
         copy_text = "".join(copy_row(line) for line in lines)
         shipped_runs, raw_runs = [], []
-        for run in range(args.repeat):
+        for attempt in range(repeat):
             truncate(dsn)
-            spool = work / f"spool-{run}"
+            spool = work / f"spool-{attempt}"
             shutil.copytree(work / "master", spool)
-            shipper = LogShipper(
-                dsn, ShipperSettings(spool_dir=spool, batch_rows=args.batch_rows, rotate="delete")
-            )
+            shipper = LogShipper(dsn, ShipperSettings(spool_dir=spool, batch_rows=batch_rows, rotate="delete"))
             started = time.perf_counter()
             shipper.run(once=True)
             shipped_runs.append(time.perf_counter() - started)
-            assert count(dsn) == args.rows, "shipping lost or duplicated rows"
-            print(f"run {run + 1}: shipped in {shipped_runs[-1]:.2f} s", file=sys.stderr)
+            if count(dsn) != rows:
+                raise RuntimeError("shipping lost or duplicated rows")
+            print(f"run {attempt + 1}: shipped in {shipped_runs[-1]:.2f} s", file=sys.stderr)
 
             truncate(dsn)
             connection = psycopg2.connect(dsn)
@@ -137,21 +151,25 @@ def main() -> int:
                 )
             raw_runs.append(time.perf_counter() - started)
             connection.close()
-            assert count(dsn) == args.rows
-            print(f"run {run + 1}: raw COPY in {raw_runs[-1]:.2f} s", file=sys.stderr)
+            if count(dsn) != rows:
+                raise RuntimeError("raw COPY stored a different number of rows")
+            print(f"run {attempt + 1}: raw COPY in {raw_runs[-1]:.2f} s", file=sys.stderr)
 
         with psycopg2.connect(dsn) as connection:
             connection.autocommit = True
             connection.cursor().execute("ANALYZE modelops.scoring_log")
         connection.close()
         started = time.perf_counter()
-        scores, _, _, _ = fetch_labelled_scores(dsn, "hmeq-risk", "1", WindowSettings(size=args.rows))
+        scores, _, _, _ = fetch_labelled_scores(dsn, "hmeq-risk", "1", WindowSettings(size=rows))
         fetch_s = time.perf_counter() - started
 
-        shipped_rate = args.rows / min(shipped_runs)
-        raw_rate = args.rows / min(raw_runs)
-        result = {
-            "rows": args.rows,
+        shipped_rate = rows / min(shipped_runs)
+        raw_rate = rows / min(raw_runs)
+        return {
+            "rows": rows,
+            "repeat": repeat,
+            "shipped_s": shipped_runs,
+            "raw_copy_s": raw_runs,
             "shipped_rows_per_s": round(shipped_rate),
             "raw_copy_rows_per_s": round(raw_rate),
             "shipped_vs_raw": round(shipped_rate / raw_rate, 3),
@@ -159,17 +177,6 @@ def main() -> int:
             "fetched_rows": len(scores),
             "goal_met": shipped_rate >= 0.5 * raw_rate and shipped_rate >= 40_000,
         }
-        table = [
-            ("rows", f"{args.rows:,}"),
-            ("sidecar shipped (spool -> table)", f"{shipped_rate:,.0f} rows/s"),
-            ("raw COPY (same rows, same table)", f"{raw_rate:,.0f} rows/s"),
-            ("shipped / raw", f"{shipped_rate / raw_rate:.0%}  (goal >= 50 %, >= 40,000 rows/s)"),
-            (f"fetch_labelled_scores ({len(scores):,} rows)", f"{fetch_s:.3f} s"),
-        ]
-        width = max(len(k) for k, _ in table)
-        print("\n".join(f"{k.ljust(width)}  {v}" for k, v in table))
-        print(json.dumps(result))
-        return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

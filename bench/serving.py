@@ -143,6 +143,7 @@ def floor(model_dir: Path, records_file: Path, threads: int, seconds: float) -> 
         "batch1_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
         "batch1_calls_per_s": len(latencies) / sum(latencies),
         "batch64_rows_per_s": rows / elapsed,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
@@ -330,15 +331,46 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("bench.serving: wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
-
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="modelops-bench-serving-"))
+    summary = run(
+        workdir,
+        duration=args.duration,
+        threads=args.threads,
+        batch_timeout_ms=args.batch_timeout_ms,
+        model_base_path=args.model_base_path,
+        train_rows=args.train_rows,
+        with_mlflow_peer=args.mlflow_peer,
+    )
+    print_table(summary["floor"], summary["scenarios"], summary)
+    out = args.json or workdir / "serving-bench.json"
+    out.write_text(json.dumps(summary, indent=2, default=float))
+    progress(f"results written to {out}")
+    return 0
+
+
+def run(
+    workdir: Path,
+    duration: float = 5.0,
+    threads: int = 1,
+    batch_timeout_ms: float = 1.0,
+    model_base_path: Path | None = None,
+    train_rows: int = 4000,
+    with_mlflow_peer: bool = False,
+) -> dict[str, Any]:
+    """Every serving scenario once; returns the summary (floor, scenarios, RSS, goals)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     workdir.mkdir(parents=True, exist_ok=True)
-    fitted = None
-    if args.model_base_path:
-        base = args.model_base_path
-        model_dir = base / str(max(int(p.name) for p in base.iterdir() if p.name.isdigit()))
+    if model_base_path:
+        base = model_base_path
+        versions = [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+        if not versions:
+            raise ValueError(
+                f"--model-base-path {base} holds no numbered version folder (e.g. {base}/1/saved_model.pb): "
+                "point it at the folder that holds the versions"
+            )
+        model_dir = base / str(max(versions))
     else:
-        model_dir, fitted = train_and_export(workdir, args.train_rows)
+        model_dir, _ = train_and_export(workdir, train_rows)
         base = model_dir.parent
     records = benchmark_records(2048)
     records_file = workdir / "records.json"
@@ -347,33 +379,26 @@ def main(argv: list[str] | None = None) -> int:
     bodies64 = write_bodies(workdir / "bodies-64.jsonl", records, 64)
     script = workdir / "bench.lua"
     script.write_text(WRK_SCRIPT)
-    seconds = args.duration
+    seconds = duration
 
-    progress(f"floor: in-process signature calls ({args.threads} TF thread(s)), {seconds:.0f}s per measure")
-    floor_figures = run_floor(model_dir, records_file, args.threads, seconds)
+    progress(f"floor: in-process signature calls ({threads} TF thread(s)), {seconds:.0f}s per measure")
+    floor_figures = run_floor(model_dir, records_file, threads, seconds)
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {
         "floor": floor_figures,
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
+        "model_dir": str(model_dir),
     }
 
     progress("modelops serve, batching on")
-    server = modelops_server(base, workdir, True, args.threads, args.batch_timeout_ms)
+    server = modelops_server(base, workdir, True, threads, batch_timeout_ms)
     try:
         predict = f"{server.url}/v1/models/{MODEL}:predict"
         wrk(predict, bodies1, 1, 1, script)  # warm-up
-        rows.append(
-            scenario("modelops batching on", 1, 1, wrk(predict, bodies1, 1, seconds, script, server=server))
-        )
-        rows.append(
-            scenario("modelops batching on", 1, 16, wrk(predict, bodies1, 16, seconds, script, server=server))
-        )
-        rows.append(
-            scenario("modelops batching on", 64, 1, wrk(predict, bodies64, 1, seconds, script, server=server))
-        )
-        rows.append(
-            scenario("modelops batching on", 64, 4, wrk(predict, bodies64, 4, seconds, script, server=server))
-        )
+        for batch, connections, bodies in ((1, 1, bodies1), (1, 16, bodies1), (64, 1, bodies64), (64, 4, bodies64)):
+            progress(f"  batch {batch}, {connections} connection(s), {seconds:.0f}s")
+            result = wrk(predict, bodies, connections, seconds, script, server=server)
+            rows.append(scenario("modelops batching on", batch, connections, result))
         ceiling = wrk(f"{server.url}/-/stats", bodies1, 16, seconds, script, method="GET", server=server)
         rows.append(scenario("HTTP ceiling: GET /-/stats (no model)", 1, 16, ceiling))
         summary["rss_mb_modelops"] = server.rss_mb()
@@ -381,31 +406,23 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
 
     progress("modelops serve, batching off")
-    server = modelops_server(base, workdir, False, args.threads, args.batch_timeout_ms)
+    server = modelops_server(base, workdir, False, threads, batch_timeout_ms)
     try:
         predict = f"{server.url}/v1/models/{MODEL}:predict"
         wrk(predict, bodies1, 1, 1, script)
-        rows.append(
-            scenario("modelops batching off", 1, 1, wrk(predict, bodies1, 1, seconds, script, server=server))
-        )
-        rows.append(
-            scenario(
-                "modelops batching off", 1, 16, wrk(predict, bodies1, 16, seconds, script, server=server)
-            )
-        )
+        for connections in (1, 16):
+            progress(f"  batch 1, {connections} connection(s), {seconds:.0f}s")
+            result = wrk(predict, bodies1, connections, seconds, script, server=server)
+            rows.append(scenario("modelops batching off", 1, connections, result))
     finally:
         server.stop()
 
-    if args.mlflow_peer:
+    if with_mlflow_peer:
         rows.extend(mlflow_peer(model_dir, workdir, records, script, seconds, summary))
 
     summary["scenarios"] = rows
     summary["goals"] = goals(floor_figures, rows, summary)
-    print_table(floor_figures, rows, summary)
-    out = args.json or workdir / "serving-bench.json"
-    out.write_text(json.dumps(summary, indent=2, default=float))
-    progress(f"results written to {out}")
-    return 0
+    return summary
 
 
 def mlflow_peer(
