@@ -107,7 +107,10 @@ def main() -> int:
         ("sidecar shipped (spool -> table)", f"{result['shipped_rows_per_s']:,.0f} rows/s"),
         ("raw COPY (same rows, same table)", f"{result['raw_copy_rows_per_s']:,.0f} rows/s"),
         ("shipped / raw", f"{result['shipped_vs_raw']:.0%}  (goal >= 50 %, >= 40,000 rows/s)"),
-        (f"fetch_labelled_scores ({result['fetched_rows']:,} rows)", f"{result['fetch_labelled_scores_s']:.3f} s"),
+        (
+            f"fetch_labelled_scores ({result['fetched_rows']:,} rows)",
+            f"{result['fetch_labelled_scores_s']:.3f} s",
+        ),
     ]
     width = max(len(k) for k, _ in table)
     print("\n".join(f"{k.ljust(width)}  {v}" for k, v in table))
@@ -133,7 +136,9 @@ def run(rows: int, repeat: int = 2, batch_rows: int = 20_000, database_url: str 
             truncate(dsn)
             spool = work / f"spool-{attempt}"
             shutil.copytree(work / "master", spool)
-            shipper = LogShipper(dsn, ShipperSettings(spool_dir=spool, batch_rows=batch_rows, rotate="delete"))
+            shipper = LogShipper(
+                dsn, ShipperSettings(spool_dir=spool, batch_rows=batch_rows, rotate="delete")
+            )
             started = time.perf_counter()
             shipper.run(once=True)
             shipped_runs.append(time.perf_counter() - started)

@@ -77,7 +77,9 @@ def time_retrain(deployment_id: Any, timeout_s: float = 120.0) -> dict[str, Any]
             runs = [
                 r
                 for r in client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+                    flow_run_filter=FlowRunFilter(
+                        deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])
+                    )
                 )
                 if r.id not in known
             ]
@@ -179,7 +181,8 @@ def rows(result: dict[str, Any], command: str) -> list[Row]:
     out.append(
         Row(
             "loop",
-            f"degraded event -> retrain run Running (worst of {len(running)}; worker poll {poll:g} s = floor)",
+            f"degraded event -> retrain run Running"
+            f" (worst of {len(running)}; worker poll {poll:g} s = floor)",
             max(running) if running else None,
             "s",
             goal="<= 5 s",
@@ -205,15 +208,27 @@ def rows(result: dict[str, Any], command: str) -> list[Row]:
         )
     if "up_s" in result:
         out.append(
-            Row("stack", "modelops up (cold, fresh home)", result["up_s"], "s", goal="(context)", met=None, command=command)
+            Row(
+                "stack",
+                "modelops up (cold, fresh home)",
+                result["up_s"],
+                "s",
+                goal="(context)",
+                met=None,
+                command=command,
+            )
         )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=3, help="degraded events to time (default 3)")
-    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idling before the RSS (default 5)")
+    parser.add_argument(
+        "--idle", type=float, default=5.0, help="seconds of idling before the RSS (default 5)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the raw results here")
     args = parser.parse_args(argv)
     result = run(args.repeat, args.idle)

@@ -395,7 +395,12 @@ def run(
     try:
         predict = f"{server.url}/v1/models/{MODEL}:predict"
         wrk(predict, bodies1, 1, 1, script)  # warm-up
-        for batch, connections, bodies in ((1, 1, bodies1), (1, 16, bodies1), (64, 1, bodies64), (64, 4, bodies64)):
+        for batch, connections, bodies in (
+            (1, 1, bodies1),
+            (1, 16, bodies1),
+            (64, 1, bodies64),
+            (64, 4, bodies64),
+        ):
             progress(f"  batch {batch}, {connections} connection(s), {seconds:.0f}s")
             result = wrk(predict, bodies, connections, seconds, script, server=server)
             rows.append(scenario("modelops batching on", batch, connections, result))
