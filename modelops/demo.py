@@ -64,7 +64,7 @@ class DemoResult:
         for check in self.checks:
             ks = "-" if check.get("ks") is None else f"{check['ks']:.3f}"
             lines.append(
-                f"  period {check['period']:<3} v{check['version']:<3} KS {ks:>6}  "
+                f"  period {check['period']:<3} v{check['model_version']:<3} KS {ks:>6}  "
                 f"n={check.get('n', 0):<6} {check['status']} (threshold {check['threshold']:.2f})"
             )
         lines += [

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--periods", type=int, default=4, help="production periods to replay (default 4)")
     parser.add_argument("--rows", type=int, default=2000, help="records per period (default 2000)")
+    parser.add_argument(
+        "--result-json", default=None, help="also write the outcome (steps, checks, versions) here"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,9 +32,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--periods must be >= 1 and --rows >= 200 (the KS check needs a minimum sample)")
     config = load_config()
     try:
-        run_demo(config, args.auto_approve, periods=args.periods, rows_per_period=args.rows)
+        result = run_demo(config, args.auto_approve, periods=args.periods, rows_per_period=args.rows)
     except DemoError as exc:
         raise UserError(
             f"{exc} (logs: {config.stack_home / 'logs'}; Prefect UI: {config.prefect_ui_url})"
         ) from None
+    if args.result_json:
+        import json
+        from dataclasses import asdict
+
+        with open(args.result_json, "w") as handle:
+            json.dump(asdict(result), handle, indent=2, default=str)
     return 0

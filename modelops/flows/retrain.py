@@ -20,7 +20,9 @@ from modelops.tasks import retraining
 from modelops.tasks.events import emit_model_event
 from modelops.tasks.notify import notify
 
-RECENT_LIMIT = 6000
+# Recent traffic for retraining: this many KS windows back (the newest behaviour, not all history).
+RECENT_WINDOWS = 2
+REFERENCE_SHARE = 0.3
 
 
 def task(**options: Any):
@@ -39,7 +41,7 @@ def extract_retraining_data(config: ModelOpsConfig, model_name: str, champion: s
     recent = fetch_recent_labelled_records(
         resolve_database_url(config),
         model_name,
-        RECENT_LIMIT,
+        RECENT_WINDOWS * config.monitoring.window.size if config.monitoring.window.kind == "count" else 6000,
         schema=config.database.schema_name,
         label_column=schema.target,
     )

@@ -2,12 +2,14 @@
 
 Data policy (documented in the README):
 
-1. take the latest ``recent_limit`` labelled records of the model from the scoring log (any version);
+1. take the latest labelled records of the model from the scoring log (any version): two KS
+   windows (``2 × monitoring.window.size``), the newest behaviour rather than all history;
 2. the newest ``holdout_fraction`` of them (by scoring time) is the *recent hold-out*: never trained
    on, used to compare the new model with the champion on the same records;
 3. the training set is the rest of the recent records plus a random sample of the reference training
    data (the data the champion was trained on, found through its ``data_source`` lineage tag) of at
-   most ``reference_share`` of the total, so recent behaviour dominates while rare patterns from the
+   most ``reference_share`` of the total (30 % in the retrain flow), so recent behaviour dominates while
+   rare patterns from the
    reference are not forgotten.
 """
 
