@@ -319,13 +319,14 @@ class _Placement:
 
     def put(self) -> None:
         self.target.parent.mkdir(parents=True, exist_ok=True)
+        # Copy first: the source may be the served folder itself (a restart redeploys from it).
+        staging = self.target.with_name(f".{self.target.name}.staging-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(self.source, staging)
         if self.target.exists():  # redeploying a version: keep the old files until the new process is healthy
             self.backup = self.target.with_name(f".{self.target.name}.previous-{os.getpid()}")
             shutil.rmtree(self.backup, ignore_errors=True)
             os.replace(self.target, self.backup)
-        staging = self.target.with_name(f".{self.target.name}.staging-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(self.source, staging)
         os.replace(staging, self.target)
 
     def undo(self) -> None:
