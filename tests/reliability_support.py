@@ -168,3 +168,27 @@ def model_events(model_name: str, event: str | None = None, limit: int = 50) -> 
     response = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10)
     response.raise_for_status()
     return response.json()["events"]
+
+
+# ---------------------------------------------------------------------------------- serving health
+def serving_health(target: Any, model_name: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """(healthy, why) of what a target should be serving: a live process AND an AVAILABLE version.
+
+    The project has no serving health check of its own yet (``modelops status`` covers the stack
+    only); this is the check the reliability tests use: the target's record of what serves, then the
+    TF Serving status endpoint on the public URL clients use.
+    """
+    from modelops.serving import rest_client
+
+    url = target.config.serving_url
+    rollout = target.current(model_name)
+    if rollout is None:
+        return False, f"no live serving process for {model_name} (the target's record is gone or dead)"
+    try:
+        statuses = rest_client.model_status(url, model_name, timeout=timeout)
+    except rest_client.ServingClientError as exc:
+        return False, f"status endpoint failed: {exc}"
+    available = {str(s.get("version")) for s in statuses if s.get("state") == "AVAILABLE"}
+    if rollout.version not in available:
+        return False, f"version {rollout.version} is not AVAILABLE at {url} (available: {sorted(available)})"
+    return True, f"{model_name} version {rollout.version} AVAILABLE at {url}"
