@@ -7,7 +7,10 @@ Checks, each failing with a :class:`DataError` that names the column, the value 
 * every declared column is present (the message lists the missing ones and the columns found);
 * the target has no missing values and only 0/1 (``true``/``false`` and ``"0"``/``"1"`` are read as
   0/1) and contains both classes;
+* the header names no declared column twice, and no row has more fields than the header (pandas
+  would otherwise pick one of the twins, or shift a long row into an index, without a word);
 * numeric columns hold numbers (the message shows a few offending values and their rows);
+  ``inf``/``-inf`` are read as missing, as the model treats them;
 * a feature that is missing in every row is an error: the model could neither learn from it nor
   impute it; remove it from the schema.
 * a constant feature (one distinct value) is kept, with a warning: it carries no information and
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,18 +48,39 @@ def load_dataset(csv_path: str | Path, schema: DatasetSchema) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     try:
-        frame = pd.read_csv(
-            path,
-            sep=schema.separator,
-            dtype={c: str for c in (*schema.categorical, schema.target)},
-            keep_default_na=True,
-            skipinitialspace=True,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # a first row longer than the header
+            frame = pd.read_csv(
+                path,
+                sep=schema.separator,
+                dtype={c: str for c in (*schema.categorical, schema.target)},
+                keep_default_na=True,
+                skipinitialspace=True,
+                index_col=False,
+            )
+    except pd.errors.ParserWarning:
+        raise DataError(
+            f"{path}: the first data row has more fields than the header; quote values that contain "
+            f"the separator {schema.separator!r}, or fix the row"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot parse as CSV with separator {schema.separator!r}: {exc}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
+    twins = _repeated_columns(path, schema)
+    if twins:
+        raise DataError(
+            f"{path}: the header names {twins} more than once; keep one column of each name "
+            "(the loader cannot tell which one is meant)"
+        )
     return validate_frame(frame, schema, source=str(path))
+
+
+def _repeated_columns(path: Path, schema: DatasetSchema) -> list[str]:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        header = [name.strip() for name in next(csv.reader(handle, delimiter=schema.separator), [])]
+    declared = {schema.target, *schema.features}
+    return sorted({name for name in header if name in declared and header.count(name) > 1})
 
 
 def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, source: str = "data") -> pd.DataFrame:
@@ -117,7 +142,7 @@ def _target(values: pd.Series, name: str, source: str) -> pd.Series:
 
 def _numeric(values: pd.Series, name: str, source: str) -> pd.Series:
     if pd.api.types.is_numeric_dtype(values):
-        return values.astype(float)
+        return _finite_or_missing(values.astype(float))
     parsed = pd.to_numeric(values, errors="coerce")
     bad = parsed.isna() & values.notna() & (values.astype(str).str.strip() != "")
     if bad.any():
@@ -126,7 +151,11 @@ def _numeric(values: pd.Series, name: str, source: str) -> pd.Series:
             f"{source}: numeric column {name!r} has {int(bad.sum())} non-numeric values "
             f"({'; '.join(examples)}); fix the values or declare the column categorical in the schema"
         )
-    return parsed.astype(float)
+    return _finite_or_missing(parsed.astype(float))
+
+
+def _finite_or_missing(values: pd.Series) -> pd.Series:
+    return values.where(~np.isinf(values), np.nan)
 
 
 def _categorical(values: pd.Series) -> pd.Series:

@@ -5,7 +5,8 @@ Learned from the training frame only, then frozen into constants and lookup tabl
 * numeric: ``NaN``/``inf`` = missing → training mean; a 0/1 missing indicator for every column that
   had missing values in training; heavy right-skewed non-negative columns (skew > 2, e.g. LOAN,
   VALUE) go through ``log1p`` first; then standardised and clipped to ±5 so an outlier cannot
-  dominate a score.
+  dominate a score. A column with one value in training encodes as 0 whatever it holds later: the
+  network's weight for it was never trained, so it must not see anything but 0.
 * categorical: one-hot over the training vocabulary (the 50 most frequent values); missing (``""``)
   is its own category when training had missing values; an unknown value (the out-of-vocabulary
   bucket) encodes as all zeros, i.e. "no information from this column".
@@ -37,6 +38,7 @@ class NumericSpec:
     mean: float  # after the log transform, if any
     std: float
     has_missing: bool
+    constant: bool = False  # one value in training: the input is zeroed, so an untrained weight cannot act
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,9 @@ def fit_preprocessing(frame: pd.DataFrame, schema: DatasetSchema) -> Preprocessi
             name=column,
             log=log,
             mean=float(transformed.mean()),
-            std=std if std > 1e-9 else 1.0,  # a constant column: no scaling, contributes nothing
+            std=std if std > 1e-9 else 1.0,
             has_missing=bool(len(finite) < len(values)),
+            constant=std <= 1e-9,
         )
         numeric_specs.append(spec)
         names.append(column)
@@ -126,6 +129,8 @@ class Preprocessor(tf.Module):
                 value = tf.math.log1p(tf.maximum(value, 0.0))
             value = tf.where(missing, tf.fill(tf.shape(raw), spec.mean), value)
             z = tf.clip_by_value((value - spec.mean) / spec.std, -CLIP_Z, CLIP_Z)
+            if spec.constant:  # its weight never saw a non-zero input: any other value must not move scores
+                z = tf.zeros_like(z)
             columns.append(z[:, None])
             if spec.has_missing:
                 columns.append(tf.cast(missing, tf.float32)[:, None])
