@@ -123,6 +123,18 @@ def register(
         registered.version,
         registered.run_id,
     )
+    from modelops.tasks.events import emit_model_event
+
+    emit_model_event(
+        "modelops.model.registered",
+        model_name,
+        registered.version,
+        run_id=registered.run_id,
+        alias="challenger",
+        ks=evaluation.metrics.ks,
+        auc=evaluation.metrics.auc,
+        data_source=data_source,
+    )
     return registered
 
 
