@@ -58,7 +58,8 @@ class DemoResult:
         origin = self.steps[0].started if self.steps else 0.0
         for step in self.steps:
             lines.append(
-                f"+{step.started - origin:6.1f}s  {step.name.ljust(width)}  {step.seconds:6.1f}s  {step.detail}"
+                f"+{step.started - origin:6.1f}s  {step.name.ljust(width)}  "
+                f"{step.seconds:6.1f}s  {step.detail}"
             )
         lines += ["", "KS per check (threshold shown)"]
         for check in self.checks:
@@ -246,7 +247,8 @@ def short_ks_schedule(config: ModelOpsConfig, narrate: Narrate) -> Iterator[None
             slug=DEMO_SCHEDULE_SLUG,
         )
     narrate(
-        f"    ks-check deployment: demo schedule every {seconds} s (beside its cron {config.monitoring.schedule_cron!r})"
+        f"    ks-check deployment: demo schedule every {seconds} s "
+        f"(beside its cron {config.monitoring.schedule_cron!r})"
     )
     try:
         yield

@@ -35,7 +35,9 @@ def _admin_connection():
     try:
         connection = psycopg2.connect(SERVER_DSN, connect_timeout=3)
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {SERVER_DSN} ({str(exc).strip()}); start it or set MODELOPS_TEST_DATABASE_URL")
+        pytest.skip(
+            f"no PostgreSQL at {SERVER_DSN} ({str(exc).strip()}); start it or set MODELOPS_TEST_DATABASE_URL"
+        )
     connection.autocommit = True
     return connection
 

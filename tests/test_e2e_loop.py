@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import psycopg2
@@ -53,7 +52,11 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
     env["MODELOPS_STACK__HOME"] = str(home)
     env["MODELOPS_MONITORING__DEMO_INTERVAL_S"] = "10"
     result_file = home / "result.json"
-    command = [sys.executable, "-c", "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))",
+    ]
     log = home / "demo.log"
     try:
         with log.open("w") as out:
@@ -94,7 +97,9 @@ def test_registry_has_two_versions_and_champion_is_the_retrained_one(loop):
     assert champion.tags["approved_by"] == REVIEWER
     assert champion.tags["target"] == "local"
     assert champion.tags["trigger"] == "modelops.performance.degraded"
-    assert float(champion.tags["recent_holdout_candidate_ks"]) > float(champion.tags["recent_holdout_champion_ks"])
+    assert float(champion.tags["recent_holdout_candidate_ks"]) > float(
+        champion.tags["recent_holdout_champion_ks"]
+    )
 
 
 def test_both_approvals_are_audited(loop):
@@ -105,14 +110,17 @@ def test_both_approvals_are_audited(loop):
 
 
 def test_every_scored_record_is_logged_once(loop):
-    ((logged, distinct),) = _query(loop["dsn"], "SELECT count(*), count(DISTINCT request_id) FROM modelops.scoring_log")
+    ((logged, distinct),) = _query(
+        loop["dsn"], "SELECT count(*), count(DISTINCT request_id) FROM modelops.scoring_log"
+    )
     assert logged == distinct == loop["result"]["sent"]
     assert loop["result"]["sent"] >= 4 * 2000 - 20  # three periods on v1, one recovery replay on v2
 
 
 def test_ks_falls_below_then_recovers_above_the_threshold(loop):
     checks = _query(
-        loop["dsn"], "SELECT model_version, status, ks, threshold FROM modelops.ks_checks ORDER BY checked_at, id"
+        loop["dsn"],
+        "SELECT model_version, status, ks, threshold FROM modelops.ks_checks ORDER BY checked_at, id",
     )
     v1 = [c for c in checks if c[0] == "1"]
     v2 = [c for c in checks if c[0] == "2"]
@@ -135,7 +143,9 @@ def test_exactly_one_retrain_did_the_work(loop):
 
 
 def _skipped(loop, run_id: str) -> bool:
-    logs = httpx.post(f"{loop['prefect']}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}).json()
+    logs = httpx.post(
+        f"{loop['prefect']}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}
+    ).json()
     return any("skipped" in entry["message"] for entry in logs)
 
 

@@ -48,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
         )
     except Exception as exc:  # noqa: BLE001 - unreachable API, missing deployment: one line for the user
         raise UserError(
-            f"cannot start {LIFECYCLE_DEPLOYMENT} ({type(exc).__name__}: {exc}); is the stack up (modelops up)?"
+            f"cannot start {LIFECYCLE_DEPLOYMENT} ({type(exc).__name__}: {exc}); "
+            "is the stack up (modelops up)?"
         ) from None
     print(f"lifecycle run {flow_run.name} started for {model} {args.version}")
     print(f"  follow it: {config.prefect_ui_url}/runs/flow-run/{flow_run.id}")
     print(
-        f"  it pauses for approval: answer the form there, or `modelops approve --model {model} --tag <tag> --reviewer <you>`"
+        "  it pauses for approval: answer the form there, or "
+        f"`modelops approve --model {model} --tag <tag> --reviewer <you>`"
     )
     return 0

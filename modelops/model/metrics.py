@@ -18,7 +18,7 @@ def ks_statistic(scores: np.ndarray, labels: np.ndarray) -> float:
     scores, labels = np.asarray(scores, dtype=float), np.asarray(labels)
     events, non_events = scores[labels == 1], scores[labels == 0]
     if len(events) == 0 or len(non_events) == 0:
-        raise ValueError("KS needs both classes: got %d events and %d non-events" % (len(events), len(non_events)))
+        raise ValueError(f"KS needs both classes: got {len(events)} events and {len(non_events)} non-events")
     return float(ks_2samp(events, non_events).statistic)
 
 

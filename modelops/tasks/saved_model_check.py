@@ -37,7 +37,7 @@ class SavedModelReport:
 def check_saved_model(
     model_dir: Path, schema: DatasetSchema, records: list[dict[str, Any]], timeout_s: float = 120.0
 ) -> SavedModelReport:
-    """Load ``model_dir`` in a fresh Python process, compare its signature with ``schema``, score ``records``."""
+    """Load ``model_dir`` in a fresh process, compare its signature with ``schema``, score ``records``."""
     if not (model_dir / "saved_model.pb").exists():
         raise SavedModelCheckError(f"broken artifact: no saved_model.pb in {model_dir}")
     request = json.dumps({"schema": schema.to_dict(), "records": records}, allow_nan=True)
