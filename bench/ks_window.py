@@ -85,6 +85,7 @@ def load_scoring_log(dsn: str, rows: int, chunk: int = 2_000_000) -> float:
                     io.BytesIO(_binary_copy(seq, score, label)),
                 )
                 progress(f"  staged {start + n:,}/{rows:,} rows")
+            progress(f"  INSERT … SELECT into scoring_log (index maintenance: ~{rows / 150_000:.0f} s here)")
             # uuid from the sequence number (unique, valid), features kept tiny: this is not what is read
             cursor.execute(
                 f"""
