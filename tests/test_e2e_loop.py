@@ -174,3 +174,23 @@ def test_the_demo_prints_a_timeline_with_links(loop):
     assert "Timeline" in loop["output"]
     assert "Registry aliases: champion -> v2" in loop["output"]
     assert loop["prefect"].removesuffix("/api") in loop["output"]
+
+
+def test_ks_check_is_scheduled_from_the_config(loop):
+    deployment = httpx.get(f"{loop['prefect']}/deployments/name/ks-check/ks-check").json()
+    crons = [s["schedule"].get("cron") for s in deployment["schedules"] if s["active"]]
+    assert "*/10 * * * *" in crons  # monitoring.schedule_cron of infra/config/local.yaml
+    assert deployment["work_pool_name"] == "modelops-local"
+
+
+def test_the_automation_templated_the_retrain_parameters_from_the_event(loop):
+    runs = httpx.post(
+        f"{loop['prefect']}/flow_runs/filter", json={"deployments": {"name": {"any_": ["retrain"]}}}
+    ).json()
+    assert runs, "the automation started no retrain run"
+    first = min(runs, key=lambda r: r["expected_start_time"])
+    parameters = first["parameters"]
+    assert parameters["model_name"] == MODEL
+    assert isinstance(parameters["ks"], float) and parameters["ks"] < 0.3
+    assert parameters["triggered_version"] == "1"
+    assert len(parameters["trigger_event_id"]) == 36  # the degraded event's id
