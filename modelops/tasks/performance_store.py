@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelops.config import WindowSettings
+from modelops.tasks.database import validate_identifier
 
 DEFAULT_SCHEMA = "modelops"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -124,6 +125,7 @@ def read_labelled_window(
     ``lookahead`` records, the labelled ones inside it come out unordered, and older ranges follow
     only when too few of them carry a label. NumPy then keeps the newest N.
     """
+    schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
     connection = connect(dsn)
     try:
         if window.kind == "time":
@@ -196,6 +198,7 @@ def read_window_scores(
     dsn: str, model_name: str, model_version: str, window: WindowSettings, schema: str = DEFAULT_SCHEMA
 ) -> np.ndarray:
     """All scores of the window, labelled or not: the label-free score distribution."""
+    schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
     connection = connect(dsn)
     try:
         with connection.cursor() as cursor:
@@ -220,6 +223,7 @@ def read_window_features(
     """The input features of the window's records as a DataFrame (for PSI against a reference)."""
     import pandas as pd
 
+    schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
     connection = connect(dsn)
     try:
         with connection.cursor() as cursor:
@@ -253,6 +257,7 @@ def store_ks_check(
     schema: str = DEFAULT_SCHEMA,
 ) -> int:
     """Insert one ks_checks row; returns its id."""
+    schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
     connection = connect(dsn)
     try:
         with connection, connection.cursor() as cursor:
@@ -283,6 +288,7 @@ def read_recent_checks(
     dsn: str, model_name: str, limit: int = 20, schema: str = DEFAULT_SCHEMA
 ) -> list[dict[str, Any]]:
     """The latest KS checks of a model (all versions), oldest first: the trend."""
+    schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
     connection = connect(dsn)
     try:
         with connection.cursor() as cursor:
@@ -306,6 +312,7 @@ def record_approval(
 ) -> int:
     """Write the approvals audit row for an :class:`~modelops.flows.approval.ApprovalDecision`."""
     evidence_json = asdict(evidence) if is_dataclass(evidence) else (evidence or {})
+    schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
     connection = connect(dsn)
     try:
         with connection, connection.cursor() as cursor:

@@ -88,6 +88,7 @@ def insert_rows_individually(
     """
     import psycopg2
 
+    schema = validate_identifier(schema)
     errors: list[str | None] = []
     for row in rows:
         cursor.execute("SAVEPOINT modelops_row")
