@@ -114,12 +114,19 @@ def compare_on_holdout(
     return figures
 
 
-def retrain_guard(model_name: str, tracking_uri: str) -> str | None:
-    """Why a retrain should not start now (a candidate already awaits review), or None."""
+def retrain_guard(model_name: str, tracking_uri: str, triggered_version: str | None = None) -> str | None:
+    """Why a retrain should not start now, or None.
+
+    Skips when a retrained challenger already awaits review, and when the event that triggered the
+    run was about a version that is no longer the champion (a check that read the old champion
+    moments before a new one went live).
+    """
     from modelops.tasks.registry import CHALLENGER, CHAMPION, get_alias_version
 
     challenger = get_alias_version(model_name, CHALLENGER, tracking_uri)
     champion = get_alias_version(model_name, CHAMPION, tracking_uri)
     if challenger and (champion is None or int(challenger) > int(champion)):
         return f"version {challenger} (alias challenger) already awaits review; approve or reject it first"
+    if triggered_version and champion and str(triggered_version) != champion:
+        return f"the degraded version {triggered_version} is no longer the champion (now version {champion})"
     return None
