@@ -129,3 +129,23 @@ def test_cli_rejects_an_unknown_section_with_one_line():
     )
     assert completed.returncode == 2
     assert "unknown section(s) gpu" in completed.stderr
+
+
+def test_drift_to_challenger_spans_the_drifted_replay_to_the_registered_retrain():
+    from bench.drift_loop import drift_to_challenger
+
+    steps = [
+        {"name": "start the embedded stack", "started": 0.0, "seconds": 20.0},
+        {"name": "replay period 1 against v1", "started": 100.0, "seconds": 10.0},
+        {"name": "scheduled KS check after period 1", "started": 110.0, "seconds": 15.0},
+        {"name": "replay period 2 against v1", "started": 125.0, "seconds": 10.0},
+        {"name": "scheduled KS check after period 2", "started": 135.0, "seconds": 20.0},
+        {
+            "name": "automation → retrain → new version registered (alias challenger)",
+            "started": 155.0,
+            "seconds": 60.0,
+        },
+    ]
+    figure = drift_to_challenger(steps)
+    assert figure["seconds"] == pytest.approx(90.0) and figure["from"] == "replay period 2 against v1"
+    assert drift_to_challenger(steps[:3]) is None
