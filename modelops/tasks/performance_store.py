@@ -313,6 +313,9 @@ def record_approval(
     """Write the approvals audit row for an :class:`~modelops.flows.approval.ApprovalDecision`."""
     evidence_json = asdict(evidence) if is_dataclass(evidence) else (evidence or {})
     schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
+    from modelops.tasks.database import apply_migrations
+
+    apply_migrations(dsn, schema)  # a database nobody prepared (no `modelops up`): the audit still lands
     connection = connect(dsn)
     try:
         with connection, connection.cursor() as cursor:
