@@ -10,6 +10,7 @@ one URL throughout.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -79,6 +80,11 @@ def run_server(options: ServerOptions) -> None:
     repository = load_repository(
         options.model_name, options.base_path, options.version_policy, options.versions
     )
+    # The loaded graphs are hundreds of thousands of long-lived objects: left in the collector's
+    # generations, every full collection walks them and stalls all requests for 50-800 ms
+    # (bench/profiles/README.md). Freezing moves them out of the collector's reach.
+    gc.collect()
+    gc.freeze()
     engine = InferenceEngine(
         batching=options.batching,
         max_batch_size=options.max_batch_size,

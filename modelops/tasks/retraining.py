@@ -20,10 +20,12 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from modelops.data.schema import DatasetSchema
+
+if TYPE_CHECKING:  # pandas costs ~0.5 s to import: the retrain run imports it only when it trains
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ def build_retraining_set(
     recent_train, holdout = recent.iloc[:cut], recent.iloc[cut:]
     if holdout[schema.target].nunique() < 2 or recent_train[schema.target].nunique() < 2:
         raise RetrainDataError("the recent labelled records hold a single class: cannot train or compare")
+    import pandas as pd
+
     parts = [recent_train[list(schema.features) + [schema.target]]]
     n_reference = 0
     if reference is not None and reference_share > 0:
