@@ -56,7 +56,7 @@ def test_serving_killed_during_traffic_is_noticed_counted_and_restored(target, t
     assert serving_health(target, MODEL)[0]
 
     spool = tmp_path / "spool"
-    records = records_from_frame(generate_period(1, rows=2500, seed=3), HMEQ_SCHEMA, period=1)
+    records = records_from_frame(generate_period(1, rows=3000, seed=3), HMEQ_SCHEMA, period=1)
     settings = TrafficSettings(
         url=first.url, model_name=MODEL, spool_dir=spool, rate=100, concurrency=2, timeout_s=2,
         version_refresh_s=1, spool_max_age_s=1,
