@@ -6,7 +6,7 @@ secret; the URL points at a local receiver), a registry token and a database pas
 flows run against a real Prefect server, a real MLflow (sqlite in a temp dir) and the real
 PostgreSQL: ``train`` (tiny), ``notify`` (sent, refused, unreachable), ``ks-check`` (degraded and
 failing, each notifying Teams) and the registry push/pull path. Afterwards every output is read
-back (captured log records and stdout/stderr, the Prefect server's logs, artifacts, events, flow
+back (every log record of this process at DEBUG, the Prefect server's logs, artifacts, events, flow
 and task runs through its API *and* its raw SQLite file, MLflow through its API and its raw
 files, every file under the temp dir, the scoring-log tables) and searched for the secrets. The
 receiver must have seen the webhook secret: it proves the secret was used, not just absent.
@@ -104,6 +104,40 @@ def found_secrets(text: str | bytes) -> list[str]:
     return [name for name, value in SECRETS.items() if value in text]
 
 
+class RecordingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+
+@pytest.fixture
+def process_logs():
+    """Every log record this process emits at DEBUG (prefect's run loggers do not reach the root)."""
+    records = RecordingHandler()
+    names = (
+        "",
+        "prefect",
+        "prefect.flow_runs",
+        "prefect.task_runs",
+        "modelops",
+        "mlflow",
+        "httpx",
+        "urllib3",
+    )
+    watched = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in watched]
+    for logger in watched:
+        logger.addHandler(records)
+        logger.setLevel(logging.DEBUG)  # what a user debugging a run would see, too
+    yield records
+    for logger, level in zip(watched, levels, strict=True):
+        logger.removeHandler(records)
+        logger.setLevel(level)
+
+
 class Leaks:
     """Collects every surface searched and what was found there, for one readable failure."""
 
@@ -195,6 +229,15 @@ def run_registry_paths(config_path: Path) -> list[str]:
 # ---------------------------------------------------------------- reading back
 
 
+# Lines each flow writes last: reading stops once all are in (the API receives logs in batches).
+LOG_MARKERS = (
+    "teams: sent (adaptive card)",
+    "teams: failed (HTTP 500)",
+    f"KS check of sec-{MARK} failed",
+    "pushing ",
+)
+
+
 def prefect_surfaces(leaks: Leaks, since: datetime) -> dict[str, Any]:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, LogFilter, LogFilterTimestamp
@@ -203,7 +246,7 @@ def prefect_surfaces(leaks: Leaks, since: datetime) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     with get_client(sync_client=True) as client:
         logs = []
-        for _ in range(40):  # logs arrive in batches: wait until the flows' last lines are in
+        for _ in range(80):  # logs arrive in batches: wait until the flows' last lines are in
             logs = []
             offset = 0
             while True:
@@ -214,9 +257,8 @@ def prefect_surfaces(leaks: Leaks, since: datetime) -> dict[str, Any]:
                 offset += len(page)
                 if len(page) < 200:
                     break
-            if any("teams: sent" in entry.message for entry in logs) and any(
-                "KS check" in entry.message and "failed" in entry.message for entry in logs
-            ):
+            text = "\n".join(entry.message for entry in logs)
+            if all(marker in text for marker in LOG_MARKERS):
                 break
             time.sleep(0.25)
         seen["logs"] = [entry.message for entry in logs]
@@ -304,7 +346,7 @@ def scoring_log_surfaces(leaks: Leaks, dsn: str) -> None:
 
 @pytest.mark.slow
 def test_flows_leave_no_secret_in_any_output(
-    prefect_harness, postgres_url, receiver, tmp_path, monkeypatch, caplog, capfd
+    prefect_harness, postgres_url, receiver, process_logs, tmp_path, monkeypatch
 ):
     from test_ks_check_decision import insert_scores, labelled_sample
 
@@ -313,7 +355,6 @@ def test_flows_leave_no_secret_in_any_output(
     monkeypatch.setenv(ENV["teams"], webhook(receiver))
     monkeypatch.setenv(ENV["token"], REGISTRY_TOKEN)
     monkeypatch.setenv(ENV["db"], DB_PASSWORD)
-    caplog.set_level(logging.DEBUG)
     since = datetime.now(UTC) - timedelta(seconds=5)
     config_path = environment_config(tmp_path, postgres_url)
     config = load_config(config_path, environ={})
@@ -347,9 +388,7 @@ def test_flows_leave_no_secret_in_any_output(
     assert not found_secrets(cards), "a card carries a secret"
 
     leaks = Leaks()
-    out, err = capfd.readouterr()
-    leaks.check("captured stdout/stderr", out + err)
-    leaks.check("captured log records", "\n".join(r.getMessage() for r in caplog.records))
+    leaks.check("log records of this process", "\n".join(process_logs.lines))
     leaks.check(
         "flow return values", json.dumps([trained, notified, degraded, failed, registry], default=str)
     )
@@ -368,7 +407,7 @@ def test_flows_leave_no_secret_in_any_output(
     assert f"KS check of {model}" in seen["artifacts"] or model in seen["artifacts"]
     leaks.assert_clean(
         [
-            "captured stdout/stderr",
+            "log records of this process",
             "prefect logs (API)",
             "prefect artifacts (API)",
             "prefect flow runs (API)",
