@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,9 +89,7 @@ class StackSettings(_Section):
     work_pool: str = "modelops-local"
     worker_query_seconds: float = Field(2.0, gt=0, le=60)
     startup_timeout_s: float = Field(120.0, gt=0)
-    prefect_file: Path = Path(
-        "prefect.yaml"
-    )  # deployments applied by `modelops up`; relative to the project root
+    prefect_file: Path = Path("prefect.yaml")  # deployments applied by `modelops up`; relative to the project root
 
 
 class MlflowSettings(_Section):
@@ -246,12 +245,13 @@ def load_config(
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    overrides = _environment_overrides(os.environ if environ is None else environ)
+    environment = os.environ if environ is None else environ
+    overrides = _environment_overrides(environment)
     merged = _deep_merge(raw, overrides)
     try:
         return ModelOpsConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_explain(path, exc, overrides)) from None
+        raise ConfigError(_explain(path, exc, overrides, environment)) from None
 
 
 def _environment_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
@@ -286,19 +286,27 @@ def _allowed_keys(location: tuple[str | int, ...]) -> list[str]:
     model: type[BaseModel] = ModelOpsConfig
     for part in location[:-1]:
         field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        section = _section_model(getattr(field, "annotation", None))
+        if section is None:
             return []
-        model = annotation
+        model = section
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _explain(path: Path, exc: ValidationError, overrides: dict[str, Any]) -> str:
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel behind ``Section`` or ``Section | None`` (a SecretRef field is optional)."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _explain(path: Path, exc: ValidationError, overrides: dict[str, Any], environ: Any = None) -> str:
     lines = [f"{path}: invalid configuration"]
     for error in exc.errors():
         location = tuple(error["loc"])
         key = ".".join(str(p) for p in location)
-        source = _override_name(location) if _in(overrides, location) else str(path)
+        source = _override_name(location, environ or {}) if _in(overrides, location) else str(path)
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(location))
             lines.append(f"  {key} (in {source}): unknown key; allowed keys here: {allowed}")
@@ -306,8 +314,17 @@ def _explain(path: Path, exc: ValidationError, overrides: dict[str, Any]) -> str
         message = error["msg"]
         if error["type"] == "literal_error":
             message = f"must be one of {error['ctx']['expected']}"
-        lines.append(f"  {key} (in {source}): {message}; got {error.get('input')!r}")
+        shown = error.get("input")
+        if location and str(location[-1]) in _SECRET_FIELDS and not isinstance(shown, dict):
+            # Someone wrote the secret itself where a reference belongs: never echo it.
+            message = "give a reference {env: VARIABLE} or {prefect_secret: BLOCK}, not the secret itself"
+            lines.append(f"  {key} (in {source}): {message}; got a {type(shown).__name__} (value hidden)")
+            continue
+        lines.append(f"  {key} (in {source}): {message}; got {shown!r}")
     return "\n".join(lines)
+
+
+_SECRET_FIELDS = {"password", "webhook", "registry_token"}
 
 
 def _in(tree: dict[str, Any], location: tuple[Any, ...]) -> bool:
@@ -319,8 +336,15 @@ def _in(tree: dict[str, Any], location: tuple[Any, ...]) -> bool:
     return True
 
 
-def _override_name(location: tuple[Any, ...]) -> str:
-    return ENV_PREFIX + "__".join(str(p).upper() for p in location)
+def _override_name(location: tuple[Any, ...], environ: Any) -> str:
+    """The variable that set ``location``, or the ones below it (an unknown section set by X__Y)."""
+    name = ENV_PREFIX + "__".join(str(p).upper() for p in location)
+    short = f"{ENV_PREFIX}DATABASE_URL"
+    if location == ("database", "url") and name not in environ and short in environ:
+        return short
+    if name in environ:
+        return name
+    return ", ".join(sorted(v for v in environ if v.startswith(name + "__"))) or name
 
 
 def resolve_secret(ref: SecretRef | None, *, required: bool = True) -> str | None:

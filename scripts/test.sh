@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/ensure-postgres.sh
+./scripts/install-browser.sh || echo "test: no chromium here; the browser test will skip with the reason" >&2
 if [ -x scripts/docker-engine.sh ] && [ "${MODELOPS_SKIP_DOCKER:-0}" != 1 ]; then
   ./scripts/docker-engine.sh start
   trap './scripts/docker-engine.sh stop' EXIT
