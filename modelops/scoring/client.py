@@ -112,6 +112,7 @@ class VersionTracker:
         self.version: str = "unknown"
         self._checked = 0.0
         self._lock = asyncio.Lock()
+        self._unreachable = False  # logged once per outage: refresh(force=True) follows every failed request
 
     async def refresh(self, force: bool = False) -> str:
         if not force and time.monotonic() - self._checked < self.refresh_s:
@@ -126,6 +127,9 @@ class VersionTracker:
                     response.json().get("model_version_status", []) if response.status_code == 200 else []
                 )
                 available = [str(s["version"]) for s in statuses if s.get("state") == "AVAILABLE"]
+                if self._unreachable:
+                    log.info("status %s answers again", self.status_url)
+                    self._unreachable = False
                 if available:
                     newest = max(available, key=lambda v: (len(v), v))
                     if newest != self.version:
@@ -136,7 +140,11 @@ class VersionTracker:
                         "status %s: no AVAILABLE version (HTTP %s)", self.status_url, response.status_code
                     )
             except Exception as exc:  # the status call failing must not stop scoring
-                log.warning("status %s unreachable: %s", self.status_url, exc)
+                if not self._unreachable:
+                    log.warning(
+                        "status %s unreachable: %s (logged once until it answers)", self.status_url, exc
+                    )
+                self._unreachable = True
         return self.version
 
 
