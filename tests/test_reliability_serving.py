@@ -101,6 +101,8 @@ def test_serving_killed_during_traffic_is_noticed_counted_and_restored(target, t
     assert summary.versions == {"1": summary.ok}, "only the champion version answered"
     logged = [r.getMessage() for r in caplog.records if "request failed" in r.getMessage()]
     assert logged and "unreachable" in logged[0], logged[:3]
+    status_warnings = [r for r in caplog.records if r.getMessage().startswith("status ")]
+    assert len(status_warnings) <= 2, f"the outage flooded the log: {len(status_warnings)} status warnings"
 
     scored = _lines(spool, "scores-*")
     failed = _lines(spool / ERRORS_DIR, "errors-*")
