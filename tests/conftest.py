@@ -6,8 +6,10 @@ Each test that asks for ``postgres_url`` gets its own fresh database, dropped af
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +18,28 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SERVER_DSN = os.environ.get("MODELOPS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(autouse=True)
+def _log_handlers_outlive_captured_streams() -> Iterator[None]:
+    """Point handlers left on a closed stream (a test's captured stderr) back at the real stderr.
+
+    Prefect's console handler and ``logging.basicConfig`` (run by in-process ``modelops`` calls) bind
+    to the ``sys.stderr`` of the moment; when that was a test's capture, later tests would log into a
+    closed file and Prefect's print-as-log turns the error report into endless recursion.
+    """
+    yield
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                handler.setStream(sys.__stderr__)
+                console = getattr(handler, "console", None)
+                if console is not None:
+                    console.file = sys.__stderr__
 
 
 def free_port() -> int:

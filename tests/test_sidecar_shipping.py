@@ -166,14 +166,14 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(postgres_
     killed_mid_work = 0
     for round_number in range(6):
         ids += write_records(
-            spool, 8000, per_file=2000, finish=round_number % 2 == 0
+            spool, 16000, per_file=4000, finish=round_number % 2 == 0
         )  # new work keeps coming
         before = table_counts(postgres_url)[0] if _has_table(postgres_url) else 0
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for(
             lambda before=before: _has_table(postgres_url) and table_counts(postgres_url)[0] > before, 60
         )
-        time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the shipping of a batch, or between batches
+        time.sleep(rng.uniform(0.0, 0.1))  # somewhere inside the shipping of a batch, or between batches
         process.send_signal(signal.SIGKILL)
         process.wait()
         shipped, distinct = table_counts(postgres_url)
