@@ -205,6 +205,16 @@ def test_retrain_guard_follows_the_aliases(registry):
     client.delete_registered_model_alias(name, "challenger")  # rejected: the alias is freed
     assert retrain_guard(name, uri) is None
     assert retrain_guard(f"{name}-absent", uri) is None, "an unknown model: nothing awaits review"
+    client.set_registered_model_alias(name, "champion", "2")
+    assert "no longer the champion" in retrain_guard(name, uri, triggered_version="1"), "a stale event"
+    assert retrain_guard(name, uri, triggered_version="2") is None
+    client.set_model_version_tag(
+        name, "3", "trigger", "modelops.performance.degraded"
+    )  # v3 came from a retrain
+    assert "retrained" in retrain_guard(name, uri, triggered_version="2", cooldown_s=300), (
+        "inside the cooldown"
+    )
+    assert retrain_guard(name, uri, triggered_version="2", cooldown_s=0) is None
 
 
 @pytest.mark.slow

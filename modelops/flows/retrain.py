@@ -141,7 +141,9 @@ def retrain(
     name = model_name or cfg.model.name
     switches = {"teams": notify_teams, "email": notify_email}
     log = get_run_logger()
-    reason = retraining.retrain_guard(name, cfg.mlflow_uri, triggered_version)
+    reason = retraining.retrain_guard(
+        name, cfg.mlflow_uri, triggered_version, cfg.monitoring.retrain_cooldown_s if trigger_event_id else 0
+    )
     if reason:
         log.info("retrain of %s skipped: %s", name, reason)
         return {"model_name": name, "skipped": reason}

@@ -118,14 +118,18 @@ def compare_on_holdout(
     return figures
 
 
-def retrain_guard(model_name: str, tracking_uri: str, triggered_version: str | None = None) -> str | None:
+def retrain_guard(
+    model_name: str, tracking_uri: str, triggered_version: str | None = None, cooldown_s: float = 0
+) -> str | None:
     """Why a retrain should not start now, or None.
 
-    Skips when a retrained challenger already awaits review, and when the event that triggered the
-    run was about a version that is no longer the champion (a check that read the old champion
-    moments before a new one went live).
+    Skips when a retrained challenger already awaits review, when the event that triggered the run
+    was about a version that is no longer the champion (a check that read the old champion moments
+    before a new one went live), and within ``cooldown_s`` of the last retrained version.
     """
-    from modelops.tasks.registry import CHALLENGER, CHAMPION, get_alias_version
+    import time
+
+    from modelops.tasks.registry import CHALLENGER, CHAMPION, client_for, get_alias_version
 
     challenger = get_alias_version(model_name, CHALLENGER, tracking_uri)
     champion = get_alias_version(model_name, CHAMPION, tracking_uri)
@@ -133,4 +137,18 @@ def retrain_guard(model_name: str, tracking_uri: str, triggered_version: str | N
         return f"version {challenger} (alias challenger) already awaits review; approve or reject it first"
     if triggered_version and champion and str(triggered_version) != champion:
         return f"the degraded version {triggered_version} is no longer the champion (now version {champion})"
+    if cooldown_s > 0:
+        retrained = [
+            v
+            for v in client_for(tracking_uri).search_model_versions(f"name='{model_name}'")
+            if (v.tags or {}).get("trigger")
+        ]
+        if retrained:
+            newest = max(retrained, key=lambda v: v.creation_timestamp)
+            age_s = time.time() - newest.creation_timestamp / 1000
+            if age_s < cooldown_s:
+                return (
+                    f"version {newest.version} was retrained {age_s:.0f} s ago "
+                    f"(monitoring.retrain_cooldown_s = {cooldown_s:.0f})"
+                )
     return None
