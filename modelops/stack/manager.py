@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from modelops.config import ModelOpsConfig
 from modelops.stack import components as comp
 from modelops.stack.postgres import EmbeddedPostgres, PostgresError, check_reachable, redact
@@ -359,7 +361,40 @@ def status(config: ModelOpsConfig) -> list[ComponentStatus]:
         if record is None:
             continue
         result.append(_component_status(config, state, record))
-    return result
+    return result + serving_status(config)
+
+
+def serving_status(config: ModelOpsConfig) -> list[ComponentStatus]:
+    """The local target's model servers: alive, and answering AVAILABLE for their version."""
+    from modelops.serving.rest_client import model_status
+    from modelops.targets.local import LocalTarget
+
+    target = LocalTarget(config)
+    rows = []
+    for state_file in sorted((target.home / "state").glob("*.json")):
+        model_name = state_file.stem
+        rollout = target.current(model_name)
+        if rollout is None:
+            rows.append(
+                ComponentStatus(
+                    f"serving:{model_name}", config.serving_url, None, False, False, 0,
+                    "the serving process is gone: redeploy the champion (modelops lifecycle, "
+                    "or LocalTarget.deploy from its served copy)",
+                )
+            )  # fmt: skip
+            continue
+        pid = rollout.details["pid"]
+        try:
+            rss = tree_rss_bytes(psutil.Process(pid))
+        except psutil.Error:
+            rss = 0
+        try:
+            states = {s["version"]: s["state"] for s in model_status(rollout.url, model_name, timeout=3)}
+            healthy, detail = states.get(rollout.version) == "AVAILABLE", f"version {rollout.version}"
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is "unhealthy", with the reason
+            healthy, detail = False, f"version {rollout.version} does not answer: {type(exc).__name__}"
+        rows.append(ComponentStatus(f"serving:{model_name}", rollout.url, pid, True, healthy, rss, detail))
+    return rows
 
 
 def _component_status(config: ModelOpsConfig, state: StackState, record: ComponentRecord) -> ComponentStatus:

@@ -373,8 +373,8 @@ def _terminate(pid: int, create_time: float | None, grace_s: float = 15.0) -> No
     import psutil
 
     if not _alive(pid, create_time):
-        with contextlib.suppress(psutil.NoSuchProcess, ChildProcessError):
-            psutil.Process(pid).wait(0)  # reap our own zombie child
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
+            psutil.Process(pid).wait(0)  # reap our own zombie child (no-op for someone else's)
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
