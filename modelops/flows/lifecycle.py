@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, tags
-from prefect import task as prefect_task
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import Field
 
 from modelops.config import ModelOpsConfig, load_config
 from modelops.flows.approval import ApprovalDecision, request_champion_approval
+from modelops.flows.steps import step
 from modelops.tasks import evidence as evidence_tasks
 from modelops.tasks import prebuild as prebuild_tasks
 from modelops.tasks import rollout as rollout_tasks
@@ -27,19 +26,14 @@ from modelops.tasks.notify import notify
 LIFECYCLE_DEPLOYMENT = "lifecycle/lifecycle"
 
 
-def task(**options: Any):
-    """A Prefect task that neither caches nor persists: its inputs (configs, models) are not results."""
-    return prefect_task(cache_policy=NO_CACHE, persist_result=False, **options)
-
-
-@task(name="resolve-candidate", retries=2, retry_delay_seconds=3)
+@step(name="resolve-candidate", retries=2, retry_delay_seconds=3)
 def resolve_candidate(config: ModelOpsConfig, model_name: str, candidate_version: str) -> str:
     from modelops.tasks.registry import client_for, resolve_version
 
     return str(resolve_version(client_for(config.mlflow_uri), model_name, candidate_version).version)
 
 
-@task(name="collect-evidence")
+@step(name="collect-evidence")
 def collect_evidence(config: ModelOpsConfig, model_name: str, version: str) -> Any:
     from modelops.tasks.database import DatabaseUnavailable, resolve_database_url
 
@@ -50,7 +44,7 @@ def collect_evidence(config: ModelOpsConfig, model_name: str, version: str) -> A
     return evidence_tasks.collect_evidence(config, model_name, version, database_url)
 
 
-@task(name="record-decision")
+@step(name="record-decision")
 def record_decision(
     config: ModelOpsConfig, decision: ApprovalDecision, evidence: Any, switches: dict
 ) -> None:
@@ -92,19 +86,19 @@ def record_decision(
     )
 
 
-@task(name="prebuild", retries=1, retry_delay_seconds=5)
+@step(name="prebuild", retries=1, retry_delay_seconds=5)
 def prebuild(config: ModelOpsConfig, model_name: str, version: str) -> prebuild_tasks.PrebuiltModel:
     return prebuild_tasks.prebuild(config, model_name, version)
 
 
-@task(name="build-serving-image")
+@step(name="build-serving-image")
 def build_serving_image(
     config: ModelOpsConfig, model: prebuild_tasks.PrebuiltModel, image_tag: str
 ) -> str | None:
     return rollout_tasks.build_and_push_image(config, model, image_tag)
 
 
-@task(name="deploy")
+@step(name="deploy")
 def deploy(config: ModelOpsConfig, model: prebuild_tasks.PrebuiltModel, image: str | None, switches: dict):
     from modelops.targets import DeployError
 
@@ -123,7 +117,7 @@ def deploy(config: ModelOpsConfig, model: prebuild_tasks.PrebuiltModel, image: s
     return rollout
 
 
-@task(name="promote-champion", retries=2, retry_delay_seconds=3)
+@step(name="promote-champion", retries=2, retry_delay_seconds=3)
 def promote_champion(
     config: ModelOpsConfig, rollout: Any, decision: ApprovalDecision, switches: dict
 ) -> None:

@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect import task as prefect_task
-from prefect.cache_policies import NO_CACHE
 
 from modelops.config import ModelOpsConfig, load_config
+from modelops.flows.steps import step
 from modelops.tasks import retraining
 from modelops.tasks.events import emit_model_event
 from modelops.tasks.notify import notify
@@ -25,11 +24,7 @@ RECENT_WINDOWS = 2
 REFERENCE_SHARE = 0.3
 
 
-def task(**options: Any):
-    return prefect_task(cache_policy=NO_CACHE, persist_result=False, **options)
-
-
-@task(name="extract-retraining-data")
+@step(name="extract-retraining-data")
 def extract_retraining_data(config: ModelOpsConfig, model_name: str, champion: str | None):
     from modelops.tasks.database import resolve_database_url
     from modelops.tasks.prebuild import version_schema
@@ -63,7 +58,7 @@ def extract_retraining_data(config: ModelOpsConfig, model_name: str, champion: s
     return schema, dataset
 
 
-@task(name="train-candidate")
+@step(name="train-candidate")
 def train_candidate(config: ModelOpsConfig, model_name: str, schema, dataset, lineage: dict[str, Any]):
     from modelops.flows.train import train_on_frame
 
@@ -80,7 +75,7 @@ def train_candidate(config: ModelOpsConfig, model_name: str, schema, dataset, li
     )
 
 
-@task(name="compare-on-recent-holdout")
+@step(name="compare-on-recent-holdout")
 def compare_on_recent_holdout(
     config, model_name: str, new_version: str, champion: str | None, schema, dataset
 ):
@@ -100,7 +95,7 @@ def compare_on_recent_holdout(
     return figures
 
 
-@task(name="start-lifecycle")
+@step(name="start-lifecycle")
 def start_lifecycle(model_name: str, version: str, config_name: str | None, switches: dict[str, bool]) -> str:
     from prefect.deployments import run_deployment
 
