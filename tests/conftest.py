@@ -36,7 +36,7 @@ def _log_handlers_outlive_captured_streams() -> Iterator[None]:
         for handler in logger.handlers:
             stream = getattr(handler, "stream", None)
             if stream is not None and getattr(stream, "closed", False):
-                handler.setStream(sys.__stderr__)
+                handler.stream = sys.__stderr__  # not setStream(): it flushes the closed stream first
                 console = getattr(handler, "console", None)
                 if console is not None:
                     console.file = sys.__stderr__
