@@ -37,6 +37,9 @@ Echo = Callable[[str], None]
 ORDER = (comp.POSTGRES, comp.PREFECT_SERVER, comp.MLFLOW, comp.WORKER)
 
 
+AUTOMATION_LOAD_S = 6.0
+
+
 class StackError(RuntimeError):
     """The stack could not be started or reached; the message names the component and the fix."""
 
@@ -341,6 +344,9 @@ def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, ech
             f"(the stack itself is running; fix the file and run `modelops up` again):\n{details}"
         )
     echo(f"deployments: applied {', '.join(applied) or 'none'} in {time.monotonic() - deploy.started:.1f} s")
+    # The server loads new automations on a periodic check (~5 s): an event emitted before then
+    # would find no trigger. Return only once the triggers just applied can fire.
+    time.sleep(max(0.0, AUTOMATION_LOAD_S - (time.monotonic() - deploy.started)))
 
 
 def _embedded_postgres(config: ModelOpsConfig) -> EmbeddedPostgres:
