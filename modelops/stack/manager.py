@@ -37,7 +37,7 @@ Echo = Callable[[str], None]
 ORDER = (comp.POSTGRES, comp.PREFECT_SERVER, comp.MLFLOW, comp.WORKER)
 
 
-AUTOMATION_LOAD_S = 6.0
+AUTOMATION_LOAD_S = 5.0
 
 
 class StackError(RuntimeError):
@@ -346,7 +346,7 @@ def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, ech
     echo(f"deployments: applied {', '.join(applied) or 'none'} in {time.monotonic() - deploy.started:.1f} s")
     # The server loads new automations on a periodic check (~5 s): an event emitted before then
     # would find no trigger. Return only once the triggers just applied can fire.
-    time.sleep(max(0.0, AUTOMATION_LOAD_S - (time.monotonic() - deploy.started)))
+    time.sleep(AUTOMATION_LOAD_S)
 
 
 def _embedded_postgres(config: ModelOpsConfig) -> EmbeddedPostgres:
