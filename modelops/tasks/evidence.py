@@ -16,6 +16,7 @@ from modelops.config import ModelOpsConfig
 from modelops.flows.approval import ApprovalEvidence, ModelEvidence
 
 log = logging.getLogger(__name__)
+REVIEW_METRICS = ("ks", "auc", "gini", "accuracy", "log_loss")  # the hold-out figures a reviewer weighs
 
 
 def _model_evidence(config: ModelOpsConfig, model_name: str, version: str) -> ModelEvidence:
@@ -28,7 +29,11 @@ def _model_evidence(config: ModelOpsConfig, model_name: str, version: str) -> Mo
         version=str(model_version.version),
         run_id=model_version.run_id,
         run_url=run_url(config.mlflow_uri, run.info.experiment_id, run.info.run_id) if run else None,
-        training_metrics=version_metrics(model_name, version, config.mlflow_uri),
+        training_metrics={
+            name: value
+            for name, value in version_metrics(model_name, version, config.mlflow_uri).items()
+            if name in REVIEW_METRICS
+        },
     )
 
 
