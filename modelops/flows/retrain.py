@@ -21,7 +21,7 @@ from modelops.tasks.notify import notify
 
 # Recent traffic for retraining: this many KS windows back (the newest behaviour, not all history).
 RECENT_WINDOWS = 2
-REFERENCE_SHARE = 0.3
+REFERENCE_SHARE = 0.15
 
 
 @step(name="extract-retraining-data")

@@ -8,7 +8,7 @@ Data policy (documented in the README):
    on, used to compare the new model with the champion on the same records;
 3. the training set is the rest of the recent records plus a random sample of the reference training
    data (the data the champion was trained on, found through its ``data_source`` lineage tag) of at
-   most ``reference_share`` of the total (30 % in the retrain flow), so recent behaviour dominates while
+   most ``reference_share`` of the total (15 % in the retrain flow), so recent behaviour dominates while
    rare patterns from the
    reference are not forgotten.
 """
