@@ -46,6 +46,7 @@ def extract_retraining_data(config: ModelOpsConfig, model_name: str, champion: s
         recent,
         reference,
         schema,
+        reference_share=REFERENCE_SHARE,
         min_records=max(400, config.monitoring.min_sample),
         seed=config.training.seed,
     )
