@@ -89,7 +89,7 @@ class StackSettings(_Section):
     work_pool: str = "modelops-local"
     worker_query_seconds: float = Field(2.0, gt=0, le=60)
     startup_timeout_s: float = Field(120.0, gt=0)
-    prefect_file: Path = Path("prefect.yaml")  # deployments applied by `modelops up`; relative to the project root
+    prefect_file: Path = Path("prefect.yaml")  # applied by `modelops up`; relative to the project root
 
 
 class MlflowSettings(_Section):

@@ -137,9 +137,7 @@ def _generate(rows: int, rng: np.random.Generator, regime: _Regime) -> pd.DataFr
     # borrowers with little equity (high MORTDUE/VALUE), short employment and office jobs.
     loan_to_value = mortdue / value
     emerging_risk = (
-        2.2 * (loan_to_value - 0.7) / 0.22
-        - 0.9 * (yoj - 9) / 7.5
-        + np.vectorize(SHOCK_JOB_RISK.get)(job)
+        2.2 * (loan_to_value - 0.7) / 0.22 - 0.9 * (yoj - 9) / 7.5 + np.vectorize(SHOCK_JOB_RISK.get)(job)
     )
     hidden_driver = rng.normal(0, 1, n)  # no column records it
     logit = (
