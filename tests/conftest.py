@@ -10,8 +10,11 @@ import logging
 import os
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -40,6 +43,19 @@ def _log_handlers_outlive_captured_streams() -> Iterator[None]:
                 console = getattr(handler, "console", None)
                 if console is not None:
                     console.file = sys.__stderr__
+
+
+@contextmanager
+def http_receiver(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """A local HTTP server on 127.0.0.1 (a stand-in webhook endpoint); ``server.received`` collects."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.received = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def free_port() -> int:

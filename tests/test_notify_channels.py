@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+from conftest import http_receiver
 
 from modelops.config import EmailSettings, NotificationSettings, SecretRef, TeamsSettings
 from modelops.tasks.notify import notify, teams_kind
@@ -34,13 +34,8 @@ class _Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def teams_receiver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with http_receiver(_Receiver) as server:
+        yield server
 
 
 def _teams(monkeypatch, url: str, kind: str = "auto") -> NotificationSettings:

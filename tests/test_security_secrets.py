@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import subprocess
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import free_port
+from conftest import free_port, http_receiver
 
 from modelops.config import PROJECT_ROOT, ConfigError, ModelOpsConfig, load_config
 
@@ -57,13 +56,8 @@ class _Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with http_receiver(_Receiver) as server:
+        yield server
 
 
 def webhook(receiver: ThreadingHTTPServer, prefix: str = "workflows", port: int | None = None) -> str:
