@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.drift_loop [--rows 2000] [--json out.json]
 
-Runs the lead's demo loop (``modelops.demo.run_demo``, auto-approved) on a fresh embedded stack in
+Runs the lead's demo loop (``modelops.cli.demo_loop.run_demo``, auto-approved) on a fresh embedded stack in
 a temporary home on free ports, then stops the stack. From the demo's timeline: the figure runs
 from the start of the replay of the period whose KS check came back degraded (the drifted traffic
 starts flowing) to the end of the step "automation → retrain → new version registered". It spans
@@ -34,7 +34,7 @@ def run(periods: int = 4, rows: int = 2000) -> dict[str, Any]:
         os.environ.pop(name, None)
     os.environ.update(stack_environment(home))
     from modelops.config import load_config
-    from modelops.demo import run_demo
+    from modelops.cli.demo_loop import run_demo
     from modelops.stack import down
 
     config = load_config()

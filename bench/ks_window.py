@@ -115,7 +115,7 @@ def load_scoring_log(dsn: str, rows: int, chunk: int = 2_000_000) -> float:
 def measured(dsn: str, size: int) -> dict[str, Any]:
     from modelops.config import WindowSettings
     from modelops.monitoring.ks_decision import decide_ks
-    from modelops.tasks.performance_store import read_labelled_window
+    from modelops.integrations.performance_store import read_labelled_window
 
     started = time.perf_counter()
     window = read_labelled_window(dsn, MODEL, VERSION, WindowSettings(kind="count", size=size), schema=SCHEMA)
@@ -226,7 +226,7 @@ def explain(dsn: str, size: int) -> dict[str, str]:
 def run(scales: list[int], repeat: int = 3, database_url: str = SERVER_DSN) -> dict[str, Any]:
     import psycopg2
 
-    from modelops.tasks.database import apply_migrations
+    from modelops.integrations.database import apply_migrations
 
     name = f"modelops_bench_ks_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(database_url)

@@ -37,8 +37,8 @@ from modelops.scoring.records import COPY_COLUMNS, copy_row, encode_record
 from modelops.scoring.sidecar import LogShipper, ShipperSettings
 from modelops.scoring.source import records_from_frame
 from modelops.scoring.spool import SpoolWriter
-from modelops.tasks.database import apply_migrations
-from modelops.tasks.scoring_log import fetch_labelled_scores
+from modelops.integrations.database import apply_migrations
+from modelops.integrations.scoring_log import fetch_labelled_scores
 
 SERVER_DSN = os.environ.get("MODELOPS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -59,7 +59,7 @@ def time_retrain(deployment_id: Any, timeout_s: float = 120.0) -> dict[str, Any]
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 
-    from modelops.tasks.events import emit_model_event
+    from modelops.integrations.events import emit_model_event
 
     with get_client(sync_client=True) as client:
         known = {

@@ -9,7 +9,7 @@
 #
 # State lives under $MODELOPS_DOCKER_HOME (default /var/lib/modelops-docker) so images and the registry
 # survive between runs. Nothing is exported globally: the engine's address is printed and written to
-# $MODELOPS_DOCKER_HOME/docker-host, where modelops.tasks.image and the tests read it.
+# $MODELOPS_DOCKER_HOME/docker-host, where modelops.integrations.image and the tests read it.
 # Knobs: MODELOPS_REGISTRY_ADDR (default 127.0.0.1:5055), MODELOPS_SKIP_STANDIN=1 (no base image build).
 set -euo pipefail
 

@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from support.network import free_port
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SERVER_DSN = os.environ.get("MODELOPS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -43,25 +45,6 @@ def _log_handlers_outlive_captured_streams() -> Iterator[None]:
                 console = getattr(handler, "console", None)
                 if console is not None:
                     console.file = sys.__stderr__
-
-
-@contextmanager
-def http_receiver(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
-    """A local HTTP server on 127.0.0.1 (a stand-in webhook endpoint); ``server.received`` collects."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.received = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

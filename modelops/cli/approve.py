@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modelops.config import load_config
-    from modelops.flows.approval import ChampionApproval, validate_answer
+    from modelops.approval import ChampionApproval, validate_answer
 
     config = load_config()
     answer = ChampionApproval(
@@ -93,7 +93,7 @@ def find_paused_approval(model_name: str) -> str:
     )
     from prefect.client.schemas.objects import StateType
 
-    from modelops.flows.approval import approval_tags
+    from modelops.approval import approval_tags
 
     wanted = approval_tags(model_name)[-1]
     with get_client(sync_client=True) as client:

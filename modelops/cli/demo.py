@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from modelops.cli.errors import UserError
     from modelops.config import load_config
-    from modelops.demo import DemoError, run_demo
+    from modelops.cli.demo_loop import DemoError, run_demo
 
     if args.periods < 1 or args.rows < 200:
         raise UserError("--periods must be >= 1 and --rows >= 200 (the KS check needs a minimum sample)")

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from modelops.cli.approve import use_prefect_api
     from modelops.cli.errors import UserError
     from modelops.config import load_config
-    from modelops.flows.ks_check import ks_check
+    from flows.ks_check import ks_check
 
     config = load_config()
     with use_prefect_api(config):

@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
     from modelops.cli.errors import UserError
     from modelops.config import load_config
-    from modelops.tasks.database import DatabaseUnavailable, apply_migrations, resolve_database_url
-    from modelops.tasks.scoring_log import load_labels
+    from modelops.integrations.database import DatabaseUnavailable, apply_migrations, resolve_database_url
+    from modelops.integrations.scoring_log import load_labels
 
     path = Path(args.csv)
     if not path.exists():

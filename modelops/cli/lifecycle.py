@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--ks-threshold {args.ks_threshold} must be between 0 and 1 (e.g. 0.3)")
     from prefect.deployments import run_deployment
 
-    from modelops.flows.lifecycle import LIFECYCLE_DEPLOYMENT
+    from modelops.deployments import LIFECYCLE as LIFECYCLE_DEPLOYMENT
 
     model = args.model or config.model.name
     try:

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from modelops.cli.errors import UserError
     from modelops.config import load_config
     from modelops.scoring.sidecar import DatabaseDown, LogShipper, ShipperSettings
-    from modelops.tasks.database import DatabaseUnavailable, resolve_database_url
+    from modelops.integrations.database import DatabaseUnavailable, resolve_database_url
 
     if args.batch_rows < 1:
         raise UserError(f"--batch-rows {args.batch_rows} must be at least 1")

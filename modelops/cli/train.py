@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"train: model {model_name}, MLflow {config.mlflow_uri}, Prefect API {prefect}", flush=True)
     print("train: importing TensorFlow, MLflow and Prefect ...", flush=True)
     started = time.perf_counter()
-    from modelops.flows.train import train
+    from flows.train import train
 
     result = train(
         csv=str(args.csv) if args.csv else None,

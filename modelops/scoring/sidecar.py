@@ -38,8 +38,8 @@ from modelops.scoring.spool import (
     list_spool_files,
     read_complete_lines,
 )
-from modelops.tasks import scoring_log
-from modelops.tasks.database import DEFAULT_SCHEMA, apply_migrations, connect, redact
+from modelops.integrations import scoring_log
+from modelops.integrations.database import DEFAULT_SCHEMA, apply_migrations, connect, redact
 
 log = logging.getLogger(__name__)
 HEARTBEAT_FILE = ".sidecar-heartbeat"

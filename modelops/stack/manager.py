@@ -107,7 +107,7 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
 
 def _apply_schema(config: ModelOpsConfig, state: StackState, echo: Echo) -> None:
     """The scoring-log tables exist before any flow, sidecar or approval needs them."""
-    from modelops.tasks.database import apply_migrations
+    from modelops.integrations.database import apply_migrations
 
     dsn = config.database.url or state.database_url
     if not dsn:

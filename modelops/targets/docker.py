@@ -127,7 +127,7 @@ class DockerTarget(ServingTarget):
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            from modelops.tasks.image import docker_client
+            from modelops.integrations.image import docker_client
 
             self._client = docker_client()
         return self._client
@@ -140,7 +140,7 @@ class DockerTarget(ServingTarget):
 
         from modelops.serving.rest_client import ServingClientError
         from modelops.serving.rest_client import smoke_test as rest_smoke_test
-        from modelops.tasks.image import ImageError
+        from modelops.integrations.image import ImageError
 
         version = str(version)
         try:
@@ -223,7 +223,7 @@ class DockerTarget(ServingTarget):
         """Make sure the image is in the registry and on this engine; build it when none is given."""
         from docker.errors import ImageNotFound
 
-        from modelops.tasks.image import build_serving_image, pull_image, push_image
+        from modelops.integrations.image import build_serving_image, pull_image, push_image
 
         if image is None:
             image = build_serving_image(

@@ -275,7 +275,7 @@ class KubernetesTarget(ServingTarget):
         manifests_dir: Path | None = None,
     ) -> None:
         """``connect()`` returns an async context manager yielding a :class:`KubernetesApi`-like object."""
-        from modelops.tasks.cluster import KubernetesApi
+        from modelops.integrations.cluster import KubernetesApi
 
         self.config = config
         self.namespace = config.serving.namespace
@@ -287,7 +287,7 @@ class KubernetesTarget(ServingTarget):
     # -- image
 
     def _publish(self, model_name: str, version: str, model_dir: Path, image: str | None) -> str:
-        from modelops.tasks.image import ImageError, build_serving_image, docker_client, push_image
+        from modelops.integrations.image import ImageError, build_serving_image, docker_client, push_image
 
         try:
             if image is None:
@@ -304,7 +304,7 @@ class KubernetesTarget(ServingTarget):
 
     def _push_if_local(self, image: str) -> None:
         """A given image is pushed when this machine has it; otherwise it must already be in the registry."""
-        from modelops.tasks.image import ImageError, docker_client, push_image
+        from modelops.integrations.image import ImageError, docker_client, push_image
 
         try:
             client = docker_client(timeout=30)
@@ -338,7 +338,7 @@ class KubernetesTarget(ServingTarget):
             raise DeployError(f"{self.name}: {exc}") from None
 
     async def deploy_async(self, model_name: str, version: str, pushed_image: str) -> Rollout:
-        from modelops.tasks.cluster import KubernetesError
+        from modelops.integrations.cluster import KubernetesError
 
         image = self.cluster_image(pushed_image)
         objects = self.render(model_name, version, image)
@@ -422,7 +422,7 @@ class KubernetesTarget(ServingTarget):
         prev_version: str | None,
         model_name: str,
     ) -> str:
-        from modelops.tasks.cluster import KubernetesError
+        from modelops.integrations.cluster import KubernetesError
 
         deployment = next(o for o in objects if o["kind"] == "Deployment")
         name = deployment["metadata"]["name"]

@@ -1,0 +1,429 @@
+"""``modelops demo``: the seed's whole loop on the embedded stack, narrated as it goes.
+
+    stack up → train v1 → lifecycle (approval) → v1 live → replay periods with growing drift
+    → scheduled KS check sees the decline → automation → retrain v2 → lifecycle (approval)
+    → v2 live → replay again → KS recovered → timeline
+
+Everything happens through the same deployments, automations and APIs a person would use: the
+demo only waits, narrates and (with ``--auto-approve``) answers the approval form over the REST
+API like a browser would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from modelops.config import ModelOpsConfig
+from modelops.deployments import KS_CHECK as KS_CHECK_DEPLOYMENT
+
+Narrate = Callable[[str], None]
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+# A check that read its window before the last records were shipped stores its row a moment later.
+CHECK_MARGIN = timedelta(seconds=2)
+
+
+class DemoError(RuntimeError):
+    """The loop did not go as it should; the message says where."""
+
+
+@dataclass
+class Step:
+    name: str
+    started: float
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class DemoResult:
+    steps: list[Step] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # one per KS check: period, version, ks, status
+    versions: dict[str, str] = field(default_factory=dict)  # alias -> version at the end
+    sent: int = 0
+    retrain_runs: list[str] = field(default_factory=list)
+    approvals: list[str] = field(default_factory=list)
+
+    def timeline(self, ui_url: str, mlflow_url: str) -> str:
+        lines = ["", "Timeline", "--------"]
+        width = max(len(s.name) for s in self.steps) if self.steps else 10
+        origin = self.steps[0].started if self.steps else 0.0
+        for step in self.steps:
+            lines.append(
+                f"+{step.started - origin:6.1f}s  {step.name.ljust(width)}  "
+                f"{step.seconds:6.1f}s  {step.detail}"
+            )
+        lines += ["", "KS per check (threshold shown)"]
+        for check in self.checks:
+            ks = "-" if check.get("ks") is None else f"{check['ks']:.3f}"
+            lines.append(
+                f"  period {check['period']:<3} v{check['model_version']:<3} KS {ks:>6}  "
+                f"n={check.get('n', 0):<6} {check['status']} (threshold {check['threshold']:.2f})"
+            )
+        lines += [
+            "",
+            "Registry aliases: " + ", ".join(f"{a} -> v{v}" for a, v in sorted(self.versions.items())),
+            f"Records scored and logged: {self.sent}",
+            f"Prefect UI: {ui_url}    MLflow UI: {mlflow_url}",
+            "The stack keeps running for exploration; `modelops down` stops it.",
+        ]
+        return "\n".join(lines)
+
+
+class LoopDriver:
+    """Waits on, and narrates, what the deployments and automations do."""
+
+    def __init__(
+        self, config: ModelOpsConfig, reviewer: str | None, narrate: Narrate = print, timeout_s: float = 600
+    ) -> None:
+        self.config = config
+        self.reviewer = reviewer  # None: wait for a person
+        self.narrate = narrate
+        self.timeout_s = timeout_s
+        self.result = DemoResult()
+
+    # -- timeline ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        current = Step(name=name, started=time.time())
+        self.narrate(f"\n==> {name}")
+        try:
+            yield current
+        finally:
+            current.seconds = time.time() - current.started
+            self.result.steps.append(current)
+            self.narrate(
+                f"    done in {current.seconds:.1f} s{': ' + current.detail if current.detail else ''}"
+            )
+
+    # -- Prefect --------------------------------------------------------------------------------
+
+    def _client(self):
+        from prefect import get_client
+
+        return get_client(sync_client=True)
+
+    def wait_for_run(self, run_id: str, what: str) -> Any:
+        from uuid import UUID
+
+        deadline = time.time() + self.timeout_s
+        with self._client() as client:
+            while time.time() < deadline:
+                run = client.read_flow_run(UUID(run_id))
+                if run.state and run.state.type.value in TERMINAL:
+                    if run.state.type.value != "COMPLETED":
+                        raise DemoError(f"{what} ended {run.state.name}: {run.state.message}")
+                    return run
+                time.sleep(1)
+        raise DemoError(f"{what} did not finish within {self.timeout_s:.0f} s")
+
+    def runs_of(self, deployment: str, since: datetime) -> list[Any]:
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterName,
+            FlowRunFilter,
+            FlowRunFilterExpectedStartTime,
+        )
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        with self._client() as client:
+            return client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                flow_run_filter=FlowRunFilter(
+                    expected_start_time=FlowRunFilterExpectedStartTime(after_=since)
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            )
+
+    def approve_when_paused(self, model_name: str, version: str) -> None:
+        """Wait for the approval form; answer it (auto) or wait for a person to."""
+        from modelops.cli.approve import find_paused_approval, resume_approval
+        from modelops.cli.errors import UserError
+
+        deadline = time.time() + self.timeout_s
+        run_id = None
+        while run_id is None:
+            try:
+                run_id = find_paused_approval(model_name)
+            except UserError:
+                if time.time() > deadline:
+                    raise DemoError(f"no approval form for {model_name} v{version} appeared") from None
+                time.sleep(1)
+        link = f"{self.config.prefect_ui_url}/runs/flow-run/{run_id}"
+        self.narrate(f"    approval form for {model_name} v{version}: {link}")
+        if self.reviewer:
+            answer = {
+                "approved": True,
+                "image_tag": f"v{version}",
+                "reviewer": self.reviewer,
+                "comment": "approved by modelops demo --auto-approve",
+            }
+            resume_approval(run_id, answer)
+            self.narrate(f"    approved as {self.reviewer!r} with image tag v{version} (REST resume)")
+        else:
+            self.narrate(
+                "    waiting for you: open the link, fill in the form (approve, image tag, your name) and "
+                f"submit — or run `modelops approve --model {model_name} --tag v{version} --reviewer <you>`"
+            )
+            self._wait_until_answered(run_id)
+        self.result.approvals.append(run_id)
+
+    def _wait_until_answered(self, run_id: str) -> None:
+        from uuid import UUID
+
+        with self._client() as client:
+            while True:
+                state = client.read_flow_run(UUID(run_id)).state
+                if state is None or state.type.value != "PAUSED":
+                    return
+                time.sleep(1)
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def start_lifecycle(self, model_name: str, version: str) -> str:
+        from prefect.deployments import run_deployment
+
+        from modelops.deployments import LIFECYCLE as LIFECYCLE_DEPLOYMENT
+
+        run = run_deployment(
+            LIFECYCLE_DEPLOYMENT,
+            parameters={"model_name": model_name, "candidate_version": version},
+            timeout=0,
+            as_subflow=False,
+        )
+        return str(run.id)
+
+    def wait_for_check(self, since: datetime, period: int) -> dict[str, Any]:
+        """The first KS check stored after ``since`` (a run of the scheduled ks-check deployment)."""
+        from modelops.integrations.database import resolve_database_url
+        from modelops.integrations.performance_store import read_recent_checks
+
+        dsn = resolve_database_url(self.config)
+        deadline = time.time() + self.timeout_s
+        while time.time() < deadline:
+            for check in read_recent_checks(
+                dsn, self.config.model.name, limit=5, schema=self.config.database.schema_name
+            ):
+                if check["checked_at"] > since + CHECK_MARGIN:
+                    record = {"period": period, **check}
+                    self.result.checks.append(record)
+                    return record
+            time.sleep(1)
+        raise DemoError("no KS check ran: is the ks-check deployment scheduled and the worker up?")
+
+
+DEMO_SCHEDULE_SLUG = "modelops-demo"
+
+
+@contextmanager
+def short_ks_schedule(config: ModelOpsConfig, narrate: Narrate) -> Iterator[None]:
+    """Give the ks-check deployment an extra interval schedule for the demo; remove it afterwards.
+
+    The deployment keeps its cron schedule from the config; a demo cannot wait ten minutes per check.
+    """
+    from datetime import timedelta as interval
+
+    from prefect import get_client
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(KS_CHECK_DEPLOYMENT)
+        for schedule in client.read_deployment_schedules(deployment.id):
+            if schedule.slug == DEMO_SCHEDULE_SLUG:
+                client.delete_deployment_schedule(deployment.id, schedule.id)
+        seconds = config.monitoring.demo_interval_s
+        (created,) = client.create_deployment_schedules(
+            deployment.id,
+            [(IntervalSchedule(interval=interval(seconds=seconds)), True)],
+            slug=DEMO_SCHEDULE_SLUG,
+        )
+    narrate(
+        f"    ks-check deployment: demo schedule every {seconds} s "
+        f"(beside its cron {config.monitoring.schedule_cron!r})"
+    )
+    try:
+        yield
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment_schedule(deployment.id, created.id)
+        narrate("    ks-check deployment: demo schedule removed; the configured cron keeps running")
+
+
+def _shipper(config: ModelOpsConfig) -> subprocess.Popen:
+    log = config.stack_home / "logs" / "demo-sidecar.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    code = "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "ship"],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_shipped(config: ModelOpsConfig, expected: int, timeout_s: float = 120) -> int:
+    from modelops.integrations.database import resolve_database_url
+    from modelops.integrations.scoring_log import count_records
+
+    dsn = resolve_database_url(config)
+    deadline = time.time() + timeout_s
+    count = 0
+    while time.time() < deadline:
+        count = count_records(dsn, config.model.name, schema=config.database.schema_name)
+        if count >= expected:
+            return count
+        time.sleep(0.5)
+    raise DemoError(f"the log sidecar shipped {count} of {expected} records in {timeout_s:.0f} s")
+
+
+def run_demo(
+    config: ModelOpsConfig,
+    reviewer: str | None,
+    periods: int = 4,
+    rows_per_period: int = 2000,
+    narrate: Narrate = print,
+) -> DemoResult:
+    from modelops import stack
+
+    driver = LoopDriver(config, reviewer, narrate)
+    model = config.model.name
+    with driver.step("start the embedded stack") as step:
+        stack.up(config)
+        stack.use_stack_environment(config)
+        step.detail = f"Prefect {config.prefect_ui_url}, MLflow {config.mlflow_uri}"
+
+    from flows.train import train
+    from modelops.integrations.registry import CHALLENGER, CHAMPION, get_alias_version
+
+    with driver.step("train v1 (MLflow run + registry version, alias challenger)") as step:
+        trained = train(config=None)
+        v1 = trained["version"]
+        step.detail = f"v{v1}: holdout KS {trained['metrics']['ks']:.3f}, AUC {trained['metrics']['auc']:.3f}"
+
+    with driver.step(f"lifecycle v{v1}: approve → prebuild → deploy (local target)") as step:
+        run_id = driver.start_lifecycle(model, v1)
+        driver.approve_when_paused(model, v1)
+        driver.wait_for_run(run_id, f"lifecycle of v{v1}")
+        step.detail = f"v{v1} serves at {config.serving_url}"
+
+    shipper = _shipper(config)
+    with short_ks_schedule(config, narrate), _stopping(shipper):
+        _replay_until_recovered(driver, config, periods, rows_per_period, v1)
+    driver.result.versions = {
+        alias: version
+        for alias in (CHAMPION, CHALLENGER)
+        if (version := get_alias_version(model, alias)) is not None
+    }
+    narrate(driver.result.timeline(config.prefect_ui_url, config.mlflow_uri))
+    return driver.result
+
+
+@contextmanager
+def _stopping(process: subprocess.Popen) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        process.terminate()  # the sidecar drains the spool before it exits
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _replay_until_recovered(
+    driver: LoopDriver, config: ModelOpsConfig, periods: int, rows: int, first_version: str
+) -> str:
+    """Replay periods 1..N until a KS check degrades; then retrain, approve, and replay that period
+    again on the new champion, which must check ok. Returns the retrained version."""
+    from modelops.scoring.client import TrafficSettings, run_traffic
+    from modelops.scoring.source import load_replay_records
+    from modelops.integrations.registry import CHAMPION, get_alias_version
+
+    model = config.model.name
+    retrained: str | None = None
+    period, seed = 1, config.training.seed
+    while True:
+        champion = get_alias_version(model, CHAMPION) or first_version
+        with driver.step(f"replay period {period} against v{champion}") as step:
+            summary = run_traffic(
+                load_replay_records(period=period, rows=rows, seed=seed + period),
+                TrafficSettings(
+                    url=config.serving_url,
+                    model_name=model,
+                    spool_dir=config.stack_home / "spool",
+                    decision_threshold=config.model.decision_threshold,
+                    concurrency=8,
+                    spool_max_age_s=1.0,
+                ),
+            )
+            driver.result.sent += summary.ok
+            _wait_shipped(config, driver.result.sent)
+            shipped_at = datetime.now(UTC)
+            step.detail = (
+                f"{summary.ok} scored ({summary.errors} errors), p50 {summary.p50_ms or 0:.1f} ms, shipped"
+            )
+        with driver.step(f"scheduled KS check after period {period}") as step:
+            check = driver.wait_for_check(shipped_at, period)
+            step.detail = f"v{check['model_version']} KS {check.get('ks') or 0:.3f}: {check['status']}"
+        if retrained is not None:
+            if check["status"] != "ok":
+                raise DemoError(f"after retraining, the KS check of v{retrained} says {check['status']}")
+            return retrained
+        if check["status"] == "degraded":
+            with driver.step("automation → retrain → new version registered (alias challenger)") as step:
+                retrained = _wait_for_retrain(driver, model, shipped_at)
+                step.detail = f"v{retrained} registered"
+            with driver.step(f"lifecycle v{retrained}: approve → prebuild → deploy") as step:
+                driver.approve_when_paused(model, retrained)
+                _wait_for_champion(driver, model, retrained)
+                step.detail = f"v{retrained} is the champion"
+            seed += 1000  # fresh records of the same period for the recovery check
+            continue
+        if period == periods:
+            raise DemoError(f"KS never fell below the threshold in {periods} periods: no retraining happened")
+        period += 1
+
+
+def _wait_for_retrain(driver: LoopDriver, model: str, since: datetime) -> str:
+    deadline = time.time() + driver.timeout_s
+    while time.time() < deadline:
+        runs = driver.runs_of("retrain", since)
+        for run in runs:
+            if run.state and run.state.type.value == "COMPLETED":
+                from modelops.integrations.registry import CHALLENGER, get_alias_version
+
+                version = get_alias_version(model, CHALLENGER)
+                if version:
+                    driver.result.retrain_runs = [str(r.id) for r in runs]
+                    return version
+        time.sleep(1)
+    raise DemoError(
+        "the degraded event did not lead to a retrained version (automation, worker, retrain flow)"
+    )
+
+
+def _wait_for_champion(driver: LoopDriver, model: str, version: str) -> None:
+    from modelops.integrations.registry import CHAMPION, get_alias_version
+
+    deadline = time.time() + driver.timeout_s
+    while time.time() < deadline:
+        if get_alias_version(model, CHAMPION) == version:
+            return
+        time.sleep(1)
+    raise DemoError(f"v{version} did not become the champion")
+
+
+def demo_config_path() -> Path:
+    from modelops.config import CONFIG_DIR
+
+    return CONFIG_DIR / "demo.yaml"

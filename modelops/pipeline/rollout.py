@@ -1,0 +1,79 @@
+"""Build (container targets), deploy through the configured target, and promote the champion.
+
+The ``champion`` alias moves only after a healthy rollout; a failed rollout leaves the alias and
+the serving process of the previous champion untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from modelops.config import ModelOpsConfig
+from modelops.targets import CONTAINER_TARGETS, Rollout, make_target
+from modelops.pipeline.prebuild import PrebuiltModel
+
+log = logging.getLogger(__name__)
+
+
+def build_and_push_image(config: ModelOpsConfig, model: PrebuiltModel, image_tag: str) -> str | None:
+    """The pushed image reference for container targets; ``None`` for the local target."""
+    if config.serving.target not in CONTAINER_TARGETS:
+        log.info("build: target %s serves the SavedModel directly, no image to build", config.serving.target)
+        return None
+    from modelops.integrations.image import build_serving_image, push_image
+
+    reference = build_serving_image(
+        config, model.model_dir, model.version, image_tag, model_name=model.model_name
+    )
+    digest = push_image(config, reference)
+    log.info("build: pushed %s (%s)", reference, digest)
+    return reference
+
+
+def deploy(config: ModelOpsConfig, model: PrebuiltModel, image: str | None) -> Rollout:
+    return make_target(config).deploy(model.model_name, model.version, model.model_dir, image)
+
+
+def promote_champion(config: ModelOpsConfig, rollout: Rollout, approved_by: str, image_tag: str) -> None:
+    from modelops.integrations.registry import (
+        CHALLENGER,
+        CHAMPION,
+        delete_alias,
+        get_alias_version,
+        set_alias,
+        set_version_tags,
+    )
+
+    uri = config.mlflow_uri
+    set_version_tags(
+        rollout.model_name,
+        rollout.version,
+        {
+            "approved_by": approved_by,
+            "image_tag": image_tag,
+            "deployed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "target": rollout.target,
+            "serving_url": rollout.url,
+            **({"image": rollout.image} if rollout.image else {}),
+        },
+        uri,
+    )
+    set_alias(rollout.model_name, CHAMPION, rollout.version, uri)
+    if get_alias_version(rollout.model_name, CHALLENGER, uri) == rollout.version:
+        delete_alias(rollout.model_name, CHALLENGER, uri)
+    log.info("promote: %s version %s is the champion", rollout.model_name, rollout.version)
+
+
+def mark_rejected(config: ModelOpsConfig, model_name: str, version: str, reviewer: str, reason: str) -> None:
+    """Tag the version rejected and free the ``challenger`` alias, so a later retrain may propose anew."""
+    from modelops.integrations.registry import CHALLENGER, delete_alias, get_alias_version, set_version_tags
+
+    set_version_tags(
+        model_name,
+        version,
+        {"validation_status": "rejected", "rejected_by": reviewer or "(nobody)", "rejection_reason": reason},
+        config.mlflow_uri,
+    )
+    if get_alias_version(model_name, CHALLENGER, config.mlflow_uri) == str(version):
+        delete_alias(model_name, CHALLENGER, config.mlflow_uri)

@@ -1,0 +1,151 @@
+"""Smoke tests of the benchmark suite's report: real sections at tiny sizes, no timing assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(PROJECT_ROOT))  # bench/ is a top-level folder, not an installed package
+
+from bench.report import Report, Row  # noqa: E402
+from bench.suite import SECTIONS, Options, Sizes, parse_only, run_suite, serving_rows  # noqa: E402
+
+ROW_FIELDS = {"figure", "value", "unit", "floor", "ratio", "goal", "met", "machine", "date", "command"}
+
+
+def test_report_rows_carry_ratio_machine_and_date_and_survive_json(tmp_path):
+    report = Report()
+    report.add(
+        [
+            Row(
+                "x",
+                "fast thing (floor: the fastest way)",
+                150.0,
+                "rows/s",
+                ">= 0.5x floor",
+                True,
+                floor=200.0,
+            ),
+            Row("x", "context figure", 3.25, "s", "(context)", None),
+            Row("x", "not measured", None, "s", "<= 1 s", None, note="skipped: why"),
+        ]
+    )
+    data = json.loads(report.write(tmp_path / "out" / "r.json").read_text())
+    assert {"cpus", "cpu_model", "loadavg_at_start"} <= set(data["machine"])
+    first = data["rows"][0]
+    assert ROW_FIELDS <= set(first)
+    assert first["ratio"] == pytest.approx(0.75)
+    assert first["machine"] and first["date"] == data["date"]
+    table = report.table()
+    assert "fast thing" in table and "goals met: 1/1" in table and "skipped: why" in table
+
+
+def test_only_accepts_the_sections_and_names_a_wrong_one():
+    assert parse_only(None) == SECTIONS
+    assert parse_only("ks, shipping") == ("ks", "shipping")
+    with pytest.raises(ValueError, match="unknown section.*nope.*serving,shipping,ks,loop,stack"):
+        parse_only("ks,nope")
+
+
+def test_serving_rows_compare_each_figure_with_its_floor():
+    def scenario(name, batch, conns, rec_s, p50=1.0, p99=2.0):
+        return {
+            "scenario": name,
+            "batch": batch,
+            "connections": conns,
+            "records_per_s": rec_s,
+            "requests_per_s": rec_s / batch,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "wrk_cpu_us_per_request": 50.0,
+            "server_cpu_us_per_request": 400.0,
+        }
+
+    summary = {
+        "floor": {
+            "batch1_p50_ms": 0.4,
+            "batch1_p99_ms": 0.6,
+            "batch64_rows_per_s": 60_000,
+            "max_rss_mb": 400,
+        },
+        "scenarios": [
+            scenario("modelops batching on", 1, 1, 900, p50=0.8),
+            scenario("modelops batching on", 1, 16, 6_000, p99=9.0),
+            scenario("modelops batching off", 1, 16, 1_500),
+            scenario("modelops batching on", 64, 1, 40_000),
+            scenario("mlflow models serve", 1, 8, 1_000),
+            scenario("mlflow models serve", 1, 16, 2_500),
+        ],
+        "rss_mb_modelops": 500.0,
+    }
+    rows = serving_rows(summary, "cmd")
+    by_goal = {r.goal: r for r in rows}
+    assert by_goal["<= floor + 0.5 ms (0.90)"].met is True
+    assert (
+        by_goal[">= 2x off and >= 2,500 rec/s"].met is True
+        and by_goal[">= 2x off and >= 2,500 rec/s"].floor == 1_500
+    )
+    assert by_goal[">= 0.5x floor"].met is True
+    peers = [r for r in rows if r.goal == ">= 3x peer"]
+    assert [r.met for r in peers] == [True, False]  # 6,000 vs 1,000 and vs 2,500
+    assert all(r.command == "cmd" for r in rows)
+
+
+def test_tiny_suite_run_of_shipping_and_ks_against_real_postgresql(tmp_path, postgres_url):
+    # the sections make (and drop) their own scratch databases on the server of the fixture's one
+    server_dsn = postgres_url.rpartition("/")[0] + "/postgres"
+    report = run_suite(Options(sizes=Sizes.tiny(), only=("shipping", "ks"), database_url=server_dsn))
+    assert "errors" not in report.sections, report.sections.get("errors")
+    sections = {r.section for r in report.rows}
+    assert sections == {"shipping", "ks"}
+    ks_rows = [r for r in report.rows if r.section == "ks" and r.floor]
+    assert len(ks_rows) == 2 and all(r.value > 0 and r.ratio > 0 for r in ks_rows)
+    index_row = next(r for r in report.rows if "index" in r.figure)
+    assert index_row.met is True, index_row.note
+    data = json.loads(report.write(tmp_path / "bench.json").read_text())
+    assert all(ROW_FIELDS <= set(row) for row in data["rows"])
+    assert data["sections"]["ks"]["explain"]["window bound"]
+
+
+def test_cli_rejects_an_unknown_section_with_one_line():
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from modelops.cli import main; sys.exit(main())",
+            "bench",
+            "--only",
+            "gpu",
+        ],
+        cwd="/tmp",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 2
+    assert "unknown section(s) gpu" in completed.stderr
+
+
+def test_drift_to_challenger_spans_the_drifted_replay_to_the_registered_retrain():
+    from bench.drift_loop import drift_to_challenger
+
+    steps = [
+        {"name": "start the embedded stack", "started": 0.0, "seconds": 20.0},
+        {"name": "replay period 1 against v1", "started": 100.0, "seconds": 10.0},
+        {"name": "scheduled KS check after period 1", "started": 110.0, "seconds": 15.0},
+        {"name": "replay period 2 against v1", "started": 125.0, "seconds": 10.0},
+        {"name": "scheduled KS check after period 2", "started": 135.0, "seconds": 20.0},
+        {
+            "name": "automation → retrain → new version registered (alias challenger)",
+            "started": 155.0,
+            "seconds": 60.0,
+        },
+    ]
+    figure = drift_to_challenger(steps)
+    assert figure["seconds"] == pytest.approx(90.0) and figure["from"] == "replay period 2 against v1"
+    assert drift_to_challenger(steps[:3]) is None

@@ -1,0 +1,253 @@
+"""Notifications against local receivers: a Teams-like HTTP server and a real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+from support.network import http_receiver
+
+from modelops.config import EmailSettings, NotificationSettings, SecretRef, TeamsSettings
+from modelops.integrations.notify import notify, teams_kind
+
+SECRET_MARK = "sig-SECRET-0123456789"
+FACTS = {"model": "hmeq-risk", "version": "7", "KS": 0.41237, "reviewer": "alice"}
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, json.loads(body)))  # type: ignore[attr-defined]
+        status = 500 if "/fail/" in self.path else 200
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"1")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def teams_receiver():
+    with http_receiver(_Receiver) as server:
+        yield server
+
+
+def _teams(monkeypatch, url: str, kind: str = "auto") -> NotificationSettings:
+    monkeypatch.setenv("TEST_TEAMS_WEBHOOK", url)
+    return NotificationSettings(
+        teams=TeamsSettings(enabled=True, webhook=SecretRef(env="TEST_TEAMS_WEBHOOK"), kind=kind)
+    )
+
+
+def test_url_decides_the_card_kind():
+    assert (
+        teams_kind(
+            "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke"
+        )
+        == "workflow"
+    )
+    assert (
+        teams_kind("https://default1234.environment.api.powerplatform.com/powerautomate/automations/x")
+        == "workflow"
+    )
+    assert teams_kind("https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d") == "connector"
+    assert teams_kind("http://127.0.0.1:9/webhookb2/x") == "connector"
+    assert teams_kind("http://127.0.0.1:9/anything", "connector") == "connector"
+
+
+def test_workflow_url_gets_an_adaptive_card(teams_receiver, monkeypatch, caplog):
+    url = f"http://127.0.0.1:{teams_receiver.server_port}/workflows/abc/triggers/manual/paths/invoke?{SECRET_MARK}"
+    caplog.set_level(logging.DEBUG)
+    result = notify("deployed", "hmeq-risk v7 deployed", FACTS, _teams(monkeypatch, url), email=False)
+    assert result == {"teams": "sent", "email": "off"}
+    path, body = teams_receiver.received[0]
+    assert path.startswith("/workflows/abc/")
+    assert body["type"] == "message"
+    attachment = body["attachments"][0]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
+    assert card["body"][0] == {
+        "type": "TextBlock",
+        "text": "hmeq-risk v7 deployed",
+        "weight": "Bolder",
+        "size": "Medium",
+        "color": "Good",
+        "wrap": True,
+    }
+    facts = {f["title"]: f["value"] for f in card["body"][2]["facts"]}
+    assert facts == {"model": "hmeq-risk", "version": "7", "KS": "0.4124", "reviewer": "alice"}
+    assert "teams: sent" in caplog.text and SECRET_MARK not in caplog.text
+
+
+def test_connector_url_gets_a_message_card(teams_receiver, monkeypatch, caplog):
+    url = f"http://127.0.0.1:{teams_receiver.server_port}/webhookb2/{SECRET_MARK}/IncomingWebhook/x/y"
+    caplog.set_level(logging.DEBUG)
+    result = notify(
+        "deploy_failed", "hmeq-risk v7: deploy failed", FACTS, _teams(monkeypatch, url), email=False
+    )
+    assert result["teams"] == "sent"
+    _, body = teams_receiver.received[0]
+    assert body["@type"] == "MessageCard" and body["@context"] == "https://schema.org/extensions"
+    assert body["title"] == "hmeq-risk v7: deploy failed" and body["themeColor"] == "D40E0D"
+    assert {"name": "KS", "value": "0.4124"} in body["sections"][0]["facts"]
+    assert SECRET_MARK not in caplog.text
+
+
+def test_failing_channel_warns_without_the_url_and_falls_back_to_the_log(
+    teams_receiver, monkeypatch, caplog, capsys
+):
+    caplog.set_level(logging.DEBUG)
+    failing = f"http://127.0.0.1:{teams_receiver.server_port}/fail/{SECRET_MARK}"
+    assert (
+        notify("rejected", "rejected", FACTS, _teams(monkeypatch, failing, "workflow"))["teams"] == "failed"
+    )
+    assert "teams: failed (HTTP 500)" in caplog.text
+    refused = f"http://127.0.0.1:1/webhookb2/{SECRET_MARK}"
+    assert notify("rejected", "rejected", FACTS, _teams(monkeypatch, refused))["teams"] == "failed"
+    assert "teams: failed (cannot connect" in caplog.text
+    assert "notification [rejected] rejected: model=hmeq-risk" in caplog.text  # nothing sent: the log has it
+    everything = caplog.text + "".join(capsys.readouterr())
+    assert SECRET_MARK not in everything
+
+
+def test_missing_secret_names_the_variable(monkeypatch, caplog):
+    monkeypatch.delenv("NO_SUCH_WEBHOOK_VAR", raising=False)
+    settings = NotificationSettings(
+        teams=TeamsSettings(enabled=True, webhook=SecretRef(env="NO_SUCH_WEBHOOK_VAR"))
+    )
+    caplog.set_level(logging.INFO)
+    assert notify("approved", "approved", FACTS, settings)["teams"] == "failed"
+    assert "NO_SUCH_WEBHOOK_VAR" in caplog.text
+
+
+def test_switch_off_or_unconfigured_goes_to_the_log(teams_receiver, monkeypatch, caplog):
+    url = f"http://127.0.0.1:{teams_receiver.server_port}/workflows/x"
+    caplog.set_level(logging.INFO)
+    assert notify("retrained", "retrained v8", FACTS, _teams(monkeypatch, url), teams=False) == {
+        "teams": "off",
+        "email": "off",
+    }
+    assert notify("retrained", "retrained v8", FACTS, NotificationSettings()) == {
+        "teams": "off",
+        "email": "off",
+    }
+    assert teams_receiver.received == []
+    assert caplog.text.count("notification [retrained] retrained v8") == 2
+    with pytest.raises(ValueError, match="stage 'nonsense' is unknown"):
+        notify("nonsense", "x", {}, NotificationSettings())
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server(port):
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    logins: list[tuple[str, str]] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        if isinstance(auth_data, LoginPassword):
+            logins.append((auth_data.login.decode(), auth_data.password.decode()))
+            return AuthResult(success=auth_data.password == b"s3cret-pass")
+        return AuthResult(success=False)
+
+    inbox = _Inbox()
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_require_tls=False
+    )
+    controller.start()
+    inbox.logins = logins  # type: ignore[attr-defined]
+    inbox.port = port  # type: ignore[attr-defined]
+    yield inbox
+    controller.stop()
+
+
+def _email(port: int, **extra: Any) -> NotificationSettings:
+    return NotificationSettings(
+        email=EmailSettings(
+            enabled=True,
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            sender="modelops@test",
+            recipients=("ops@test", "ds@test"),
+            **extra,
+        )
+    )
+
+
+def test_email_over_real_smtp(smtp_server):
+    result = notify(
+        "retraining_needed", "hmeq-risk v7: KS 0.21 below 0.3", FACTS, _email(smtp_server.port), teams=False
+    )
+    assert result == {"teams": "off", "email": "sent"}
+    sender, recipients, raw = smtp_server.messages[0]
+    assert sender == "modelops@test" and recipients == ["ops@test", "ds@test"]
+    message = message_from_bytes(raw)
+    assert message["Subject"] == "[modelops] hmeq-risk v7: KS 0.21 below 0.3"
+    assert message["X-ModelOps-Stage"] == "retraining_needed"
+    body = message.get_payload(decode=True).decode()
+    assert "stage: retraining_needed" in body and "KS        0.4124" in body
+
+
+def test_email_login_uses_the_secret_and_never_logs_it(smtp_server, monkeypatch, caplog):
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cret-pass")
+    caplog.set_level(logging.DEBUG)
+    settings = _email(smtp_server.port, username="bot", password=SecretRef(env="TEST_SMTP_PASSWORD"))
+    assert notify("approved", "approved", FACTS, settings)["email"] == "sent"
+    assert smtp_server.logins == [("bot", "s3cret-pass")]
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong-pass")
+    assert notify("approved", "approved", FACTS, settings)["email"] == "failed"
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("modelops"))
+    assert "email: failed (SMTP" in ours
+    assert "s3cret-pass" not in ours and "wrong-pass" not in ours
+
+
+def test_email_server_down_does_not_raise(port, caplog):
+    caplog.set_level(logging.INFO)
+    assert notify("deployed", "deployed", FACTS, _email(port))["email"] == "failed"
+    assert "email: failed (ConnectionRefusedError" in caplog.text
+
+
+@pytest.mark.slow
+def test_inside_a_flow_the_message_reaches_the_flow_log(prefect_harness, teams_receiver, monkeypatch):
+    """The flow log as the UI shows it (read back from the server), and no webhook URL in it."""
+    import time
+
+    from prefect import flow, get_client, runtime
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    url = f"http://127.0.0.1:{teams_receiver.server_port}/webhookb2/{SECRET_MARK}"
+    settings = _teams(monkeypatch, url)
+
+    @flow
+    def stage() -> tuple[str, dict]:
+        notify("performance_ok", "all good", FACTS, settings, teams=False)
+        return str(runtime.flow_run.id), notify("performance_ok", "all good", FACTS, settings)
+
+    run_id, result = stage()
+    assert result == {"teams": "sent", "email": "off"}
+    with get_client(sync_client=True) as client:
+        for _ in range(50):
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            messages = [entry.message for entry in logs]
+            if "teams: sent (message card)" in messages:
+                break
+            time.sleep(0.2)
+    assert any(m.startswith("notification [performance_ok] all good: model=hmeq-risk") for m in messages)
+    assert "teams: sent (message card)" in messages
+    assert not any(SECRET_MARK in m for m in messages)
