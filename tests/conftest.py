@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from support.network import free_port
+
+from modelops.integrations.database import apply_migrations
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -79,6 +76,13 @@ def postgres_url() -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def scoring_db(postgres_url: str) -> str:
+    """``postgres_url`` with the project's migrations applied (``modelops.scoring_log`` and friends)."""
+    apply_migrations(postgres_url)
+    return postgres_url
 
 
 @pytest.fixture(scope="session")

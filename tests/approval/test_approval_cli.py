@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_approval_flow import _finish, _in_background, _model, _paused_run, _request
+from support.approval import finish, in_background, paused_run, read_input, request_approval, unique_model
 
 pytestmark = pytest.mark.slow
 
@@ -15,12 +15,12 @@ def _approve(*args: str) -> int:
 
 
 def test_cli_approves_the_paused_run_found_by_model(prefect_harness, capsys):
-    model = _model()
-    job = _in_background(_request, model)
-    run = _paused_run(model, job=job)
+    model = unique_model()
+    job = in_background(request_approval, model)
+    run = paused_run(model, job=job)
     assert _approve("--model", model, "--tag", "v3", "--reviewer", "alice", "--comment", "better KS") == 0
     assert f"approval run {run.id}: approved with image tag v3 by alice" in capsys.readouterr().out
-    decision = _finish(job)
+    decision = finish(job)
     assert decision.approved and decision.image_tag == "v3" and decision.comment == "better KS"
     # a second answer to the same run is refused with a clear message
     assert _approve("--run", str(run.id), "--tag", "v4", "--reviewer", "bob", "--no-wait") == 2
@@ -28,11 +28,11 @@ def test_cli_approves_the_paused_run_found_by_model(prefect_harness, capsys):
 
 
 def test_cli_reject_by_run_id(prefect_harness, capsys):
-    model = _model()
-    job = _in_background(_request, model)
-    run = _paused_run(model, job=job)
+    model = unique_model()
+    job = in_background(request_approval, model)
+    run = paused_run(model, job=job)
     assert _approve("--run", str(run.id), "--reject", "--reviewer", "bob", "--comment", "no") == 0
-    decision = _finish(job)
+    decision = finish(job)
     assert not decision.approved and decision.reason == "rejected" and decision.reviewer == "bob"
 
 
@@ -48,13 +48,13 @@ def test_cli_without_paused_run_names_the_model(prefect_harness, capsys):
 
 
 def test_cli_reports_when_the_flow_pauses_again(prefect_harness, capsys):
-    model = _model()
-    job = _in_background(_request, model, ("alice",))  # the flow's approvers; the CLI's config has none
-    run = _paused_run(model, job=job)
+    model = unique_model()
+    job = in_background(request_approval, model, ("alice",))  # the flow's approvers; the CLI has none
+    run = paused_run(model, job=job)
     assert _approve("--model", model, "--tag", "v3", "--reviewer", "mallory") == 1
     assert "'mallory' is not an approver" in capsys.readouterr().out
     assert _approve("--run", str(run.id), "--tag", "v3", "--reviewer", "alice") == 0
-    assert _finish(job).reviewer == "alice"
+    assert finish(job).reviewer == "alice"
 
 
 def test_rest_reject_status_is_surfaced(prefect_harness):
@@ -62,13 +62,11 @@ def test_rest_reject_status_is_surfaced(prefect_harness):
     from modelops.cli.approve import resume_approval
     from modelops.cli.errors import UserError
 
-    model = _model()
-    job = _in_background(_request, model)
-    run = _paused_run(model, job=job)
-    from test_approval_flow import _read_input
-
-    _read_input(run.id, run.state.state_details.run_input_keyset["schema"])  # the schema is stored
+    model = unique_model()
+    job = in_background(request_approval, model)
+    run = paused_run(model, job=job)
+    read_input(run.id, run.state.state_details.run_input_keyset["schema"])  # the schema is stored
     with pytest.raises(UserError, match="Prefect refused the answer .*REJECT"):
         resume_approval(str(run.id), {"approved": "maybe", "image_tag": 7})
     resume_approval(str(run.id), {"approved": False, "image_tag": "", "reviewer": "x", "comment": ""})
-    assert _finish(job).reason == "rejected"
+    assert finish(job).reason == "rejected"

@@ -13,8 +13,8 @@ import time
 import uuid
 
 import pytest
+from support.approval import finish, in_background, paused_run, request_approval, unique_model
 from support.stack import TINY_TRAINING, model_events, wait_for, write_config
-from test_approval_flow import _finish, _in_background, _model, _paused_run, _request
 
 pytestmark = pytest.mark.slow
 TIMEOUT_S = 3
@@ -43,8 +43,8 @@ def trained(prefect_harness, postgres_url, tmp_path, monkeypatch):
 def test_lifecycle_ends_cleanly_when_nobody_approves(trained, postgres_url, monkeypatch):
     import psycopg2
 
-    from modelops.config import load_config
     from flows.lifecycle import lifecycle
+    from modelops.config import load_config
     from modelops.integrations.registry import CHALLENGER, CHAMPION, get_alias_version, resolve_version
 
     name, config_path, _ = trained
@@ -77,12 +77,12 @@ def test_lifecycle_ends_cleanly_when_nobody_approves(trained, postgres_url, monk
 def test_an_invalid_answer_then_silence_is_a_rejection(prefect_harness):
     from prefect.flow_runs import resume_flow_run
 
-    model = _model()
-    job = _in_background(_request, model, ("alice",), 8)
-    run = _paused_run(model, job=job)
+    model = unique_model()
+    job = in_background(request_approval, model, ("alice",), 8)
+    run = paused_run(model, job=job)
     resume_flow_run(run.id, run_input={"approved": True, "image_tag": "v3", "reviewer": "eve", "comment": ""})
-    _paused_run(model, after_pauses=2)  # asked again, with the reason
-    decision = _finish(job)
+    paused_run(model, after_pauses=2)  # asked again, with the reason
+    decision = finish(job)
     assert not decision.approved and decision.reason == "timeout"
 
 
@@ -92,9 +92,9 @@ def test_a_second_answer_is_refused_and_the_first_stands(prefect_harness):
     from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
 
-    model = _model()
-    job = _in_background(_request, model)
-    run = _paused_run(model, job=job)
+    model = unique_model()
+    job = in_background(request_approval, model)
+    run = paused_run(model, job=job)
     first = {"approved": True, "image_tag": "v3", "reviewer": "alice", "comment": "first"}
     resume_flow_run(run.id, run_input=first)
     second = {"approved": False, "image_tag": "", "reviewer": "mallory", "comment": "second"}
@@ -103,6 +103,6 @@ def test_a_second_answer_is_refused_and_the_first_stands(prefect_harness):
     with get_client(sync_client=True) as client:  # the REST call the UI makes is refused by the server
         response = client.resume_flow_run(run.id, run_input=second)
     assert response.status != SetStateStatus.ACCEPT, "Prefect accepted a second answer to the same approval"
-    decision = _finish(job)
+    decision = finish(job)
     assert decision.approved and decision.reviewer == "alice" and decision.comment == "first"
     print(f"\nsecond answer refused: SDK NotPausedError; REST {response.status.value} ({response.details})")

@@ -2,86 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
+from support.scoring_log import insert_scores, labelled_sample
 
 from modelops.config import WindowSettings
 from modelops.monitoring.drift import drift_report
 from modelops.monitoring.ks_decision import decide_ks
 from modelops.monitoring.report import artifact_key, ks_bar
-
-
-def labelled_sample(n: int, separation: float, event_rate: float = 0.25, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = (rng.random(n) < event_rate).astype(int)
-    scores = 1 / (1 + np.exp(-(rng.normal(size=n) + separation * labels - 1)))
-    return scores, labels
-
-
-def insert_scores(
-    dsn: str,
-    model: str,
-    version: str,
-    scores,
-    labels,
-    *,
-    label_table_share: float = 0.0,
-    features: list[dict] | None = None,
-    start: datetime | None = None,
-    schema: str = "modelops",
-):
-    """Rows as the sidecar writes them; a share of the labels arrives later via the labels table."""
-    import psycopg2
-    from psycopg2.extras import execute_values
-
-    start = start or datetime.now(UTC) - timedelta(minutes=30)
-    rng = np.random.default_rng(1)
-    rows, late = [], []
-    for i, (score, label) in enumerate(zip(scores, labels, strict=True)):
-        request_id = str(uuid.uuid4())
-        label_later = label is not None and rng.random() < label_table_share
-        rows.append(
-            (
-                request_id,
-                start + timedelta(milliseconds=i),
-                model,
-                version,
-                json.dumps(features[i] if features else {"LOAN": 1000 + i}),
-                float(score),
-                int(score >= 0.5),
-                1.0,
-                None if label_later else (None if label is None else int(label)),
-            )
-        )
-        if label_later:
-            late.append((request_id, int(label)))
-    connection = psycopg2.connect(dsn)
-    with connection, connection.cursor() as cursor:
-        execute_values(
-            cursor,
-            f"INSERT INTO {schema}.scoring_log (request_id, scored_at, model_name, model_version,"
-            " features, score, decision, latency_ms, label) VALUES %s",
-            rows,
-            page_size=2000,
-        )
-        if late:
-            execute_values(cursor, f"INSERT INTO {schema}.labels (request_id, label) VALUES %s", late)
-        cursor.execute(f"ANALYZE {schema}.scoring_log")
-    connection.close()
-
-
-@pytest.fixture
-def scoring_db(postgres_url):
-    from modelops.integrations.database import apply_migrations
-
-    apply_migrations(postgres_url)
-    return postgres_url
 
 
 def test_ks_equals_scipy_on_known_scores():

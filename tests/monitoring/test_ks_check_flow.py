@@ -12,19 +12,11 @@ import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
-from test_ks_check_decision import insert_scores, labelled_sample
+from support.scoring_log import insert_scores, labelled_sample
 
 from modelops.config import ModelOpsConfig
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def scoring_db(postgres_url):
-    from modelops.integrations.database import apply_migrations
-
-    apply_migrations(postgres_url)
-    return postgres_url
 
 
 def _config(dsn: str, **monitoring: Any) -> ModelOpsConfig:

@@ -18,9 +18,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 from support.network import free_port
-from support.stack import BIN, wait_for
+from support.postgres import ThrowawayCluster
+from support.scoring_log import has_scoring_log_table, table_counts, write_records
 from support.serving import ServerProcess, build_saved_model
-from test_sidecar_shipping import ThrowawayCluster, _has_table, table_counts, write_records
+from support.stack import BIN, wait_for
 
 from modelops.scoring.spool import SHIPPED_DIR
 
@@ -36,7 +37,7 @@ def _ship_command(spool: Path, dsn: str, *extra: str) -> list[str]:
 
 
 def _shipped(dsn: str) -> int:
-    return table_counts(dsn)[0] if _has_table(dsn) else 0
+    return table_counts(dsn)[0] if has_scoring_log_table(dsn) else 0
 
 
 def _request_ids(dsn: str) -> list[str]:

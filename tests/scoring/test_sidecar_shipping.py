@@ -3,64 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
 import pytest
+from support.postgres import ThrowawayCluster
+from support.scoring_log import has_scoring_log_table, record, table_counts, write_records
 
+from modelops.integrations.scoring_log import count_records
 from modelops.scoring.records import encode_record
 from modelops.scoring.sidecar import LogShipper, ShipperSettings
-from modelops.scoring.spool import DEAD_LETTER_DIR, SHIPPED_DIR, SpoolWriter
-from modelops.integrations.scoring_log import count_records
+from modelops.scoring.spool import DEAD_LETTER_DIR, SHIPPED_DIR
 
 MODELOPS = str(Path(sys.executable).parent / "modelops")
-
-
-def record(i: int = 0, **overrides) -> dict:
-    base = {
-        "request_id": str(uuid.uuid4()),
-        "scored_at": datetime.now(UTC).isoformat(),
-        "model_name": "hmeq-risk",
-        "model_version": "1",
-        "features": {"LOAN": 1000.0 + i, "DEBTINC": None, "JOB": "Other", "REASON": ""},
-        "score": (i % 100) / 100,
-        "decision": int((i % 100) >= 50),
-        "latency_ms": 0.8,
-        "label": i % 2,
-        "period": 1,
-    }
-    base.update(overrides)
-    return base
-
-
-def write_records(spool: Path, n: int, per_file: int = 1000, finish: bool = True) -> list[str]:
-    writer = SpoolWriter(spool, max_records=per_file, max_age_s=3600)
-    ids = []
-    for start in range(0, n, 100):
-        batch = [record(i) for i in range(start, min(start + 100, n))]
-        ids += [r["request_id"] for r in batch]
-        writer.write_lines(encode_record(r) for r in batch)
-    if finish:
-        writer.close()
-    return ids
-
-
-def table_counts(dsn: str) -> tuple[int, int]:
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT count(*), count(DISTINCT request_id) FROM modelops.scoring_log")
-        total, distinct = cursor.fetchone()
-    connection.close()
-    return total, distinct
 
 
 def ship_once(dsn: str, spool: Path, **settings) -> LogShipper:
@@ -168,10 +129,13 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(postgres_
         ids += write_records(
             spool, 16000, per_file=4000, finish=round_number % 2 == 0
         )  # new work keeps coming
-        before = table_counts(postgres_url)[0] if _has_table(postgres_url) else 0
+        before = table_counts(postgres_url)[0] if has_scoring_log_table(postgres_url) else 0
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for(
-            lambda before=before: _has_table(postgres_url) and table_counts(postgres_url)[0] > before, 60
+            lambda before=before: (
+                has_scoring_log_table(postgres_url) and table_counts(postgres_url)[0] > before
+            ),
+            60,
         )
         time.sleep(rng.uniform(0.0, 0.1))  # somewhere inside the shipping of a batch, or between batches
         process.send_signal(signal.SIGKILL)
@@ -189,53 +153,6 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(postgres_
     connection.close()
 
 
-def _has_table(dsn: str) -> bool:
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass('modelops.scoring_log') IS NOT NULL")
-        (present,) = cursor.fetchone()
-    connection.close()
-    return present
-
-
-class ThrowawayCluster:
-    """A PostgreSQL 15 cluster of our own in a temp dir, on a free port, that the test can stop."""
-
-    BIN = Path("/usr/lib/postgresql/15/bin")
-
-    def __init__(self, port: int) -> None:
-        if not (self.BIN / "initdb").exists():
-            pytest.skip(f"needs PostgreSQL server binaries in {self.BIN}")
-        self.port = port
-        self.root = Path(tempfile.mkdtemp(prefix="modelops-pg-"))
-        self.data = self.root / "data"
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
-            shutil.chown(self.root, "postgres")
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        self._run(
-            str(self.BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"
-        )
-        self.dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(str(self.BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
-                  str(self.root / "log"), "-w", "start")  # fmt: skip
-
-    def stop(self) -> None:
-        self._run(str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def remove(self) -> None:
-        try:
-            self.stop()
-        except subprocess.CalledProcessError:
-            pass
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_database_outage_keeps_the_spool_and_catches_up(tmp_path, port):
     cluster = ThrowawayCluster(port)
@@ -251,7 +168,7 @@ def test_database_outage_keeps_the_spool_and_catches_up(tmp_path, port):
                  "--backoff-max", "1", "--batch-rows", "500"],
                 stdout=log_file, stderr=subprocess.STDOUT,
             )  # fmt: skip
-            _wait_for(lambda: _has_table(cluster.dsn) and table_counts(cluster.dsn)[0] == 2000, 60)
+            _wait_for(lambda: has_scoring_log_table(cluster.dsn) and table_counts(cluster.dsn)[0] == 2000, 60)
 
             cluster.stop()
             ids += write_records(spool, 3000, per_file=1000)
@@ -300,7 +217,7 @@ def test_sigterm_drains_the_spool_before_exit(postgres_url, tmp_path):
         [MODELOPS, "ship", "--spool", str(spool), "--database-url", postgres_url, "--batch-rows", "200"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    _wait_for(lambda: _has_table(postgres_url) and table_counts(postgres_url)[0] > 0, 60)
+    _wait_for(lambda: has_scoring_log_table(postgres_url) and table_counts(postgres_url)[0] > 0, 60)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_k8s_manifests import _all_objects
+from support.manifests import all_objects
 
 from modelops.config import PROJECT_ROOT
 
@@ -49,7 +49,7 @@ def test_dockerfiles_carry_no_secret_values(name):
 
 def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
     found = []
-    for label, obj in _all_objects():
+    for label, obj in all_objects():
         kind = obj.get("kind")
         if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             found.append((label, obj["spec"]["template"]["spec"]))

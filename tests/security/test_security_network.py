@@ -15,7 +15,7 @@ import psutil
 import pytest
 from support.network import free_port
 from support.serving import ServerProcess, build_model_base
-from test_stack_lifecycle import PROBE_FLOW, _modelops, _prefect_yaml, _stack_env, _status
+from support.stack_home import PROBE_FLOW, prefect_yaml, run_modelops, stack_env, stack_status
 
 pytestmark = pytest.mark.slow
 
@@ -72,18 +72,18 @@ def test_every_stack_component_listens_on_loopback_only(tmp_path):
     flow_file = tmp_path / "probe_flow.py"
     flow_file.write_text(PROBE_FLOW)
     prefect_file = tmp_path / "prefect.yaml"
-    prefect_file.write_text(_prefect_yaml(flow_file, "bind-test"))
-    env = _stack_env(tmp_path / "home", prefect_file)
+    prefect_file.write_text(prefect_yaml(flow_file, "bind-test"))
+    env = stack_env(tmp_path / "home", prefect_file)
     try:
-        result = _modelops(env, "up")
+        result = run_modelops(env, "up")
         assert result.returncode == 0, result.stdout + result.stderr
-        rows = {row["name"]: row for row in _status(env)}
+        rows = {row["name"]: row for row in stack_status(env)}
         assert set(rows) == {"prefect-server", "mlflow", "postgres", "worker"}
         sockets: dict[str, dict[tuple[str, int], str]] = {
             name: listening_addresses(row["pid"]) for name, row in rows.items() if row["pid"]
         }
     finally:
-        down = _modelops(env, "down", timeout=120)
+        down = run_modelops(env, "down", timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr
     expected = {
         "prefect-server": int(env["MODELOPS_STACK__PREFECT_PORT"]),

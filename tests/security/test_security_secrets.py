@@ -29,6 +29,7 @@ import httpx
 import pytest
 import yaml
 from support.network import free_port, http_receiver
+from support.scoring_log import insert_scores, labelled_sample
 
 from modelops.config import PROJECT_ROOT, ConfigError, ModelOpsConfig, load_config
 
@@ -342,8 +343,6 @@ def scoring_log_surfaces(leaks: Leaks, dsn: str) -> None:
 def test_flows_leave_no_secret_in_any_output(
     prefect_harness, postgres_url, receiver, process_logs, tmp_path, monkeypatch
 ):
-    from test_ks_check_decision import insert_scores, labelled_sample
-
     from modelops.integrations.database import apply_migrations
 
     monkeypatch.setenv(ENV["teams"], webhook(receiver))

@@ -12,88 +12,19 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 from support.network import free_port
+from support.stack_home import PROBE_FLOW, prefect_yaml, run_modelops, stack_env, stack_status
 
 from modelops.config import PROJECT_ROOT, load_config
 
 pytestmark = pytest.mark.slow
 
-MODELOPS = str(Path(sys.executable).parent / "modelops")
 PREFECT = str(Path(sys.executable).parent / "prefect")
-CLIENT_VARIABLES = (
-    "PREFECT_API_URL",
-    "PREFECT_HOME",
-    "MLFLOW_TRACKING_URI",
-    "MODELOPS_DATABASE_URL",
-    "MODELOPS_CONFIG",
-    "PREFECT_PROFILES_PATH",
-)
-
-PROBE_FLOW = """
-import json, os
-from prefect import flow
-
-@flow(name="stack-probe")
-def probe(out: str) -> None:
-    keys = ["PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MODELOPS_DATABASE_URL", "PREFECT_HOME"]
-    record = {key: os.environ.get(key) for key in keys}
-    record["cwd"] = os.getcwd()
-    with open(out, "w") as handle:
-        json.dump(record, handle)
-"""
-
-
-def _prefect_yaml(flow_file: Path, pool: str, *, broken: bool = False) -> str:
-    text = f"""
-        name: stack-probe
-        prefect-version: 3.9.1
-        build: null
-        push: null
-        pull:
-          - prefect.deployments.steps.set_working_directory:
-              directory: "{{{{ $MODELOPS_PROJECT_ROOT }}}}"
-        deployments:
-          - name: probe
-            entrypoint: {flow_file}:probe
-            work_pool: {{name: {pool}}}
-        """
-    if broken:
-        text += f"""
-          - name: broken
-            entrypoint: {flow_file.parent}/no_such_flow.py:nothing
-            work_pool: {{name: {pool}}}
-        """
-    return textwrap.dedent(text)
-
-
-def _stack_env(home: Path, prefect_file: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
-    env.update(
-        MODELOPS_STACK__HOME=str(home),
-        MODELOPS_STACK__PREFECT_PORT=str(free_port()),
-        MODELOPS_STACK__MLFLOW_PORT=str(free_port()),
-        MODELOPS_STACK__POSTGRES_PORT=str(free_port()),
-        MODELOPS_STACK__WORK_POOL="stack-test",
-        MODELOPS_STACK__WORKER_QUERY_SECONDS="1",
-        MODELOPS_STACK__PREFECT_FILE=str(prefect_file),
-        **extra,
-    )
-    return env
-
-
-def _modelops(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([MODELOPS, *args], env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _status(env: dict[str, str]) -> list[dict]:
-    result = _modelops(env, "status", "--json", timeout=30)
-    return json.loads(result.stdout)
 
 
 def _assert_gone(pids: list[int], timeout_s: float = 15) -> None:
@@ -135,16 +66,16 @@ def stack(tmp_path_factory):
     flow_file = root / "probe_flow.py"
     flow_file.write_text(PROBE_FLOW)
     prefect_file = root / "prefect.yaml"
-    prefect_file.write_text(_prefect_yaml(flow_file, "pool-named-in-the-file"))
-    env = _stack_env(root / "home", prefect_file)
+    prefect_file.write_text(prefect_yaml(flow_file, "pool-named-in-the-file"))
+    env = stack_env(root / "home", prefect_file)
     started = time.monotonic()
-    result = _modelops(env, "up")
+    result = run_modelops(env, "up")
     elapsed = time.monotonic() - started
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         yield env, result.stdout, elapsed
     finally:
-        _modelops(env, "down", timeout=120)
+        run_modelops(env, "down", timeout=120)
 
 
 def test_up_prints_progress_and_every_component_is_healthy(stack):
@@ -153,11 +84,11 @@ def test_up_prints_progress_and_every_component_is_healthy(stack):
         assert f"{name}: starting" in output
         assert f"{name}: healthy in" in output
     assert "deployments: applied probe" in output
-    rows = {row["name"]: row for row in _status(env)}
+    rows = {row["name"]: row for row in stack_status(env)}
     assert set(rows) == {"prefect-server", "mlflow", "postgres", "worker"}
     assert all(row["healthy"] and row["pid"] for row in rows.values()), rows
     assert rows["prefect-server"]["url"] == f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}"
-    assert _modelops(env, "status").returncode == 0
+    assert run_modelops(env, "status").returncode == 0
     total_rss_mb = sum(row["rss_bytes"] for row in rows.values()) / 2**20
     print(f"\nstack up in {elapsed:.1f} s, idle RSS {total_rss_mb:.0f} MB")
     assert total_rss_mb < 1536
@@ -174,13 +105,13 @@ def test_state_stays_under_the_home(stack):
 
 def test_second_up_reports_what_already_runs(stack):
     env, _, _ = stack
-    before = {row["name"]: row["pid"] for row in _status(env)}
-    result = _modelops(env, "up")
+    before = {row["name"]: row["pid"] for row in stack_status(env)}
+    result = run_modelops(env, "up")
     assert result.returncode == 0, result.stderr
     for name, pid in before.items():
         assert f"{name}: already running (pid {pid})" in result.stdout
     assert "starting" not in result.stdout.replace("deployments", "")
-    assert {row["name"]: row["pid"] for row in _status(env)} == before
+    assert {row["name"]: row["pid"] for row in stack_status(env)} == before
 
 
 def test_embedded_postgres_takes_psycopg2_connections(stack):
@@ -257,18 +188,18 @@ def test_deployment_runs_on_the_worker_with_the_stack_environment(stack, tmp_pat
 
 def test_status_flags_a_dead_component_and_up_restarts_it(stack):
     env, _, _ = stack
-    worker = next(row for row in _status(env) if row["name"] == "worker")
+    worker = next(row for row in stack_status(env) if row["name"] == "worker")
     os.kill(worker["pid"], signal.SIGKILL)
     _assert_gone([worker["pid"]])
-    status = _modelops(env, "status")
+    status = run_modelops(env, "status")
     assert status.returncode == 1
     assert "worker" in status.stdout and "down" in status.stdout
-    result = _modelops(env, "up")
+    result = run_modelops(env, "up")
     assert result.returncode == 0, result.stderr
     assert f"worker: recorded pid {worker['pid']} is gone" in result.stdout
     assert "worker: healthy in" in result.stdout
     assert "prefect-server: already running" in result.stdout
-    assert all(row["healthy"] for row in _status(env))
+    assert all(row["healthy"] for row in stack_status(env))
 
 
 def test_a_deployment_that_fails_to_apply_is_named(stack, tmp_path):
@@ -276,37 +207,37 @@ def test_a_deployment_that_fails_to_apply_is_named(stack, tmp_path):
     flow_file = tmp_path / "probe_flow.py"
     flow_file.write_text(PROBE_FLOW)
     bad_file = tmp_path / "prefect.yaml"
-    bad_file.write_text(_prefect_yaml(flow_file, "stack-test", broken=True))
-    result = _modelops({**env, "MODELOPS_STACK__PREFECT_FILE": str(bad_file)}, "up")
+    bad_file.write_text(prefect_yaml(flow_file, "stack-test", broken=True))
+    result = run_modelops({**env, "MODELOPS_STACK__PREFECT_FILE": str(bad_file)}, "up")
     assert result.returncode == 2
     assert "failed to apply" in result.stderr and "broken" in result.stderr
     assert "probe" not in result.stderr.split("broken", 1)[0].split("failed to apply")[1]
-    assert all(row["healthy"] for row in _status(env))  # the stack itself keeps running
+    assert all(row["healthy"] for row in stack_status(env))  # the stack itself keeps running
 
 
 def test_down_stops_every_pid_and_removes_the_state(stack):
     env, _, _ = stack
-    rows = _status(env)
+    rows = stack_status(env)
     pids = [row["pid"] for row in rows]
     children = []
     for pid in pids:
         children += [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    result = _modelops(env, "down", timeout=120)
+    result = run_modelops(env, "down", timeout=120)
     assert result.returncode == 0, result.stderr
     _assert_gone(pids + children)
     home = Path(env["MODELOPS_STACK__HOME"])
     assert not (home / "stack.json").exists()
     assert _processes_under(home) == []
-    status = _modelops(env, "status")
+    status = run_modelops(env, "status")
     assert status.returncode == 1 and "modelops up" in status.stdout
 
 
 def test_port_taken_is_named_and_nothing_starts(tmp_path):
-    env = _stack_env(tmp_path / "home", PROJECT_ROOT / "prefect.yaml")
+    env = stack_env(tmp_path / "home", PROJECT_ROOT / "prefect.yaml")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", int(env["MODELOPS_STACK__MLFLOW_PORT"])))
         squatter.listen()
-        result = _modelops(env, "up", timeout=60)
+        result = run_modelops(env, "up", timeout=60)
     assert result.returncode == 2
     port = env["MODELOPS_STACK__MLFLOW_PORT"]
     assert f"mlflow: port {port} on 127.0.0.1 is already in use" in result.stderr
@@ -320,8 +251,8 @@ def test_component_dying_during_startup_is_named_with_its_log(tmp_path, postgres
     home = tmp_path / "home"
     home.mkdir()
     (home / "prefect").write_text("not a directory")
-    env = _stack_env(home, PROJECT_ROOT / "prefect.yaml", MODELOPS_DATABASE_URL=postgres_url)
-    result = _modelops(env, "up", timeout=240)
+    env = stack_env(home, PROJECT_ROOT / "prefect.yaml", MODELOPS_DATABASE_URL=postgres_url)
+    result = run_modelops(env, "up", timeout=240)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "prefect-server: the process" in result.stderr and "exited during startup" in result.stderr
     assert "prefect-server.log" in result.stderr and "unable to open database file" in result.stderr
@@ -336,14 +267,14 @@ def test_configured_database_is_checked_and_no_pgserver_starts(tmp_path, postgre
     flow_file = root / "probe_flow.py"
     flow_file.write_text(PROBE_FLOW)
     prefect_file = root / "prefect.yaml"
-    prefect_file.write_text(_prefect_yaml(flow_file, "stack-test"))
-    env = _stack_env(root / "home", prefect_file, MODELOPS_DATABASE_URL=postgres_url)
+    prefect_file.write_text(prefect_yaml(flow_file, "stack-test"))
+    env = stack_env(root / "home", prefect_file, MODELOPS_DATABASE_URL=postgres_url)
     try:
-        result = _modelops(env, "up")
+        result = run_modelops(env, "up")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "postgres: using the configured database" in result.stdout
         assert not (root / "home" / "postgres").exists()
-        rows = {row["name"]: row for row in _status(env)}
+        rows = {row["name"]: row for row in stack_status(env)}
         assert rows["postgres"]["pid"] is None and rows["postgres"]["healthy"]
         assert not any(
             "pginstall/bin/postgres" in " ".join(p.cmdline()) and str(root) in " ".join(p.cmdline())
@@ -351,19 +282,19 @@ def test_configured_database_is_checked_and_no_pgserver_starts(tmp_path, postgre
         )
         pids = [row["pid"] for row in rows.values() if row["pid"]]
     finally:
-        down = _modelops(env, "down", timeout=120)
+        down = run_modelops(env, "down", timeout=120)
     assert down.returncode == 0
     assert "postgres: external" in down.stdout
     _assert_gone(pids)
 
 
 def test_unreachable_configured_database_fails_before_starting_anything(tmp_path):
-    env = _stack_env(
+    env = stack_env(
         tmp_path / "home",
         PROJECT_ROOT / "prefect.yaml",
         MODELOPS_DATABASE_URL=f"postgresql://nobody:secret@127.0.0.1:{free_port()}/none",
     )
-    result = _modelops(env, "up", timeout=60)
+    result = run_modelops(env, "up", timeout=60)
     assert result.returncode == 2
     assert "postgres: the configured database" in result.stderr and "not reachable" in result.stderr
     assert "secret" not in result.stderr

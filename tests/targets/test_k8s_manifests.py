@@ -13,52 +13,15 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from support.manifests import CLIENT_DIR, OVERLAYS, all_objects, rendered
 
-from modelops.targets.kubernetes import K8S_DIR, ManifestError, customize, render_overlay
+from modelops.targets.kubernetes import K8S_DIR, ManifestError, render_overlay
 
 KUBERNETES_VERSION = "1.37.0"
-OVERLAYS = ["kubernetes", "openshift"]
 SCHEMAS = {
     "Route": K8S_DIR / "schemas" / "route.openshift.io-v1-route.json",
     "ImageStream": K8S_DIR / "schemas" / "image.openshift.io-v1-imagestream.json",
 }
-CLIENT_DIR = K8S_DIR / "client"  # the client app + log sidecar, owned by another engineer
-
-
-def _rendered(overlay: str, model: str = "hmeq-risk") -> list[dict[str, Any]]:
-    return customize(
-        render_overlay(K8S_DIR / "overlays" / overlay),
-        model_name=model,
-        image=f"registry.example.com/modelops/{model}:v3",
-        namespace="risk-models",
-        replicas=2,
-        version="3",
-        image_stream=model,
-    )
-
-
-def _client_objects() -> list[dict[str, Any]]:
-    if not CLIENT_DIR.is_dir():
-        return []
-    if (CLIENT_DIR / "kustomization.yaml").is_file():
-        return render_overlay(CLIENT_DIR)
-    return [
-        doc
-        for path in sorted(CLIENT_DIR.rglob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-        if doc
-    ]
-
-
-def _all_objects() -> list[tuple[str, dict[str, Any]]]:
-    found = [
-        (f"{overlay}/{obj['kind']}/{obj['metadata']['name']}", obj)
-        for overlay in OVERLAYS
-        for obj in _rendered(overlay)
-    ]
-    found += [(f"another-model/{o['kind']}", o) for o in _rendered("kubernetes", model="credit-lgd")]
-    found += [(f"client/{o.get('kind')}/{o.get('metadata', {}).get('name')}", o) for o in _client_objects()]
-    return found
 
 
 def _validate(obj: dict[str, Any]) -> None:
@@ -68,17 +31,17 @@ def _validate(obj: dict[str, Any]) -> None:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.parametrize("label,obj", _all_objects(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("label,obj", all_objects(), ids=lambda v: v if isinstance(v, str) else "")
 def test_manifest_is_valid_against_the_schema(label, obj):
     _validate(obj)
 
 
 def test_schemas_refuse_broken_objects():
-    route = next(o for o in _rendered("openshift") if o["kind"] == "Route")
+    route = next(o for o in rendered("openshift") if o["kind"] == "Route")
     route["spec"]["tls"]["termination"] = "none"
     with pytest.raises(jsonschema.ValidationError):
         _validate(route)
-    deployment = next(o for o in _rendered("kubernetes") if o["kind"] == "Deployment")
+    deployment = next(o for o in rendered("kubernetes") if o["kind"] == "Deployment")
     deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalaton"] = (
         False
     )
@@ -89,7 +52,7 @@ def test_schemas_refuse_broken_objects():
 def _workloads() -> list[tuple[str, dict[str, Any]]]:
     return [
         (label, obj)
-        for label, obj in _all_objects()
+        for label, obj in all_objects()
         if obj.get("kind") in ("Deployment", "StatefulSet", "Pod")
     ]
 
@@ -111,21 +74,21 @@ def test_workload_security_and_resources(label, workload):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("model", ["hmeq-risk", "credit-lgd"])
 def test_serving_probes_ask_the_model(overlay, model):
-    deployment = next(o for o in _rendered(overlay, model) if o["kind"] == "Deployment")
+    deployment = next(o for o in rendered(overlay, model) if o["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": f"/v1/models/{model}", "port": "http"}
     assert container["image"] == f"registry.example.com/modelops/{model}:v3"
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
-    names = {o["metadata"]["name"] for o in _rendered(overlay, model) if o["kind"] != "ImageStream"}
+    names = {o["metadata"]["name"] for o in rendered(overlay, model) if o["kind"] != "ImageStream"}
     assert names == {f"{model}-serving"}
-    assert all(o["metadata"]["namespace"] == "risk-models" for o in _rendered(overlay, model))
+    assert all(o["metadata"]["namespace"] == "risk-models" for o in rendered(overlay, model))
 
 
 def test_openshift_leaves_the_uid_to_the_scc_and_kubernetes_pins_it():
-    openshift = next(o for o in _rendered("openshift") if o["kind"] == "Deployment")
-    kubernetes = next(o for o in _rendered("kubernetes") if o["kind"] == "Deployment")
+    openshift = next(o for o in rendered("openshift") if o["kind"] == "Deployment")
+    kubernetes = next(o for o in rendered("kubernetes") if o["kind"] == "Deployment")
     assert "runAsUser" not in openshift["spec"]["template"]["spec"]["securityContext"]
     assert kubernetes["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
 
@@ -156,4 +119,4 @@ def test_unsupported_kustomize_features_are_refused(tmp_path: Path):
 
 def test_model_names_that_are_not_dns_labels_are_refused():
     with pytest.raises(ManifestError, match="not a DNS label"):
-        _rendered("kubernetes", model="Credit_LGD")
+        rendered("kubernetes", model="Credit_LGD")

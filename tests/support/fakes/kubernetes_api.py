@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from conftest import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from support.network import free_port
 
 KUBERNETES_VERSION = "1.37.0"
 
