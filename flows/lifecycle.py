@@ -1,9 +1,9 @@
 """The ``lifecycle`` flow: one run per candidate, like the seed's Workflow Manager process.
 
     lifecycle ─┬─ deployment_stage: approve champion → prebuild → build → deploy → promote
-               └─ production_stage: record the live champion, monitoring baseline, notify
+               └─ production_stage: the live champion is watched by the scheduled ks-check
 
-Each step is a task in ``modelops.tasks``; this module only puts them in order.
+Each step is a task in ``tasks/``; this module only puts them in order.
 """
 
 from __future__ import annotations
@@ -14,135 +14,14 @@ from prefect import flow, get_run_logger, tags
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from modelops.config import ModelOpsConfig, load_config
 from flows.approval import request_champion_approval
 from modelops.approval import ApprovalDecision
-from flows.steps import step
-from modelops.pipeline import evidence as evidence_tasks
-from modelops.pipeline import prebuild as prebuild_tasks
-from modelops.pipeline import rollout as rollout_tasks
-from modelops.integrations.events import emit_model_event
-from modelops.integrations.notify import notify
-
-
-
-
-@step(name="resolve-candidate", retries=2, retry_delay_seconds=3)
-def resolve_candidate(config: ModelOpsConfig, model_name: str, candidate_version: str) -> str:
-    from modelops.integrations.registry import client_for, resolve_version
-
-    return str(resolve_version(client_for(config.mlflow_uri), model_name, candidate_version).version)
-
-
-@step(name="collect-evidence")
-def collect_evidence(config: ModelOpsConfig, model_name: str, version: str) -> Any:
-    from modelops.integrations.database import DatabaseUnavailable, resolve_database_url
-
-    try:
-        database_url: str | None = resolve_database_url(config)
-    except DatabaseUnavailable:
-        database_url = None
-    return evidence_tasks.collect_evidence(config, model_name, version, database_url)
-
-
-@step(name="record-decision")
-def record_decision(
-    config: ModelOpsConfig, decision: ApprovalDecision, evidence: Any, switches: dict
-) -> None:
-    from modelops.integrations.database import DatabaseUnavailable, resolve_database_url
-    from modelops.integrations.performance_store import record_approval
-
-    log = get_run_logger()
-    try:
-        record_approval(resolve_database_url(config), decision, evidence, schema=config.database.schema_name)
-    except DatabaseUnavailable as exc:
-        log.warning("approval not written to the audit table: %s", exc)
-    name, version = decision.model_name, decision.model_version
-    if decision.approved:
-        emit_model_event(
-            "modelops.champion.approved",
-            name,
-            version,
-            reviewer=decision.reviewer,
-            image_tag=decision.image_tag,
-        )
-        notify(
-            "approved",
-            f"{name} v{version} approved as champion",
-            {"reviewer": decision.reviewer, "image tag": decision.image_tag, "comment": decision.comment},
-            config.notifications,
-            **switches,
-        )
-        return
-    rollout_tasks.mark_rejected(config, name, version, decision.reviewer, decision.reason)
-    emit_model_event(
-        "modelops.champion.rejected", name, version, reviewer=decision.reviewer, reason=decision.reason
-    )
-    notify(
-        "rejected",
-        f"{name} v{version} not approved ({decision.reason})",
-        {"reviewer": decision.reviewer or "-", "comment": decision.comment or "-"},
-        config.notifications,
-        **switches,
-    )
-
-
-@step(name="prebuild", retries=1, retry_delay_seconds=5)
-def prebuild(config: ModelOpsConfig, model_name: str, version: str) -> prebuild_tasks.PrebuiltModel:
-    return prebuild_tasks.prebuild(config, model_name, version)
-
-
-@step(name="build-serving-image")
-def build_serving_image(
-    config: ModelOpsConfig, model: prebuild_tasks.PrebuiltModel, image_tag: str
-) -> str | None:
-    return rollout_tasks.build_and_push_image(config, model, image_tag)
-
-
-@step(name="deploy")
-def deploy(config: ModelOpsConfig, model: prebuild_tasks.PrebuiltModel, image: str | None, switches: dict):
-    from modelops.targets import DeployError
-
-    try:
-        rollout = rollout_tasks.deploy(config, model, image)
-    except DeployError as exc:
-        emit_model_event("modelops.deploy.failed", model.model_name, model.version, error=str(exc))
-        notify(
-            "deploy_failed",
-            f"{model.model_name} v{model.version}: rollout failed, the previous champion keeps serving",
-            {"target": config.serving.target, "error": str(exc)},
-            config.notifications,
-            **switches,
-        )
-        raise
-    return rollout
-
-
-@step(name="promote-champion", retries=2, retry_delay_seconds=3)
-def promote_champion(
-    config: ModelOpsConfig, rollout: Any, decision: ApprovalDecision, switches: dict
-) -> None:
-    rollout_tasks.promote_champion(config, rollout, decision.reviewer, decision.image_tag)
-    emit_model_event(
-        "modelops.model.deployed",
-        rollout.model_name,
-        rollout.version,
-        target=rollout.target,
-        url=rollout.url,
-        image=rollout.image,
-        previous_version=rollout.previous_version,
-    )
-    notify(
-        "deployed",
-        f"{rollout.model_name} v{rollout.version} is live on {rollout.target}",
-        {
-            "url": rollout.url,
-            "image": rollout.image or "-",
-            "previous version": rollout.previous_version or "-",
-        },
-        config.notifications,
-        **switches,
-    )
+from modelops.config import ModelOpsConfig, load_config
+from modelops.messages import decision_message, deploy_failed_message, deployed_message
+from modelops.pipeline.prebuild import PrebuiltModel
+from modelops.targets import DeployError, Rollout
+from tasks import events, evidence, image, registry, scoring_log, serving
+from tasks.notify import notify
 
 
 @flow(name="deployment-stage", flow_run_name="deployment-stage-{model_name}-v{candidate_version}")
@@ -151,31 +30,71 @@ def deployment_stage(
 ) -> dict[str, Any]:
     """Approve champion → prebuild → build → deploy → promote (alias moves only after a healthy rollout)."""
     config = load_config(config_name)
-    version = resolve_candidate(config, model_name, candidate_version)
-    evidence = collect_evidence(config, model_name, version)
+    version = registry.resolve_candidate(config, model_name, candidate_version)
+    comparison = evidence.collect_evidence(config, model_name, version)
     decision = request_champion_approval(
-        model_name, version, evidence, config.approval.approvers, config.approval.timeout_s
+        model_name, version, comparison, config.approval.approvers, config.approval.timeout_s
     )
-    record_decision(config, decision, evidence, switches)
+    scoring_log.record_decision(config, decision, comparison)
+    announce_decision(config, decision, switches)
+    outcome: dict[str, Any] = {"model_name": model_name, "version": version, "decision": decision.as_dict()}
     if not decision.approved:
-        return {
-            "model_name": model_name,
-            "version": version,
-            "deployed": False,
-            "decision": decision.as_dict(),
-        }
-    model = prebuild(config, model_name, version)
-    image = build_serving_image(config, model, decision.image_tag)
-    rollout = deploy(config, model, image, switches)
-    promote_champion(config, rollout, decision, switches)
-    return {
-        "model_name": model_name,
-        "version": version,
-        "deployed": True,
-        "url": rollout.url,
-        "image": image,
-        "decision": decision.as_dict(),
-    }
+        return outcome | {"deployed": False}
+    model = registry.prebuild(config, model_name, version)
+    rollout = release(config, model, decision, switches)
+    return outcome | {"deployed": True, "url": rollout.url, "image": rollout.image}
+
+
+def release(
+    config: ModelOpsConfig, model: PrebuiltModel, decision: ApprovalDecision, switches: dict[str, bool]
+) -> Rollout:
+    """Build → deploy → promote → announce; the alias moves only after a healthy rollout."""
+    image_reference = image.build_serving_image(config, model, decision.image_tag)
+    rollout = roll_out(config, model, image_reference, switches)
+    registry.promote_champion(config, rollout, decision.reviewer, decision.image_tag)
+    events.emit(
+        "modelops.model.deployed",
+        rollout.model_name,
+        rollout.version,
+        target=rollout.target,
+        url=rollout.url,
+        image=rollout.image,
+        previous_version=rollout.previous_version,
+    )
+    notify(deployed_message(rollout), config.notifications, **switches)
+    return rollout
+
+
+def announce_decision(config: ModelOpsConfig, decision: ApprovalDecision, switches: dict[str, bool]) -> None:
+    """The approved / rejected event and notification; a rejection also frees the challenger alias."""
+    name, version = decision.model_name, decision.model_version
+    if decision.approved:
+        events.emit(
+            "modelops.champion.approved",
+            name,
+            version,
+            reviewer=decision.reviewer,
+            image_tag=decision.image_tag,
+        )
+    else:
+        registry.mark_rejected(config, name, version, decision.reviewer, decision.reason)
+        events.emit(
+            "modelops.champion.rejected", name, version, reviewer=decision.reviewer, reason=decision.reason
+        )
+    notify(decision_message(decision), config.notifications, **switches)
+
+
+def roll_out(
+    config: ModelOpsConfig, model: Any, image_reference: str | None, switches: dict[str, bool]
+) -> Rollout:
+    """Deploy; a failed rollout is announced (the previous champion keeps serving) and re-raised."""
+    try:
+        return serving.deploy(config, model, image_reference)
+    except DeployError as exc:
+        events.emit("modelops.deploy.failed", model.model_name, model.version, error=str(exc))
+        message = deploy_failed_message(model.model_name, model.version, config.serving.target, str(exc))
+        notify(message, config.notifications, **switches)
+        raise
 
 
 @flow(name="production-stage", flow_run_name="production-stage-{model_name}-v{version}")
@@ -184,8 +103,7 @@ def production_stage(
 ) -> dict[str, Any]:
     """The champion is live: the scheduled ``ks-check`` deployment now watches it against the threshold."""
     config = load_config(config_name)
-    log = get_run_logger()
-    log.info(
+    get_run_logger().info(
         "%s v%s is monitored by the ks-check deployment (threshold %.2f, window %s %s, min sample %d)",
         model_name,
         version,

@@ -13,8 +13,10 @@ import pandas as pd
 from prefect import flow
 
 from modelops.config import TrainingSettings, load_config
+from modelops.data.loading import dataset_digest, validate_frame
 from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema
-from modelops.pipeline import training
+from modelops.model.evaluation import split_holdout
+from tasks import events, registry, training
 
 # Prefect builds a pydantic model of the flow's parameters; the public parameter name ``schema``
 # shadows a BaseModel attribute, which pydantic reports once per call. Harmless here.
@@ -53,16 +55,13 @@ def train_on_frame(
     Called inside a flow (``train``, ``retrain``) its steps are that flow's task runs.
     ``tracking_uri`` defaults to the environment config's MLflow.
     """
-    from modelops.data.loading import dataset_digest, validate_frame
-    from modelops.model.evaluation import split_holdout
-
     tracking_uri = tracking_uri or load_config().mlflow_uri
     frame = validate_frame(frame, schema, source=data_source)
     digest = dataset_digest(frame)
     train_part, holdout = split_holdout(frame, schema, settings.holdout_fraction, settings.seed)
     fitted = training.fit(train_part, schema, settings)
     evaluation = training.evaluate(fitted, holdout, decision_threshold)
-    registered = training.register(
+    registered = registry.register(
         fitted,
         evaluation,
         tracking_uri=tracking_uri,
@@ -72,6 +71,16 @@ def train_on_frame(
         data_source=data_source,
         n_train=len(train_part),
         extra_tags=extra_tags,
+    )
+    events.emit(
+        "modelops.model.registered",
+        model_name,
+        registered.version,
+        run_id=registered.run_id,
+        alias="challenger",
+        ks=evaluation.metrics.ks,
+        auc=evaluation.metrics.auc,
+        data_source=data_source,
     )
     return TrainResult(
         model_name=model_name,

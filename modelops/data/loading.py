@@ -23,6 +23,7 @@ missing; values never seen in training go to the model's out-of-vocabulary bucke
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -191,7 +192,5 @@ def _guess_separator(header: str) -> str | None:
 
 def dataset_digest(frame: pd.DataFrame) -> str:
     """sha256 of the frame's canonical CSV bytes (columns in order, '\\n' line ends, repr floats)."""
-    import hashlib
-
     data = frame.to_csv(index=False, lineterminator="\n", float_format="%.17g").encode()
     return hashlib.sha256(data).hexdigest()

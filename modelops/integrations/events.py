@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from prefect.events import Event, emit_event
+
 MODEL_EVENTS: tuple[str, ...] = (
     "modelops.model.registered",
     "modelops.champion.approved",
@@ -32,7 +34,7 @@ def model_resource(model_name: str, version: str | int | None = None) -> dict[st
     return resource
 
 
-def emit_model_event(name: str, model_name: str, version: str | int | None, **payload: Any):
+def emit_model_event(name: str, model_name: str, version: str | int | None, **payload: Any) -> Event | None:
     """Emit one model event; returns the emitted ``prefect.events.Event`` (None if events are off).
 
     Raises ``ValueError`` for an event name outside :data:`MODEL_EVENTS` so a typo cannot create an
@@ -42,8 +44,6 @@ def emit_model_event(name: str, model_name: str, version: str | int | None, **pa
         raise ValueError(f"event {name!r} is not a modelops event: use one of {', '.join(MODEL_EVENTS)}")
     if not model_name:
         raise ValueError("emit_model_event needs a model name (the resource is modelops.model.<name>)")
-    from prefect.events import emit_event
-
     body = {"model": model_name, "version": None if version is None else str(version)}
     body.update({key: _plain(value) for key, value in payload.items()})
     return emit_event(event=name, resource=model_resource(model_name, version), payload=body)

@@ -22,6 +22,10 @@ from email.message import EmailMessage
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import pymsteams
+from prefect import get_run_logger
+from prefect.context import FlowRunContext, TaskRunContext
+
 from modelops.config import NotificationSettings, resolve_secret
 
 Stage = Literal[
@@ -55,11 +59,7 @@ ChannelStatus = Literal["sent", "failed", "off"]
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
     """The flow/task run logger inside a run (the message lands in the flow log), else a plain logger."""
-    from prefect.context import FlowRunContext, TaskRunContext
-
     if FlowRunContext.get() or TaskRunContext.get():
-        from prefect import get_run_logger
-
         return get_run_logger()
     return logging.getLogger("modelops.notify")
 
@@ -106,8 +106,6 @@ def adaptive_card(stage: str, title: str, facts: dict[str, Any]) -> dict[str, An
 
 def message_card(stage: str, title: str, facts: dict[str, Any]) -> dict[str, Any]:
     """The legacy connector payload, built with pymsteams (sent by :func:`_post_json`, which logs nothing)."""
-    import pymsteams
-
     _, theme = _STAGE_STYLE.get(stage, _WARN)
     card = pymsteams.connectorcard("https://invalid.example/unused")  # URL unused: we only build the payload
     card.title(title)
@@ -234,10 +232,3 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def notify_task(*args: Any, **kwargs: Any) -> dict[str, ChannelStatus]:
-    """:func:`notify` as a Prefect task (one task run per notification in the UI)."""
-    from prefect import task
-
-    return task(notify, name="notify", retries=0)(*args, **kwargs)

@@ -15,9 +15,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import psycopg2
 
 from modelops.config import WindowSettings
-from modelops.integrations.database import validate_identifier
+from modelops.integrations.database import apply_migrations, redact, validate_identifier
+from modelops.integrations.database import connect as database_connect
 
 DEFAULT_SCHEMA = "modelops"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -51,14 +54,18 @@ class LabelledWindow:
         )
         return f"{what} (n={self.n}, events={self.n_events})"
 
+    def info(self) -> dict[str, Any]:
+        """The window as stored with a KS check and carried by its event."""
+        return {
+            "kind": self.window.kind,
+            "size": self.window.size,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+        }
+
 
 def connect(dsn: str):
     """A connection to the scoring-log database; the error names it (password redacted) and the fix."""
-    import psycopg2
-
-    from modelops.integrations.database import connect as database_connect
-    from modelops.integrations.database import redact
-
     try:
         return database_connect(dsn, application_name="modelops-monitoring")
     except psycopg2.OperationalError as exc:
@@ -221,8 +228,6 @@ def read_window_features(
     dsn: str, model_name: str, model_version: str, window: WindowSettings, schema: str = DEFAULT_SCHEMA
 ):
     """The input features of the window's records as a DataFrame (for PSI against a reference)."""
-    import pandas as pd
-
     schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
     connection = connect(dsn)
     try:
@@ -313,8 +318,6 @@ def record_approval(
     """Write the approvals audit row for an :class:`~flows.approval.ApprovalDecision`."""
     evidence_json = asdict(evidence) if is_dataclass(evidence) else (evidence or {})
     schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
-    from modelops.integrations.database import apply_migrations
-
     apply_migrations(dsn, schema)  # a database nobody prepared (no `modelops up`): the audit still lands
     connection = connect(dsn)
     try:

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
+
+from modelops.config import load_config
 from modelops.data.schema import DatasetSchema
+
+# MLflow is imported inside the functions that use it: it takes seconds to import, and every flow
+# module imports this one, so a flow run reaches Running before it pays for MLflow.
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -49,15 +55,8 @@ class RegisteredVersion:
 
 
 def default_tracking_uri() -> str:
-    """The URI set in this process (mlflow.set_tracking_uri / $MLFLOW_TRACKING_URI), else the config's."""
-    import mlflow
-    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
-
-    if is_tracking_uri_set():
-        return mlflow.get_tracking_uri()
-    from modelops.config import load_config
-
-    return load_config().mlflow_uri
+    """``$MLFLOW_TRACKING_URI`` when set, else the environment config's MLflow."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or load_config().mlflow_uri
 
 
 def client_for(tracking_uri: str | None = None):
@@ -186,7 +185,6 @@ def _quiet(logger_name: str) -> Iterator[None]:
 
 def mlflow_signature(schema: DatasetSchema):
     """The serving signature in MLflow's terms (the tensorflow flavour needs tensor specs)."""
-    import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from modelops.model.metrics import auc
+
 
 def _pyplot():
     import matplotlib
@@ -25,8 +27,6 @@ def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def save_roc_curve(scores: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "ROC") -> Path:
-    from modelops.model.metrics import auc
-
     plt = _pyplot()
     fpr, tpr = roc_points(scores, labels)
     figure, axes = plt.subplots(figsize=(5, 5))

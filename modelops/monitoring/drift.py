@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.stats import ks_2samp
 
+from modelops.config import ModelOpsConfig
+from modelops.integrations import performance_store
 from modelops.model.metrics import psi, psi_categorical
+
+# Columns of a reference sample that are not model inputs.
+NOT_FEATURES = {"score", "label", "BAD", "target", "request_id", "scored_at"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,16 @@ class DriftReport:
     @property
     def detected(self) -> bool:
         return self.score_drift or bool(self.drifted_features)
+
+    def event_payload(self) -> dict[str, Any]:
+        """What ``modelops.drift.detected`` carries."""
+        return {
+            "score_ks": self.score_ks,
+            "score_ks_limit": self.score_ks_limit,
+            "psi": self.psi,
+            "psi_limit": self.psi_limit,
+            "drifted_features": list(self.drifted_features),
+        }
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -84,25 +101,19 @@ def drift_report(
     )
 
 
-def load_reference(path: str | Path):
+def load_reference(path: str | Path) -> pd.DataFrame:
     """A reference sample (training features, optional ``score`` column) from CSV or Parquet."""
-    import pandas as pd
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"drift reference {path} does not exist: pass a CSV/Parquet of training rows")
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
-def _numeric(series) -> bool:
-    import pandas as pd
-
+def _numeric(series: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(series)
 
 
-def _as_float(series) -> np.ndarray:
-    import pandas as pd
-
+def _as_float(series: pd.Series) -> np.ndarray:
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -110,3 +121,35 @@ def _size(scores, features) -> int:
     if scores is not None:
         return int(len(scores))
     return int(len(features)) if features is not None else 0
+
+
+def drift_against_reference(
+    dsn: str, model_name: str, version: str, reference: Any, config: ModelOpsConfig
+) -> DriftReport:
+    """Label-free drift of the version's latest window against a training reference.
+
+    ``reference``: a CSV/Parquet path or a DataFrame of training rows (feature columns and, when
+    known, the ``score`` the model gave them).
+    """
+    frame = load_reference(reference) if isinstance(reference, str | Path) else reference
+    schema, window = config.database.schema_name, config.monitoring.window
+    reference_scores = frame["score"].to_numpy(dtype=float) if "score" in frame.columns else None
+    feature_columns = [c for c in frame.columns if c not in NOT_FEATURES]
+    current_scores = (
+        performance_store.read_window_scores(dsn, model_name, version, window, schema=schema)
+        if reference_scores is not None
+        else None
+    )
+    current_features = (
+        performance_store.read_window_features(dsn, model_name, version, window, schema=schema)
+        if feature_columns
+        else None
+    )
+    return drift_report(
+        reference_scores,
+        current_scores,
+        frame[feature_columns] if feature_columns else None,
+        current_features,
+        psi_limit=config.monitoring.psi_limit,
+        score_ks_limit=config.monitoring.score_ks_limit,
+    )

@@ -23,6 +23,16 @@ class KsDecision:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def figures(self) -> dict[str, float | int | None]:
+        """What a ``modelops.performance.*`` event carries."""
+        return {
+            "ks": self.ks,
+            "threshold": self.threshold,
+            "n": self.n,
+            "n_events": self.n_events,
+            "auc": self.auc,
+        }
+
 
 def decide_ks(scores: np.ndarray, labels: np.ndarray, threshold: float, min_sample: int) -> KsDecision:
     """KS = ks_2samp(score[y==1], score[y==0]).statistic; too few records or one class → never degraded."""

@@ -12,16 +12,28 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from modelops.config import ModelOpsConfig
+import numpy as np
+
 from modelops.approval import ApprovalEvidence, ModelEvidence
+from modelops.config import ModelOpsConfig
+from modelops.integrations.registry import (
+    CHAMPION,
+    client_for,
+    download_serving_model,
+    get_alias_version,
+    resolve_version,
+    run_url,
+    version_metrics,
+)
+from modelops.integrations.scoring_log import fetch_recent_labelled_records
+from modelops.model.metrics import auc, ks_statistic
+from modelops.pipeline.prebuild import version_schema
 
 log = logging.getLogger(__name__)
 REVIEW_METRICS = ("ks", "auc", "gini", "accuracy", "log_loss")  # the hold-out figures a reviewer weighs
 
 
 def _model_evidence(config: ModelOpsConfig, model_name: str, version: str) -> ModelEvidence:
-    from modelops.integrations.registry import client_for, resolve_version, run_url, version_metrics
-
     client = client_for(config.mlflow_uri)
     model_version = resolve_version(client, model_name, version)
     run = client.get_run(model_version.run_id) if model_version.run_id else None
@@ -41,13 +53,8 @@ def _window_figures(
     config: ModelOpsConfig, database_url: str, model_name: str, versions: list[str]
 ) -> tuple[dict[str, tuple[float, float]], str | None]:
     """(ks, auc) per version on the latest labelled window, and the window's description."""
-    import numpy as np
-
+    # modelops.model.export loads TensorFlow: only a lifecycle that scores the window pays for it.
     from modelops.model.export import score_frame
-    from modelops.model.metrics import auc, ks_statistic
-    from modelops.pipeline.prebuild import version_schema
-    from modelops.integrations.registry import download_serving_model
-    from modelops.integrations.scoring_log import fetch_recent_labelled_records
 
     size = config.monitoring.window.size if config.monitoring.window.kind == "count" else 5000
     frame = fetch_recent_labelled_records(
@@ -70,8 +77,6 @@ def _window_figures(
 def collect_evidence(
     config: ModelOpsConfig, model_name: str, candidate_version: str, database_url: str | None
 ) -> ApprovalEvidence:
-    from modelops.integrations.registry import CHAMPION, get_alias_version
-
     candidate = _model_evidence(config, model_name, candidate_version)
     champion_version = get_alias_version(model_name, CHAMPION, config.mlflow_uri)
     champion = (

@@ -14,6 +14,7 @@ from typing import Any
 
 from modelops.config import ModelOpsConfig
 from modelops.data.schema import DatasetSchema
+from modelops.integrations.registry import RegistryError, client_for, download_serving_model, resolve_version
 from modelops.pipeline.saved_model_check import SavedModelReport, check_saved_model
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,7 @@ class PrebuiltModel:
 
 def version_schema(model_name: str, version: str, tracking_uri: str) -> DatasetSchema:
     """The dataset schema the version was trained with (``schema.json`` of its MLflow run)."""
-    import mlflow
-
-    from modelops.integrations.registry import client_for, resolve_version
+    import mlflow  # heavy (seconds): loaded only by the runs that read a version's artifacts
 
     model_version = resolve_version(client_for(tracking_uri), model_name, version)
     try:
@@ -61,8 +60,6 @@ def smoke_records(schema: DatasetSchema) -> list[dict[str, Any]]:
 
 
 def prebuild(config: ModelOpsConfig, model_name: str, version: str) -> PrebuiltModel:
-    from modelops.integrations.registry import RegistryError, download_serving_model
-
     tracking_uri = config.mlflow_uri
     try:
         model_dir = download_serving_model(model_name, version, config.stack_home / "models", tracking_uri)

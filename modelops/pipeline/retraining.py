@@ -18,16 +18,37 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+import pandas as pd
+
+from modelops.config import ModelOpsConfig
+from modelops.data.generator import generate_training
+from modelops.data.loading import load_dataset
 from modelops.data.schema import DatasetSchema
-
-if TYPE_CHECKING:  # pandas costs ~0.5 s to import: the retrain run imports it only when it trains
-    import pandas as pd
+from modelops.integrations.database import resolve_database_url
+from modelops.integrations.registry import (
+    CHALLENGER,
+    CHAMPION,
+    client_for,
+    download_serving_model,
+    get_alias_version,
+    resolve_version,
+)
+from modelops.integrations.scoring_log import fetch_recent_labelled_records
+from modelops.model.metrics import auc, ks_statistic
+from modelops.pipeline.prebuild import version_schema
 
 log = logging.getLogger(__name__)
+
+# Recent traffic for retraining: this many KS windows back (the newest behaviour, not all history).
+RECENT_WINDOWS = 2
+# Records of a time window ("kind: time") when the window has no count of its own.
+RECENT_RECORDS_FOR_TIME_WINDOWS = 6000
+REFERENCE_SHARE = 0.15
 
 _GENERATED = re.compile(r"^generated:hmeq\(rows=(\d+),seed=(\d+)\)$")
 
@@ -51,13 +72,9 @@ def reference_frame(data_source: str | None, schema: DatasetSchema) -> pd.DataFr
         return None
     generated = _GENERATED.match(data_source)
     if generated:
-        from modelops.data.generator import generate_training
-
         return generate_training(rows=int(generated.group(1)), seed=int(generated.group(2)))
     path = Path(data_source)
     if path.exists():
-        from modelops.data.loading import load_dataset
-
         return load_dataset(path, schema)
     log.warning("reference data %s is not available here: retraining on recent records only", data_source)
     return None
@@ -82,8 +99,6 @@ def build_retraining_set(
     recent_train, holdout = recent.iloc[:cut], recent.iloc[cut:]
     if holdout[schema.target].nunique() < 2 or recent_train[schema.target].nunique() < 2:
         raise RetrainDataError("the recent labelled records hold a single class: cannot train or compare")
-    import pandas as pd
-
     parts = [recent_train[list(schema.features) + [schema.target]]]
     n_reference = 0
     if reference is not None and reference_share > 0:
@@ -99,9 +114,8 @@ def compare_on_holdout(
     model_name: str, versions: dict[str, str], holdout: pd.DataFrame, schema: DatasetSchema, tracking_uri: str
 ) -> dict[str, dict[str, float]]:
     """{role: {ks, auc}} for each ``role -> version`` scored on the same recent hold-out."""
+    # modelops.model.export loads TensorFlow: the retrain run pays for it only once it scores.
     from modelops.model.export import score_frame
-    from modelops.model.metrics import auc, ks_statistic
-    from modelops.integrations.registry import download_serving_model
 
     labels = holdout[schema.target].to_numpy().astype(int)
     figures: dict[str, dict[str, float]] = {}
@@ -127,10 +141,6 @@ def retrain_guard(
     was about a version that is no longer the champion (a check that read the old champion moments
     before a new one went live), and within ``cooldown_s`` of the last retrained version.
     """
-    import time
-
-    from modelops.integrations.registry import CHALLENGER, CHAMPION, client_for, get_alias_version
-
     challenger = get_alias_version(model_name, CHALLENGER, tracking_uri)
     champion = get_alias_version(model_name, CHAMPION, tracking_uri)
     if challenger and (champion is None or int(challenger) > int(champion)):
@@ -152,3 +162,58 @@ def retrain_guard(
                     f"(monitoring.retrain_cooldown_s = {cooldown_s:.0f})"
                 )
     return None
+
+
+def retraining_data(
+    config: ModelOpsConfig, model_name: str, reference_version: str
+) -> tuple[DatasetSchema, RetrainingSet]:
+    """The schema of ``reference_version`` and the retraining set built by the policy above."""
+    schema = version_schema(model_name, reference_version, config.mlflow_uri)
+    window = config.monitoring.window
+    recent = fetch_recent_labelled_records(
+        resolve_database_url(config),
+        model_name,
+        RECENT_WINDOWS * window.size if window.kind == "count" else RECENT_RECORDS_FOR_TIME_WINDOWS,
+        schema=config.database.schema_name,
+        label_column=schema.target,
+    )
+    lineage = resolve_version(client_for(config.mlflow_uri), model_name, reference_version).tags or {}
+    dataset = build_retraining_set(
+        recent,
+        reference_frame(lineage.get("data_source"), schema),
+        schema,
+        reference_share=REFERENCE_SHARE,
+        min_records=max(400, config.monitoring.min_sample),
+        seed=config.training.seed,
+    )
+    return schema, dataset
+
+
+def retrain_lineage(
+    dataset: RetrainingSet,
+    champion: str | None,
+    ks: float | None,
+    trigger_event_id: str | None,
+    triggered_version: str | None,
+) -> dict[str, Any]:
+    """The version tags that say why and from what a retrained version was made."""
+    return {
+        "trigger": "modelops.performance.degraded" if trigger_event_id else "manual",
+        "trigger_event_id": trigger_event_id or "",
+        "trigger_ks": "" if ks is None else f"{ks:.4f}",
+        "triggered_version": triggered_version or champion or "",
+        "retrained_from": champion or "",
+        "data_window": dataset.window,
+        "n_recent": dataset.n_recent,
+        "n_reference": dataset.n_reference,
+    }
+
+
+def holdout_tags(figures: dict[str, dict[str, float]]) -> dict[str, str]:
+    """``recent_holdout_<role>_<figure>`` version tags from :func:`compare_on_holdout`'s result."""
+    return {
+        f"recent_holdout_{role}_{key}": f"{value:.4f}"
+        for role, role_figures in figures.items()
+        for key, value in role_figures.items()
+        if key != "version"
+    }

@@ -10,8 +10,17 @@ import logging
 from datetime import UTC, datetime
 
 from modelops.config import ModelOpsConfig
-from modelops.targets import CONTAINER_TARGETS, Rollout, make_target
+from modelops.integrations.image import build_serving_image, push_image
+from modelops.integrations.registry import (
+    CHALLENGER,
+    CHAMPION,
+    delete_alias,
+    get_alias_version,
+    set_alias,
+    set_version_tags,
+)
 from modelops.pipeline.prebuild import PrebuiltModel
+from modelops.targets import CONTAINER_TARGETS, Rollout, make_target
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +30,6 @@ def build_and_push_image(config: ModelOpsConfig, model: PrebuiltModel, image_tag
     if config.serving.target not in CONTAINER_TARGETS:
         log.info("build: target %s serves the SavedModel directly, no image to build", config.serving.target)
         return None
-    from modelops.integrations.image import build_serving_image, push_image
-
     reference = build_serving_image(
         config, model.model_dir, model.version, image_tag, model_name=model.model_name
     )
@@ -36,15 +43,6 @@ def deploy(config: ModelOpsConfig, model: PrebuiltModel, image: str | None) -> R
 
 
 def promote_champion(config: ModelOpsConfig, rollout: Rollout, approved_by: str, image_tag: str) -> None:
-    from modelops.integrations.registry import (
-        CHALLENGER,
-        CHAMPION,
-        delete_alias,
-        get_alias_version,
-        set_alias,
-        set_version_tags,
-    )
-
     uri = config.mlflow_uri
     set_version_tags(
         rollout.model_name,
@@ -67,8 +65,6 @@ def promote_champion(config: ModelOpsConfig, rollout: Rollout, approved_by: str,
 
 def mark_rejected(config: ModelOpsConfig, model_name: str, version: str, reviewer: str, reason: str) -> None:
     """Tag the version rejected and free the ``challenger`` alias, so a later retrain may propose anew."""
-    from modelops.integrations.registry import CHALLENGER, delete_alias, get_alias_version, set_version_tags
-
     set_version_tags(
         model_name,
         version,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from modelops.data.schema import DatasetSchema
 
 _NUMERIC_DTYPES = {"DT_FLOAT", "DT_DOUBLE", "float32", "float64"}
@@ -94,8 +96,7 @@ def _compare_signature(report: SavedModelReport, schema: DatasetSchema, model_di
 
 
 def _score_in_this_process(model_dir: str, schema: DatasetSchema, records: list[dict[str, Any]]) -> dict:
-    import numpy as np
-    import tensorflow as tf
+    import tensorflow as tf  # loading a SavedModel is the one thing here that needs TensorFlow
 
     loaded = tf.saved_model.load(model_dir)
     if "serving_default" not in loaded.signatures:

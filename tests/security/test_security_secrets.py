@@ -166,7 +166,8 @@ def run_notifications(receiver: ThreadingHTTPServer, monkeypatch) -> dict:
     from prefect import flow
 
     from modelops.config import NotificationSettings, SecretRef, TeamsSettings
-    from modelops.integrations.notify import notify_task
+    from modelops.messages import Message
+    from tasks.notify import notify
 
     monkeypatch.setenv("SECTEST_TEAMS_BROKEN", webhook(receiver, "broken"))
     monkeypatch.setenv("SECTEST_TEAMS_GONE", webhook(receiver, port=free_port()))
@@ -180,10 +181,10 @@ def run_notifications(receiver: ThreadingHTTPServer, monkeypatch) -> dict:
     def notify_three_ways() -> dict:
         facts = {"model": f"sec-{MARK}", "version": "1"}
         return {
-            "sent": notify_task("approved", "approved", facts, settings(ENV["teams"]), email=False),
-            "refused": notify_task("deployed", "deployed", facts, settings("SECTEST_TEAMS_BROKEN")),
-            "unreachable": notify_task("deployed", "deployed", facts, settings("SECTEST_TEAMS_GONE")),
-            "unset": notify_task("deployed", "deployed", facts, settings("SECTEST_TEAMS_NEVER_SET")),
+            "sent": notify(Message("approved", "approved", facts), settings(ENV["teams"]), email=False),
+            "refused": notify(Message("deployed", "deployed", facts), settings("SECTEST_TEAMS_BROKEN")),
+            "unreachable": notify(Message("deployed", "deployed", facts), settings("SECTEST_TEAMS_GONE")),
+            "unset": notify(Message("deployed", "deployed", facts), settings("SECTEST_TEAMS_NEVER_SET")),
         }
 
     return notify_three_ways()

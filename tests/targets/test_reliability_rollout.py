@@ -1,10 +1,11 @@
 """Reliability of a rollout: a broken model fails its smoke test on the local target.
 
-The lifecycle's own ``deploy`` and ``promote-champion`` tasks run in the order ``deployment_stage``
-runs them, in a flow on a real Prefect server, against a real MLflow registry (sqlite) and real
-serving processes. Version 1 becomes the champion; version 2 answers scores above 1, so the
-target's smoke test refuses it. Expected: version 1 keeps serving (same process), the ``champion``
-alias does not move, ``modelops.deploy.failed`` is stored by Prefect, and people are notified.
+The lifecycle's own release step (build → ``deploy`` → ``promote-champion`` → announce) runs as
+``deployment_stage`` runs it after an approval, in a flow on a real Prefect server, against a real
+MLflow registry (sqlite) and real serving processes. Version 1 becomes the champion; version 2
+answers scores above 1, so the target's smoke test refuses it. Expected: version 1 keeps serving
+(same process), the ``champion`` alias does not move, ``modelops.deploy.failed`` is stored by
+Prefect, and people are notified.
 
 Prebuild would already refuse this particular model (it scores it in a fresh process); the test
 hands it to ``deploy`` directly because a model can pass prebuild and still fail in the server
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import pytest
 from support.network import free_port
-from support.stack import TeamsReceiver, model_events, wait_for, write_config
 from support.serving import build_saved_model, expected_score, sample_records
+from support.stack import TeamsReceiver, model_events, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 WEBHOOK_ENV = "MODELOPS_RELIABILITY_TEAMS_WEBHOOK"
@@ -50,11 +51,11 @@ def _register(tracking_uri: str, model_name: str, saved_model: Path) -> str:
 def _rollout_flow():
     from prefect import flow
 
-    from modelops.config import load_config
     from flows import lifecycle
     from modelops.approval import ApprovalDecision
-    from modelops.pipeline.prebuild import PrebuiltModel
+    from modelops.config import load_config
     from modelops.integrations.registry import download_serving_model
+    from modelops.pipeline.prebuild import PrebuiltModel
 
     @flow(name="reliability-rollout", flow_run_name="rollout-{model_name}-v{version}")
     def rollout_candidate(config_path: str, model_name: str, version: str) -> str:
@@ -70,9 +71,7 @@ def _rollout_flow():
         decision = ApprovalDecision(
             model_name, version, True, "approved", reviewer="alice", image_tag=f"v{version}"
         )
-        rollout = lifecycle.deploy(config, model, None, switches)
-        lifecycle.promote_champion(config, rollout, decision, switches)
-        return rollout.version
+        return lifecycle.release(config, model, decision, switches).version
 
     return rollout_candidate
 
@@ -84,9 +83,15 @@ def test_broken_model_keeps_the_champion_serving_and_the_alias_in_place(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from modelops.config import load_config
+    from modelops.integrations.registry import (
+        CHALLENGER,
+        CHAMPION,
+        get_alias_version,
+        resolve_version,
+        set_alias,
+    )
     from modelops.serving import rest_client
     from modelops.targets.local import LocalTarget
-    from modelops.integrations.registry import CHALLENGER, CHAMPION, get_alias_version, resolve_version, set_alias
 
     model_name = f"rollout-{uuid.uuid4().hex[:8]}"
     receiver = TeamsReceiver()

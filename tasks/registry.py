@@ -1,0 +1,80 @@
+"""MLflow's Model Registry: register, resolve versions and aliases, prebuild, promote, tag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger
+
+from modelops.config import ModelOpsConfig
+from modelops.integrations.registry import (
+    CHAMPION,
+    RegisteredVersion,
+    client_for,
+    get_alias_version,
+    resolve_version,
+)
+from modelops.integrations.registry import set_version_tags as set_tags
+from modelops.model.evaluation import Evaluation
+from modelops.pipeline import prebuild as prebuild_steps
+from modelops.pipeline import rollout
+from modelops.pipeline.retraining import retrain_guard
+from modelops.pipeline.training import register_fitted_model
+from modelops.targets import Rollout
+from tasks.base import task
+
+
+@task("log-and-register")
+def register(fitted: Any, evaluation: Evaluation, **run: Any) -> RegisteredVersion:
+    """One MLflow run and a new version of ``run["model_name"]`` with the alias ``challenger``."""
+    registered = register_fitted_model(fitted, evaluation, **run)
+    get_run_logger().info(
+        "registered %s version %s (alias challenger), run %s",
+        run["model_name"],
+        registered.version,
+        registered.run_id,
+    )
+    return registered
+
+
+@task("resolve-candidate", retries=2, retry_delay_seconds=3)
+def resolve_candidate(config: ModelOpsConfig, model_name: str, candidate_version: str) -> str:
+    """The version number behind a number or an alias (``challenger``)."""
+    return str(resolve_version(client_for(config.mlflow_uri), model_name, candidate_version).version)
+
+
+@task("read-champion-alias")
+def current_champion(model_name: str, tracking_uri: str) -> str | None:
+    """The version the ``champion`` alias points to, or None."""
+    return get_alias_version(model_name, CHAMPION, tracking_uri)
+
+
+@task("retrain-guard")
+def why_not_retrain(
+    model_name: str, tracking_uri: str, triggered_version: str | None, cooldown_s: float
+) -> str | None:
+    """Why a retrain should not start now (a challenger awaits review, …), or None."""
+    return retrain_guard(model_name, tracking_uri, triggered_version, cooldown_s)
+
+
+@task("prebuild", retries=1, retry_delay_seconds=5)
+def prebuild(config: ModelOpsConfig, model_name: str, version: str) -> prebuild_steps.PrebuiltModel:
+    """Download the version's SavedModel and prove it serves (signature, smoke scores)."""
+    return prebuild_steps.prebuild(config, model_name, version)
+
+
+@task("promote-champion", retries=2, retry_delay_seconds=3)
+def promote_champion(config: ModelOpsConfig, deployed: Rollout, reviewer: str, image_tag: str) -> None:
+    """Move ``champion`` to the healthy rollout's version; record who approved it and where it runs."""
+    rollout.promote_champion(config, deployed, reviewer, image_tag)
+
+
+@task("mark-rejected")
+def mark_rejected(config: ModelOpsConfig, model_name: str, version: str, reviewer: str, reason: str) -> None:
+    """Tag the version rejected and free the ``challenger`` alias."""
+    rollout.mark_rejected(config, model_name, version, reviewer, reason)
+
+
+@task("tag-version")
+def tag_version(model_name: str, version: str, tags: dict[str, Any], tracking_uri: str) -> None:
+    set_tags(model_name, version, tags, tracking_uri)
