@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import get_run_logger
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from modelops.deployments import LIFECYCLE
@@ -12,7 +13,7 @@ from tasks.base import task
 @task("start-lifecycle")
 def start_lifecycle(model_name: str, version: str, config_name: str | None, switches: dict[str, bool]) -> str:
     """The id of a new ``lifecycle`` run for ``version``: it waits for a reviewer (not a subflow)."""
-    run = run_deployment(
+    run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call: a FlowRun, not a coroutine
         LIFECYCLE,
         parameters={
             "model_name": model_name,

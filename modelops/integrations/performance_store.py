@@ -316,7 +316,9 @@ def record_approval(
     schema: str = DEFAULT_SCHEMA,
 ) -> int:
     """Write the approvals audit row for an :class:`~flows.approval.ApprovalDecision`."""
-    evidence_json = asdict(evidence) if is_dataclass(evidence) else (evidence or {})
+    evidence_json = (
+        asdict(evidence) if is_dataclass(evidence) and not isinstance(evidence, type) else (evidence or {})
+    )
     schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
     apply_migrations(dsn, schema)  # a database nobody prepared (no `modelops up`): the audit still lands
     connection = connect(dsn)

@@ -186,9 +186,11 @@ def _quiet(logger_name: str) -> Iterator[None]:
 def mlflow_signature(schema: DatasetSchema):
     """The serving signature in MLflow's terms (the tensorflow flavour needs tensor specs)."""
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ColSpec, Schema, TensorSpec
 
-    inputs = [TensorSpec(np.dtype(np.float32), (-1,), name) for name in schema.numeric]
+    inputs: list[ColSpec | TensorSpec] = [
+        TensorSpec(np.dtype(np.float32), (-1,), name) for name in schema.numeric
+    ]
     inputs += [TensorSpec(np.dtype(object), (-1,), name) for name in schema.categorical]
     return ModelSignature(
         inputs=Schema(inputs), outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "score")])

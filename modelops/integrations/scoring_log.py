@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelops.config import WindowSettings
-from modelops.scoring.records import COPY_COLUMNS
 from modelops.integrations.database import DEFAULT_SCHEMA, connect, validate_identifier
+from modelops.scoring.records import COPY_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -134,10 +134,10 @@ class Preprocessor(tf.Module):
             columns.append(z[:, None])
             if spec.has_missing:
                 columns.append(tf.cast(missing, tf.float32)[:, None])
-        for spec in self.spec.categorical:
-            raw = tf.strings.strip(tf.reshape(features[spec.name], [-1]))
-            index = self._tables[spec.name].lookup(raw)
-            columns.append(tf.one_hot(index, depth=len(spec.vocabulary), dtype=tf.float32))
+        for category in self.spec.categorical:
+            raw = tf.strings.strip(tf.reshape(features[category.name], [-1]))
+            index = self._tables[category.name].lookup(raw)
+            columns.append(tf.one_hot(index, depth=len(category.vocabulary), dtype=tf.float32))
         return tf.concat(columns, axis=1)
 
 

@@ -89,7 +89,8 @@ def collect_evidence(
     if database_url:
         versions = [candidate.version] + ([champion.version] if champion else [])
         try:
-            figures, window = _window_figures(config, database_url, model_name, versions)
+            figures, described = _window_figures(config, database_url, model_name, versions)
+            window = described or window
         except Exception as exc:  # noqa: BLE001 - evidence is best effort; the reviewer is told why
             log.warning("could not score the recent window: %s", exc)
             window = f"recent window unavailable ({type(exc).__name__}: {exc})"

@@ -85,7 +85,7 @@ def input_example(fitted: FittedModel) -> dict[str, Any]:
     for spec in fitted.spec.numeric:
         typical = math.expm1(spec.mean) if spec.log else spec.mean
         example[spec.name] = np.array([round(typical, 4), np.nan], dtype=np.float32)
-    for spec in fitted.spec.categorical:
-        known = [v for v in spec.vocabulary if v]
-        example[spec.name] = np.array([known[0] if known else "", ""], dtype=object)
+    for category in fitted.spec.categorical:
+        known = [v for v in category.vocabulary if v]
+        example[category.name] = np.array([known[0] if known else "", ""], dtype=object)
     return example

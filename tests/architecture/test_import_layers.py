@@ -148,7 +148,9 @@ def test_no_import_inside_functions_but_heavy_optional_ones() -> None:
         for name, node, in_function in _imports(module, tree)
         if in_function and not _is_heavy(name, heavy)
     ]
-    assert not lazy, "imports inside function bodies (hoist them, or justify a heavy one):\n" + "\n".join(lazy)
+    assert not lazy, "imports inside function bodies (hoist them, or justify a heavy one):\n" + "\n".join(
+        lazy
+    )
 
 
 @pytest.mark.parametrize("decorator, home", [("flow", "flows"), ("task", "tasks")])

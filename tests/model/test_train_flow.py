@@ -120,8 +120,8 @@ def test_download_serving_model_gives_tf_serving_layout_that_scores(trained, env
 
 
 def test_train_from_csv_with_schema(prefect_harness, env_config, tmp_path):
-    from modelops.data.generator import generate_training
     from flows.train import train
+    from modelops.data.generator import generate_training
 
     generate_training(rows=2500, seed=7).to_csv(tmp_path / "loans.csv", sep=";", index=False)
     (tmp_path / "schema.yaml").write_text(
