@@ -10,7 +10,6 @@ import psycopg2
 import pytest
 
 from modelops.config import WindowSettings
-from modelops.scoring.records import copy_row, encode_record
 from modelops.integrations.database import apply_migrations, redact, resolve_database_url, validate_identifier
 from modelops.integrations.scoring_log import (
     count_records,
@@ -19,6 +18,7 @@ from modelops.integrations.scoring_log import (
     insert_copy_rows,
     load_labels,
 )
+from modelops.scoring.records import copy_row, encode_record
 
 
 def test_migrations_are_idempotent_and_recorded(postgres_url):

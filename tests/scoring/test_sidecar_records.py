@@ -10,9 +10,9 @@ import psycopg2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelops.scoring.records import copy_row, encode_record
 from modelops.integrations.database import apply_migrations
 from modelops.integrations.scoring_log import insert_copy_rows
+from modelops.scoring.records import copy_row, encode_record
 
 # PostgreSQL text and jsonb cannot hold NUL; everything else must round-trip.
 TEXT = st.text(

@@ -16,9 +16,9 @@ from collections import Counter
 
 import httpx
 import pytest
-from support.network import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.network import free_port
 from support.serving import (
     CATEGORICAL,
     NUMERIC,

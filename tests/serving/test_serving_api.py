@@ -7,9 +7,9 @@ import math
 
 import httpx
 import pytest
-from support.network import free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.network import free_port
 from support.serving import (
     CATEGORICAL,
     NUMERIC,

@@ -70,8 +70,8 @@ def quick_client_retries(monkeypatch):
 
 
 def _register(fitted, uri: str, model_name: str):
-    from modelops.model.export import serving_module
     from modelops.integrations.registry import log_and_register
+    from modelops.model.export import serving_module
 
     model, evaluation = fitted
     return log_and_register(
