@@ -17,38 +17,6 @@ import pytest
 
 from modelops.config import CONFIG_DIR, ConfigError, ModelOpsConfig, SecretRef, load_config, resolve_secret
 
-
-def _message(environ: dict[str, str]) -> str:
-    try:
-        load_config("local", environ=environ)
-    except ConfigError as exc:
-        return str(exc)
-    return ""
-
-
-# Known message bugs in modelops/config.py (fix proposed in the security/bad-input report). Each
-# xfail below is conditional on its bug being present, so the tests turn green by themselves once
-# config.py is fixed, and fail loudly if the bug comes back.
-ALLOWED_KEYS_BUG = "allowed keys here: env" not in _message({"MODELOPS_DATABASE__PASSWORD__VAR": "X"})
-WRONG_VARIABLE_BUG = "(in MODELOPS_NOPE__X)" not in _message({"MODELOPS_NOPE__X": "1"})
-SECRET_ECHO_BUG = "probe-value-1234" in _message({"MODELOPS_SERVING__REGISTRY_TOKEN": "probe-value-1234"})
-ALLOWED_KEYS_XFAIL = pytest.mark.xfail(
-    ALLOWED_KEYS_BUG,
-    strict=True,
-    reason="config._allowed_keys does not unwrap Optional[...] sections (SecretRef | None): "
-    "'allowed keys here:' is empty for a SecretRef",
-)
-WRONG_VARIABLE_XFAIL = pytest.mark.xfail(
-    WRONG_VARIABLE_BUG,
-    strict=True,
-    reason="config._override_name names MODELOPS_NOPE, not the variable that was set (MODELOPS_NOPE__X)",
-)
-SECRET_ECHO_XFAIL = pytest.mark.xfail(
-    SECRET_ECHO_BUG,
-    strict=True,
-    reason="config._explain echoes the input of a SecretRef field (a secret where a reference belongs)",
-)
-
 FILE_CASES = [
     # (id, YAML text, dotted key, fragments that must all be in the message)
     (
@@ -124,16 +92,14 @@ FILE_CASES = [
         "notifications.teams.webhook",
         ["exactly one of 'env'"],
     ),
-    pytest.param(
+    (  # the allowed keys of an optional section (SecretRef | None) are listed too
         "secret ref unknown key",
         "serving:\n  registry_token: {variable: TOKEN}\n",
         "serving.registry_token.variable",
         ["unknown key", "env, prefect_secret"],
-        marks=ALLOWED_KEYS_XFAIL,
-        id="secret ref unknown key",
     ),
 ]
-FILE_CASES = [c if hasattr(c, "marks") else pytest.param(*c, id=c[0]) for c in FILE_CASES]
+FILE_CASES = [pytest.param(*case, id=case[0]) for case in FILE_CASES]
 
 
 def write(tmp_path: Path, text: str, name: str = "bad.yaml") -> Path:
@@ -226,20 +192,10 @@ OVERRIDE_CASES = [
     ("MODELOPS_MONITORING__WINDOW__KIND", "rows", "monitoring.window.kind", "'count' or 'time'"),
     ("MODELOPS_DATABASE__SCHEMA", "public; DROP SCHEMA modelops", "database.schema", "[a-z_][a-z0-9_]{0,62}"),
     ("MODELOPS_MODEL__COLOUR", "red", "model.colour", "unknown key; allowed keys here: name"),
-    pytest.param(
-        "MODELOPS_NOPE__X",
-        "1",
-        "nope",
-        "unknown key",
-        marks=WRONG_VARIABLE_XFAIL,
-    ),
-    pytest.param(
-        "MODELOPS_DATABASE__PASSWORD__VAR",
-        "X",
-        "database.password.var",
-        "env, prefect_secret",
-        marks=ALLOWED_KEYS_XFAIL,
-    ),
+    # an unknown section set by X__Y: the message names the variable that was set, not its prefix
+    ("MODELOPS_NOPE__X", "1", "nope", "unknown key"),
+    # the allowed keys of an optional section (SecretRef | None) are listed too
+    ("MODELOPS_DATABASE__PASSWORD__VAR", "X", "database.password.var", "env, prefect_secret"),
 ]
 
 
@@ -294,7 +250,6 @@ def test_shipped_configs_are_valid_and_hold_only_secret_references(environment):
 SECRET_LOOKALIKE = "hunter2-Sup3rS3cret-value"
 
 
-@SECRET_ECHO_XFAIL
 @pytest.mark.parametrize(
     "where",
     [
