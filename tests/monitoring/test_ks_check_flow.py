@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
+from support.approval import read_input
 from support.scoring_log import insert_scores, labelled_sample
 
 from modelops.config import ModelOpsConfig
@@ -35,7 +36,7 @@ def _api() -> str:
     return PREFECT_API_URL.value()
 
 
-def model_events(model: str, expect: int = 1, timeout: float = 20.0) -> list[dict[str, Any]]:
+def model_events(model: str, expect: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:
     """Events about ``modelops.model.<model>`` as stored by the server (they arrive asynchronously)."""
     body = {"filter": {"resource": {"id": [f"modelops.model.{model}"]}}, "limit": 50}
     deadline = time.monotonic() + timeout
@@ -167,8 +168,9 @@ def _answer_reviews(model: str, answers: list[dict[str, Any]], out: dict[str, An
     from prefect.flow_runs import resume_flow_run
 
     answered: set[str] = set()
+    deadline = time.monotonic() + 240
     with get_client(sync_client=True) as client:
-        for _ in range(300):
+        while time.monotonic() < deadline:
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
                     tags=FlowRunFilterTags(all_=["monitoring-review", f"model:{model}"])
@@ -180,7 +182,7 @@ def _answer_reviews(model: str, answers: list[dict[str, Any]], out: dict[str, An
                     and str(run.id) not in answered
                     and run.state.state_details.run_input_keyset
                 ):
-                    time.sleep(0.3)  # let the flow store the form schema first
+                    read_input(run.id, run.state.state_details.run_input_keyset["schema"])  # stored first
                     resume_flow_run(run.id, run_input=answers[len(answered)])
                     answered.add(str(run.id))
             if len(answered) == len(answers):

@@ -6,7 +6,8 @@ Two mechanisms, both tested for real:
   ``CANCEL_NEW``) and its event trigger. A stand-in flow (it only holds the slot for a while and
   leaves a marker, so the test is quick) is deployed with exactly that limit and trigger to a
   process work pool served by a real ``prefect worker``; five events are emitted at once. Five
-  runs are created; one does the work, the other four are cancelled by the server.
+  runs are created; one does the work, the other four are cancelled by the server. The stand-in
+  holds the slot until the test releases it, so the outcome does not depend on timing.
 * **Guard:** once a retrain has registered a challenger, later triggers find it awaiting review
   and skip (``modelops.pipeline.retraining.retrain_guard``, called first by the real ``retrain`` flow),
   tested against a real MLflow registry with aliases.
@@ -26,7 +27,7 @@ import pytest
 import yaml
 from support.stack import BIN, PROJECT_ROOT, wait_for, write_config
 
-HOLD_S = 20  # how long the stand-in keeps the slot: longer than the five events take to arrive
+HOLD_S = 300  # the stand-in keeps the slot until released (this is only the bound if never released)
 EVENTS = 5
 
 
@@ -41,7 +42,7 @@ def _stand_in_source(folder: Path, work: Path) -> Path:
     path.write_text(
         textwrap.dedent(
             f'''
-            """Stand-in for flows.retrain:retrain (same parameters): holds the slot."""
+            """Stand-in for flows.retrain:retrain (same parameters): holds the slot until released."""
             import json
             import time
             from pathlib import Path
@@ -58,7 +59,9 @@ def _stand_in_source(folder: Path, work: Path) -> Path:
                           "ks_type": type(ks).__name__, "event": trigger_event_id,
                           "version": triggered_version}}
                 (WORK / f"{{flow_run.id}}.json").write_text(json.dumps(marker))
-                time.sleep({HOLD_S})
+                deadline = time.monotonic() + {HOLD_S}
+                while not (WORK / "release").exists() and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 return marker
             '''
         )
@@ -133,6 +136,14 @@ def test_five_degraded_events_start_one_retrain(prefect_harness, tmp_path):
         created = wait_for(all_created, 60, f"{EVENTS} runs created")
         assert {r.parameters["triggered_version"] for r in created} == {"1"}
         assert len({r.parameters["trigger_event_id"] for r in created}) == EVENTS, "one run per event"
+
+        def others_decided():  # one run holds the slot (running); none is waiting for it any more
+            found = runs()
+            decided = all(r.state and (r.state.is_final() or r.state.is_running()) for r in found)
+            return found if decided and any(r.state.is_running() for r in found) else None
+
+        wait_for(others_decided, 180, f"one run running, the others final (worker log: {worker_log})", 1.0)
+        (work / "release").touch()
 
         def settled():
             found = runs()

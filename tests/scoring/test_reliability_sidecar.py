@@ -134,8 +134,10 @@ def test_postgresql_down_30s_during_traffic_loses_nothing_and_catches_up(tmp_pat
             down_at = time.monotonic()
             time.sleep(OUTAGE_S)
             assert sidecar.poll() is None, "the sidecar keeps running through the outage"
-            assert client.is_alive(), "traffic is still running when the database returns"
             spooled_during = _spooled_lines(spool)
+            # the premise, whatever the machine's speed: a backlog built up while the database was down
+            # (whether the paced ~42 s replay still runs at this point depends on timing: not asserted)
+            assert spooled_during > shipped_before_outage, "no backlog built up during the outage"
             cluster.start()
             back_at = time.monotonic()
             caught_up_backlog = wait_for(

@@ -242,7 +242,8 @@ def prefect_surfaces(leaks: Leaks, since: datetime) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     with get_client(sync_client=True) as client:
         logs = []
-        for _ in range(80):  # logs arrive in batches: wait until the flows' last lines are in
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # logs arrive in batches: wait until the flows' last lines are in
             logs = []
             offset = 0
             while True:
@@ -285,7 +286,8 @@ def read_events(api: str, since: datetime) -> list[dict[str, Any]]:
     """Every event since ``since`` (pages of 50), once the flows' last modelops event is stored."""
     body = {"filter": {"occurred": {"since": since.isoformat()}}, "limit": 50}
     events: list[dict[str, Any]] = []
-    for _ in range(60):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
         answer = httpx.post(f"{api}/events/filter", json=body, timeout=30).json()
         events = list(answer["events"])
         while answer.get("next_page"):

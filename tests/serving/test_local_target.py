@@ -9,6 +9,7 @@ import httpx
 import pytest
 from support.network import free_port
 from support.serving import build_saved_model, expected_score, sample_records
+from support.stack import wait_for
 
 from modelops.config import load_config
 from modelops.serving import rest_client
@@ -73,8 +74,10 @@ def test_deploy_swap_failed_deploys_and_stop(target, models):
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
+        wait_for(lambda: outcomes, 60, "traffic flowing before the rollout")
         second = target.deploy(MODEL, "2", models["v2"])
-        time.sleep(0.3)
+        after_deploy = len(outcomes)
+        wait_for(lambda: len(outcomes) >= after_deploy + 10, 60, "traffic answered after the rollout")
     finally:
         running = False
         worker.join()
@@ -84,9 +87,7 @@ def test_deploy_swap_failed_deploys_and_stop(target, models):
     ]
     assert scores(second.url) == pytest.approx([expected_score(r, 0.5) for r in RECORDS], abs=1e-5)
     failures = [o for o in outcomes if o != "ok"]
-    assert len(outcomes) > 20 and len(failures) <= 1, (
-        failures
-    )  # at most a connection caught in the old backlog
+    assert len(failures) <= 1, failures  # at most a connection caught in the old backlog
     old_pid = first.details["pid"]
     with pytest.raises(ProcessLookupError):
         import os

@@ -18,8 +18,8 @@ import time
 import orjson
 import pytest
 from support.network import free_port
-from support.stack import serving_health, wait_for
 from support.serving import build_saved_model, sample_records
+from support.stack import serving_health, wait_for
 
 from modelops.config import load_config
 from modelops.scoring.spool import ERRORS_DIR
@@ -56,7 +56,8 @@ def test_serving_killed_during_traffic_is_noticed_counted_and_restored(target, t
     assert serving_health(target, MODEL)[0]
 
     spool = tmp_path / "spool"
-    records = records_from_frame(generate_period(1, rows=3000, seed=3), HMEQ_SCHEMA, period=1)
+    # paced at 100/s: ~60 s of traffic, so that it outlasts the kill and a redeploy on a loaded machine
+    records = records_from_frame(generate_period(1, rows=6000, seed=3), HMEQ_SCHEMA, period=1)
     settings = TrafficSettings(
         url=first.url, model_name=MODEL, spool_dir=spool, rate=100, concurrency=2, timeout_s=2,
         version_refresh_s=1, spool_max_age_s=1,
@@ -76,7 +77,7 @@ def test_serving_killed_during_traffic_is_noticed_counted_and_restored(target, t
 
     os.kill(first.details["pid"], signal.SIGKILL)
     killed_at = time.monotonic()
-    why = wait_for(lambda: _unhealthy(target), 10, "the health check reports the target unhealthy")
+    why = wait_for(lambda: _unhealthy(target), 60, "the health check reports the target unhealthy")
     detected_s = time.monotonic() - killed_at
     assert "no live serving process" in why or "status endpoint failed" in why, why
     with pytest.raises(rest_client.ServingClientError):
@@ -91,7 +92,7 @@ def test_serving_killed_during_traffic_is_noticed_counted_and_restored(target, t
     restored_wall = time.time()
     assert client.is_alive(), "traffic still runs after the restart (make the replay longer)"
 
-    client.join(120)
+    client.join(240)
     assert not client.is_alive(), "the client finished its replay"
     assert "error" not in outcome, f"the client crashed: {outcome.get('error')!r}"
     summary = outcome["summary"]

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
-def _assert_gone(pids: list[int], timeout_s: float = 15) -> None:
+def _assert_gone(pids: list[int], timeout_s: float = 60) -> None:
     """Gone or a zombie awaiting its reaper (init) — either way no longer running."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -237,7 +237,7 @@ def test_port_taken_is_named_and_nothing_starts(tmp_path):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", int(env["MODELOPS_STACK__MLFLOW_PORT"])))
         squatter.listen()
-        result = run_modelops(env, "up", timeout=60)
+        result = run_modelops(env, "up", timeout=180)
     assert result.returncode == 2
     port = env["MODELOPS_STACK__MLFLOW_PORT"]
     assert f"mlflow: port {port} on 127.0.0.1 is already in use" in result.stderr
@@ -257,8 +257,7 @@ def test_component_dying_during_startup_is_named_with_its_log(tmp_path, postgres
     assert "prefect-server: the process" in result.stderr and "exited during startup" in result.stderr
     assert "prefect-server.log" in result.stderr and "unable to open database file" in result.stderr
     assert "stopping what this call started: prefect-server, mlflow" in result.stdout
-    time.sleep(1)
-    assert _processes_under(home) == []
+    _assert_gone(_processes_under(home))
     assert not (home / "stack.json").exists()
 
 
@@ -294,7 +293,7 @@ def test_unreachable_configured_database_fails_before_starting_anything(tmp_path
         PROJECT_ROOT / "prefect.yaml",
         MODELOPS_DATABASE_URL=f"postgresql://nobody:secret@127.0.0.1:{free_port()}/none",
     )
-    result = run_modelops(env, "up", timeout=60)
+    result = run_modelops(env, "up", timeout=180)
     assert result.returncode == 2
     assert "postgres: the configured database" in result.stderr and "not reachable" in result.stderr
     assert "secret" not in result.stderr
