@@ -1,13 +1,19 @@
-"""The README's `modelops …` command lines must parse: documented sub-commands and flags exist.
+"""The README's `modelops …` commands: every documented line parses, and the cheap ones run for real.
 
-Running them is the job of other tests (the e2e loop runs `modelops demo`, CI runs `make test`);
-this keeps the documentation from drifting away from the command line.
+Run for real, with the installed console script from a directory outside the checkout (it must work
+from anywhere): ``modelops --help`` and every sub-command's ``--help``, ``modelops generate`` as the
+README shows it, and the README's example of a wrong ``MODELOPS_*`` override with its message. The
+expensive commands run in their own tests (the e2e loop runs ``modelops demo``, CI runs ``make test``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,7 +21,9 @@ import pytest
 from modelops.cli import build_parser
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+MODELOPS = str(Path(sys.executable).parent / "modelops")
 _ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
+TIMEOUT_S = 300  # a generous bound for one command on a loaded machine; only reached when it hangs
 
 
 def readme_command_lines() -> list[str]:
@@ -48,3 +56,82 @@ def test_documented_command_parses(line: str):
     except SystemExit as exc:
         pytest.fail(f"README command does not parse ({exc.code}): {line}")
     assert args.command in line
+
+
+# ---------------------------------------------------------------- run for real
+
+
+def modelops(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script, in ``cwd``, without the developer's own MODELOPS_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    return subprocess.run(
+        [MODELOPS, *args], cwd=cwd, env={**clean, **env}, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+
+
+def subcommands(help_text: str) -> list[str]:
+    """The sub-commands ``modelops --help`` lists (one per line, indented under ``COMMAND``)."""
+    return re.findall(r"^    ([a-z][a-z-]*)(?:\s|$)", help_text, flags=re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory) -> Path:
+    """A working directory outside the checkout: the script must not depend on where it runs."""
+    return tmp_path_factory.mktemp("anywhere")
+
+
+def test_help_lists_every_command_and_each_command_has_help(elsewhere):
+    main = modelops("--help", cwd=elsewhere)
+    assert main.returncode == 0, main.stderr
+    assert main.stdout.startswith("usage: modelops")
+    commands = subcommands(main.stdout)
+    documented = {line.split()[1] for line in readme_command_lines() if len(line.split()) > 1}
+    assert documented <= set(commands), f"README commands missing from --help: {documented - set(commands)}"
+    with ThreadPoolExecutor(max_workers=4) as pool:  # each is a fresh interpreter: run a few at once
+        results = dict(
+            zip(commands, pool.map(lambda c: modelops(c, "--help", cwd=elsewhere), commands), strict=True)
+        )
+    for command, result in results.items():
+        assert result.returncode == 0, f"modelops {command} --help: {result.stderr}"
+        assert result.stdout.startswith(f"usage: modelops {command}"), result.stdout[:200]
+        assert "Traceback" not in result.stderr
+
+
+def readme_generate_command(out: Path) -> list[str]:
+    """The README's ``modelops generate --out DIR [--rows 20000] …`` with DIR and its defaults filled in."""
+    (line,) = re.findall(r"^`(modelops generate [^`]+)`", README.read_text(), flags=re.MULTILINE)
+    words = shlex.split(line.replace("[", "").replace("]", "").replace("DIR", str(out)))
+    assert words[:2] == ["modelops", "generate"], line
+    return words[2:]
+
+
+def test_generate_as_the_readme_shows_it(elsewhere):
+    out = elsewhere / "data"
+    args = readme_generate_command(out)
+    result = modelops("generate", *args, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    periods = int(args[args.index("--periods") + 1])
+    expected = {"train.csv", "schema.yaml", *(f"period_{i}.csv" for i in range(1, periods + 1))}
+    assert {p.name for p in out.iterdir()} == expected
+    rows = int(args[args.index("--rows") + 1])
+    assert len((out / "train.csv").read_text().splitlines()) == rows + 1  # with its header
+    assert "target: BAD" in (out / "schema.yaml").read_text()
+
+
+def readme_override_error() -> tuple[str, str, str]:
+    """The README's example of a wrong override: (variable, value, the message line it shows)."""
+    text = README.read_text()
+    match = re.search(r"^  (\S+ \(in (MODELOPS_[A-Z_]+)\): .*; got '([^']*)')$", text, flags=re.MULTILINE)
+    assert match, "the README's example of a wrong MODELOPS_* override is gone"
+    line, variable, value = match.groups()
+    return variable, value, line
+
+
+def test_a_wrong_override_is_one_clear_error_naming_the_variable(elsewhere):
+    variable, value, line = readme_override_error()
+    result = modelops("status", cwd=elsewhere, **{variable: value})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    first, *details = result.stderr.strip().splitlines()
+    assert first.startswith("modelops status: error: ") and first.endswith("invalid configuration"), first
+    assert details == [f"  {line}"], "exactly the README's line: the key, the variable, what is allowed"
