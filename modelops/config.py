@@ -6,7 +6,7 @@ One YAML file per environment under ``infra/config/`` (``local.yaml``, ``docker.
 ``MODELOPS_DATABASE_URL`` and ``MODELOPS_CONFIG`` are accepted as short forms.
 
 Secrets never appear as values: a :class:`SecretRef` names an environment variable or a Prefect
-Secret block, and :func:`resolve_secret` reads it at the moment it is needed.
+Secret block, and :func:`modelops.secrets.resolve_secret` reads it at the moment it is needed.
 """
 
 from __future__ import annotations
@@ -345,29 +345,3 @@ def _override_name(location: tuple[Any, ...], environ: Any) -> str:
     if name in environ:
         return name
     return ", ".join(sorted(v for v in environ if v.startswith(name + "__"))) or name
-
-
-def resolve_secret(ref: SecretRef | None, *, required: bool = True) -> str | None:
-    """Read a secret at the moment of use. Never log the returned value."""
-    if ref is None:
-        if required:
-            raise ConfigError("a secret is required here but the config gives no reference")
-        return None
-    if ref.env:
-        value = os.environ.get(ref.env)
-        if value:
-            return value
-        if required:
-            raise ConfigError(f"secret missing: set the environment variable {ref.env}")
-        return None
-    from prefect.blocks.system import Secret
-
-    try:
-        return Secret.load(ref.prefect_secret).get()
-    except ValueError as exc:
-        if required:
-            raise ConfigError(
-                f"secret missing: create the Prefect Secret block '{ref.prefect_secret}' "
-                f"(prefect block create secret) ({exc})"
-            ) from None
-        return None

@@ -1,146 +1,69 @@
-"""The scoring-log database: where its DSN comes from, connecting, and applying the versioned SQL.
+"""The scoring-log database: where its DSN comes from, with its password read from a secret.
 
-Migrations are the files ``infra/sql/NNN_*.sql`` applied in name order, each once, recorded in
-``{schema}.schema_migrations``. ``{schema}`` in a file is replaced by the validated identifier from
-``config.database.schema_name``; everything else that varies travels as bound parameters.
+:func:`resolve_database_url` looks in order at ``--database-url``, ``MODELOPS_DATABASE_URL``,
+``config.database.url`` and the embedded stack's state file. Connecting and the versioned SQL are
+:mod:`modelops.integrations.postgres` (re-exported here, so one import serves a caller of both).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
-import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from modelops.config import PROJECT_ROOT
+from psycopg2.extensions import make_dsn
 
-if TYPE_CHECKING:
-    from modelops.config import ModelOpsConfig
+from modelops.config import ModelOpsConfig, load_config
+from modelops.integrations.postgres import (
+    DEFAULT_SCHEMA,
+    SQL_DIR,
+    apply_migrations,
+    connect,
+    migration_files,
+    redact,
+    validate_identifier,
+)
+from modelops.secrets import resolve_secret
+from modelops.stack import StackNotRunning, endpoints
 
-log = logging.getLogger(__name__)
-
-SQL_DIR = Path(os.environ.get("MODELOPS_SQL_DIR", PROJECT_ROOT / "infra" / "sql"))
-DEFAULT_SCHEMA = "modelops"
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_MIGRATION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-# Any constant works; it only has to be the same for every process applying migrations.
-_MIGRATION_LOCK = 0x6D6F_6465_6C6F_7073 & 0x7FFF_FFFF_FFFF_FFFF
+NO_DATABASE = "no database: run `modelops up` or set MODELOPS_DATABASE_URL"
 
 
 class DatabaseUnavailable(RuntimeError):
     """No scoring-log database could be found or reached; the message says how to get one."""
 
 
-def validate_identifier(name: str, what: str = "schema") -> str:
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
-        raise ValueError(f"{what} name {name!r} is not a safe SQL identifier: use [a-z_][a-z0-9_]{{0,62}}")
-    return name
-
-
-def redact(dsn: str) -> str:
-    """The DSN with any password replaced by ***, for logs and error messages."""
-    dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
-
-
-def connect(dsn: str, *, connect_timeout: float = 5, application_name: str = "modelops") -> Any:
-    """A psycopg2 connection (autocommit off). Raises psycopg2.OperationalError when unreachable."""
-    import psycopg2
-
-    return psycopg2.connect(
-        dsn, connect_timeout=max(1, int(connect_timeout)), application_name=application_name
-    )
-
-
 def resolve_database_url(config: ModelOpsConfig | None = None, explicit: str | None = None) -> str:
     """``--database-url``, then ``MODELOPS_DATABASE_URL``, then ``config.database.url``, then the stack."""
-    if explicit:
-        return _with_password(explicit, config)
     env = os.environ.get("MODELOPS_DATABASE_URL")
-    if env:
-        return _with_password(env, config)
-    if config is None:
-        from modelops.config import load_config
-
-        config = load_config()
+    if explicit or env:
+        return _with_password(explicit or env or "", config)
+    config = config or load_config()
     if config.database.url:
         return _with_password(config.database.url, config)
     try:
-        from modelops.stack import endpoints  # type: ignore[attr-defined]
-
         url = endpoints(config).database_url
-    except Exception as exc:  # the stack may be absent, not running, or not built yet
-        detail = str(exc)
-        if not detail.startswith("no database"):
-            detail = "no database: run `modelops up` or set MODELOPS_DATABASE_URL"
-            detail += f" ({type(exc).__name__}: {exc})"
-        raise DatabaseUnavailable(detail) from None
+    except StackNotRunning as exc:
+        raise DatabaseUnavailable(str(exc)) from None
+    except (OSError, ValueError) as exc:  # an unreadable state file
+        raise DatabaseUnavailable(f"{NO_DATABASE} ({type(exc).__name__}: {exc})") from None
     if not url:
-        raise DatabaseUnavailable("no database: run `modelops up` or set MODELOPS_DATABASE_URL")
+        raise DatabaseUnavailable(NO_DATABASE)
     return _with_password(url, config)
 
 
 def _with_password(dsn: str, config: ModelOpsConfig | None) -> str:
     if config is None or config.database.password is None:
         return dsn
-    from psycopg2.extensions import make_dsn
-
-    from modelops.config import resolve_secret
-
-    return make_dsn(dsn, password=resolve_secret(config.database.password))
+    return str(make_dsn(dsn, password=resolve_secret(config.database.password)))
 
 
-def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
-    files = sorted(p for p in sql_dir.glob("*.sql") if _MIGRATION_FILE.match(p.name))
-    if not files:
-        raise FileNotFoundError(f"no migrations (NNN_name.sql) in {sql_dir}: set MODELOPS_SQL_DIR")
-    return files
-
-
-def apply_migrations(dsn: str, schema: str = DEFAULT_SCHEMA, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Create ``schema`` and apply the migrations not yet applied; returns the names applied now.
-
-    Safe to call from many processes at once: an advisory lock serialises them.
-    """
-    schema = validate_identifier(schema)
-    files = migration_files(sql_dir)
-    applied_now: list[str] = []
-    connection = connect(dsn)
-    try:
-        with connection, connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            cursor.execute(
-                f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
-                        version    text PRIMARY KEY,
-                        name       text NOT NULL,
-                        checksum   text NOT NULL,
-                        applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            cursor.execute(f"SELECT version, checksum FROM {schema}.schema_migrations")
-            done = dict(cursor.fetchall())
-            for path in files:
-                version = path.name[:3]
-                text = path.read_text()
-                checksum = hashlib.sha256(text.encode()).hexdigest()
-                if version in done:
-                    if done[version] != checksum:
-                        log.warning(
-                            "migration %s changed after it was applied (checksum differs); not re-applied: "
-                            "put schema changes in a new NNN_*.sql file",
-                            path.name,
-                        )
-                    continue
-                cursor.execute(text.replace("{schema}", schema))
-                cursor.execute(
-                    f"INSERT INTO {schema}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                    (version, path.name, checksum),
-                )
-                applied_now.append(path.name)
-    finally:
-        connection.close()
-    if applied_now:
-        log.info("applied migrations %s to schema %s", ", ".join(applied_now), schema)
-    return applied_now
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "SQL_DIR",
+    "DatabaseUnavailable",
+    "apply_migrations",
+    "connect",
+    "migration_files",
+    "redact",
+    "resolve_database_url",
+    "validate_identifier",
+]

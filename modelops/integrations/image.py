@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelops.config import PROJECT_ROOT, ModelOpsConfig, resolve_secret
+from modelops.config import PROJECT_ROOT, ModelOpsConfig
+from modelops.secrets import resolve_secret
 
 if TYPE_CHECKING:
     import docker

@@ -26,7 +26,8 @@ import pymsteams
 from prefect import get_run_logger
 from prefect.context import FlowRunContext, TaskRunContext
 
-from modelops.config import NotificationSettings, resolve_secret
+from modelops.config import NotificationSettings
+from modelops.secrets import resolve_secret
 
 Stage = Literal[
     "approved",

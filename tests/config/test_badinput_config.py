@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from modelops.config import CONFIG_DIR, ConfigError, ModelOpsConfig, SecretRef, load_config, resolve_secret
+from modelops.config import CONFIG_DIR, ConfigError, ModelOpsConfig, SecretRef, load_config
+from modelops.secrets import resolve_secret
 
 FILE_CASES = [
     # (id, YAML text, dotted key, fragments that must all be in the message)

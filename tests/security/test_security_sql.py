@@ -131,6 +131,7 @@ def _functions_taking_schema() -> list[tuple[str, object]]:
     found = []
     for module_name in (
         "modelops.integrations.database",
+        "modelops.integrations.postgres",
         "modelops.integrations.scoring_log",
         "modelops.integrations.performance_store",
     ):
