@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import pytest
-from support.approval import finish, in_background, paused_run, read_input, request_approval, unique_model
+from support.approval import (
+    evidence,
+    finish,
+    in_background,
+    paused_run,
+    read_input,
+    request_approval,
+    unique_model,
+)
 
-pytestmark = pytest.mark.slow
+from modelops.approval import approval_description
+from modelops.cli import main
+from modelops.integrations.approvals import ApprovalError, refusal_reason, resume_approval
 
 
 def _approve(*args: str) -> int:
-    from modelops.cli import main
-
     return main(["approve", *args])
 
 
+def test_the_refusal_reason_is_read_from_the_form_the_flow_shows_again():
+    problem = "reviewer 'mallory' is not an approver: approval.approvers is alice"
+    assert refusal_reason(approval_description("m", evidence(), ["alice"], problem)) == problem
+    assert refusal_reason(approval_description("m", evidence(), ["alice"])).startswith(
+        "see the approval form"
+    )
+
+
+@pytest.mark.slow
 def test_cli_approves_the_paused_run_found_by_model(prefect_harness, capsys):
     model = unique_model()
     job = in_background(request_approval, model)
@@ -27,6 +44,7 @@ def test_cli_approves_the_paused_run_found_by_model(prefect_harness, capsys):
     assert "is not waiting for an answer (state Completed)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_reject_by_run_id(prefect_harness, capsys):
     model = unique_model()
     job = in_background(request_approval, model)
@@ -36,17 +54,20 @@ def test_cli_reject_by_run_id(prefect_harness, capsys):
     assert not decision.approved and decision.reason == "rejected" and decision.reviewer == "bob"
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bad_tag_before_sending(prefect_harness, capsys):
     assert _approve("--model", "nobody", "--tag=-bad", "--reviewer", "alice") == 2
     err = capsys.readouterr().err
     assert "answer not sent: image tag '-bad' is invalid" in err
 
 
+@pytest.mark.slow
 def test_cli_without_paused_run_names_the_model(prefect_harness, capsys):
     assert _approve("--model", "no-such-model", "--tag", "v1", "--reviewer", "alice") == 2
     assert "no paused approval for model 'no-such-model'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_reports_when_the_flow_pauses_again(prefect_harness, capsys):
     model = unique_model()
     job = in_background(request_approval, model, ("alice",))  # the flow's approvers; the CLI has none
@@ -57,16 +78,14 @@ def test_cli_reports_when_the_flow_pauses_again(prefect_harness, capsys):
     assert finish(job).reviewer == "alice"
 
 
+@pytest.mark.slow
 def test_rest_reject_status_is_surfaced(prefect_harness):
     """Prefect answers HTTP 200 with status REJECT for input that fails the form's schema."""
-    from modelops.cli.approve import resume_approval
-    from modelops.cli.errors import UserError
-
     model = unique_model()
     job = in_background(request_approval, model)
     run = paused_run(model, job=job)
     read_input(run.id, run.state.state_details.run_input_keyset["schema"])  # the schema is stored
-    with pytest.raises(UserError, match="Prefect refused the answer .*REJECT"):
+    with pytest.raises(ApprovalError, match="Prefect refused the answer .*REJECT"):
         resume_approval(str(run.id), {"approved": "maybe", "image_tag": 7})
     resume_approval(str(run.id), {"approved": False, "image_tag": "", "reviewer": "x", "comment": ""})
     assert finish(job).reason == "rejected"

@@ -1,0 +1,149 @@
+"""Answering a paused champion approval through Prefect's public client, as the UI form does.
+
+``modelops approve`` and ``modelops demo --auto-approve`` use these; the form itself (fields, rules,
+description) is :mod:`modelops.approval`, and the flow that pauses is ``flows.approval``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+from uuid import UUID
+
+from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+from modelops.approval import approval_tags
+from modelops.integrations.prefect_api import unreachable_message
+
+DESCRIPTION_KEY = "description"  # the run-input key of the Markdown shown above the form
+# The first line of a description after an answer the flow did not accept (modelops.approval).
+_REFUSAL = re.compile(r"^> \*\*Your previous answer was not accepted:\*\*\s*(?P<reason>.*?)\.?\s*Correct it")
+
+
+class ApprovalError(RuntimeError):
+    """No paused approval to answer, or Prefect refused the answer; the message says which and why."""
+
+
+def find_paused_approval(model_name: str) -> str:
+    """The id of the one paused approval run tagged ``model:<name>``."""
+    wanted = approval_tags(model_name)[-1]
+    with get_client(sync_client=True) as client:
+        try:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+                    tags=FlowRunFilterTags(all_=[wanted]),
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure here means the API is not usable
+            raise ApprovalError(
+                f"{unreachable_message(str(client.api_url))} ({type(exc).__name__})"
+            ) from None
+    if not runs:
+        raise ApprovalError(
+            f"no paused approval for model {model_name!r} (flow runs tagged {wanted!r} in state "
+            "Paused); check the model name, or pass --run <flow run id>"
+        )
+    if len(runs) > 1:
+        listing = ", ".join(f"{r.id} ({r.name})" for r in runs)
+        raise ApprovalError(
+            f"{len(runs)} paused approvals for model {model_name!r}: {listing}; choose one with --run"
+        )
+    return str(runs[0].id)
+
+
+def resume_approval(run_id: str, run_input: dict[str, Any]) -> str | None:
+    """Resume the paused run with the answer; returns the key of the description it answered.
+
+    Prefect answers HTTP 200 even when it refuses (status REJECT, with a reason), so the returned
+    status is what counts: anything but ACCEPT raises :class:`ApprovalError`.
+    """
+    flow_run_id = _flow_run_id(run_id)
+    with get_client(sync_client=True) as client:
+        flow_run = _paused_run(client, flow_run_id)
+        keyset = flow_run.state.state_details.run_input_keyset if flow_run.state else None
+        answered_key = (keyset or {}).get(DESCRIPTION_KEY)
+        result = client.resume_flow_run(flow_run_id, run_input=run_input)
+    if result.status != SetStateStatus.ACCEPT:
+        reason = getattr(result.details, "reason", None) or "no reason given"
+        if result.state is not None and result.state.type == StateType.FAILED:
+            reason = f"the approval timed out ({reason})"
+        raise ApprovalError(
+            f"Prefect refused the answer for flow run {run_id}: {result.status.value}: {reason}"
+        )
+    return answered_key
+
+
+def _flow_run_id(run_id: str) -> UUID:
+    try:
+        return UUID(run_id)
+    except ValueError:
+        raise ApprovalError(f"--run {run_id!r} is not a flow run id (a UUID such as 0f1e2d3c-...)") from None
+
+
+def _paused_run(client: SyncPrefectClient, flow_run_id: UUID) -> FlowRun:
+    try:
+        flow_run = client.read_flow_run(flow_run_id)
+    except ObjectNotFound:
+        raise ApprovalError(f"flow run {flow_run_id} does not exist on {client.api_url}") from None
+    state = flow_run.state
+    if state is None or state.type != StateType.PAUSED:
+        current = state.name if state else "no state"
+        raise ApprovalError(
+            f"flow run {flow_run_id} is not waiting for an answer (state {current}): "
+            "it was already answered or has ended; nothing was sent"
+        )
+    return flow_run
+
+
+def watch_for_refusal(run_id: str, answered_key: str | None, seconds: float) -> str | None:
+    """If the flow pauses again for a corrected answer within ``seconds``, the reason it shows; else None."""
+    deadline = time.monotonic() + seconds
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            state = client.read_flow_run(UUID(run_id)).state
+            if state is None or state.is_final():
+                return None
+            key = (state.state_details.run_input_keyset or {}).get(DESCRIPTION_KEY)
+            if state.type == StateType.PAUSED and key and key != answered_key:
+                return refusal_reason(_read_description(client, UUID(run_id), key))
+            time.sleep(0.5)
+    return None
+
+
+def wait_until_answered(run_id: str, poll_s: float = 1.0) -> None:
+    """Block while the run waits for an answer (a person answers in the UI or with ``modelops approve``)."""
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(UUID(run_id)).state
+            if state is None or state.type != StateType.PAUSED:
+                return
+            time.sleep(poll_s)
+
+
+def _read_description(client: SyncPrefectClient, flow_run_id: UUID, key: str) -> str:
+    try:
+        stored = client.read_flow_run_input(flow_run_id, key)
+    except PrefectHTTPStatusError:
+        return ""
+    value = json.loads(stored)  # run inputs are stored JSON-encoded
+    return value if isinstance(value, str) else ""
+
+
+def refusal_reason(description: str) -> str:
+    """Why the flow did not accept the last answer, from the top of the form's new description."""
+    first = description.splitlines()[0] if description else ""
+    match = _REFUSAL.match(first)
+    return match.group("reason").strip() if match else "see the approval form in the Prefect UI"
