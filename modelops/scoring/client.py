@@ -7,33 +7,45 @@ comes from an ``X-Model-Version`` response header when the server sets one, othe
 ``GET {url}/v1/models/{model}`` (the highest AVAILABLE version), read at the start, every few
 seconds and after every error.
 
-Every scored record becomes one spool line (see :mod:`modelops.scoring.records`); a failed
-request (server down, 4xx/5xx, timeout, malformed answer) is counted, logged and written to
-``<spool>/errors/``, never to the scores, and never stops the run.
+Requests and replies go through the one REST client, :mod:`modelops.serving.rest_client`, so a
+failed request has the same ``kind`` there and here (``connect``, ``timeout``, ``http_4xx``,
+``http_5xx``, ``bad_response``: not JSON, no ``predictions``, a wrong count, a ``null``/NaN or
+non-numeric score). Every scored record becomes one spool line (see
+:mod:`modelops.scoring.records`); a failed request is counted by kind, logged (the first few of
+each kind) and written to ``<spool>/errors/``, never to the scores, and never stops the run.
+
+The pieces: :class:`VersionTracker` (which version serves), :class:`ReplaySpool` (what is
+written), :class:`ReplayStats` (what is counted) and ``_Replay`` (workers, pacing, progress).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from modelops.scoring.records import encode_record
 from modelops.scoring.source import ReplayRecords
 from modelops.scoring.spool import ERRORS_DIR, SpoolWriter
+from modelops.serving.rest_client import (
+    AsyncHttpTransport,
+    AsyncServingClient,
+    ServingClientError,
+    model_path,
+    served_version,
+)
 
 log = logging.getLogger(__name__)
-VERSION_HEADER = "x-model-version"
 _LOGGED_PER_KIND = 5
 
 
@@ -95,19 +107,13 @@ class TrafficSummary:
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-class RequestFailed(Exception):
-    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-
-
 class VersionTracker:
     """The model version serving now, from the TF Serving status endpoint."""
 
-    def __init__(self, client: Any, url: str, model_name: str, refresh_s: float) -> None:
-        self.client = client
-        self.status_url = f"{url}/v1/models/{model_name}"
+    def __init__(self, serving: AsyncServingClient, model_name: str, refresh_s: float) -> None:
+        self.serving = serving
+        self.model_name = model_name
+        self.where = f"{serving.transport.base}{model_path(model_name)}"
         self.refresh_s = refresh_s
         self.version: str = "unknown"
         self._checked = 0.0
@@ -122,228 +128,247 @@ class VersionTracker:
                 return self.version
             self._checked = time.monotonic()
             try:
-                response = await self.client.get(self.status_url)
-                statuses = (
-                    response.json().get("model_version_status", []) if response.status_code == 200 else []
-                )
-                available = [str(s["version"]) for s in statuses if s.get("state") == "AVAILABLE"]
-                if self._unreachable:
-                    log.info("status %s answers again", self.status_url)
-                    self._unreachable = False
-                if available:
-                    newest = max(available, key=lambda v: (len(v), v))
-                    if newest != self.version:
-                        log.info("model version now serving: %s", newest)
-                    self.version = newest
-                else:
-                    log.warning(
-                        "status %s: no AVAILABLE version (HTTP %s)", self.status_url, response.status_code
-                    )
-            except Exception as exc:  # the status call failing must not stop scoring
+                statuses = await self.serving.status(self.model_name)
+            except ServingClientError as exc:  # the status call failing must not stop scoring
                 if not self._unreachable:
-                    log.warning(
-                        "status %s unreachable: %s (logged once until it answers)", self.status_url, exc
-                    )
+                    log.warning("status %s unusable: %s (logged once until it answers)", self.where, exc)
                 self._unreachable = True
+                return self.version
+            if self._unreachable:
+                log.info("status %s answers again", self.where)
+                self._unreachable = False
+            self._adopt(served_version(statuses))
         return self.version
 
+    def _adopt(self, newest: str | None) -> None:
+        if newest is None:
+            log.warning("status %s: no AVAILABLE version", self.where)
+            return
+        if newest != self.version:
+            log.info("model version now serving: %s", newest)
+        self.version = newest
 
-def parse_predictions(payload: Any, expected: int) -> list[float]:
-    """Scores from a TF Serving ``predict`` answer (one per instance)."""
-    if not isinstance(payload, dict) or "predictions" not in payload:
-        raise RequestFailed("bad_response", f"answer has no 'predictions': {str(payload)[:200]}")
-    predictions = payload["predictions"]
-    if not isinstance(predictions, list) or len(predictions) != expected:
-        raise RequestFailed("bad_response", f"expected {expected} predictions, got {str(predictions)[:200]}")
-    scores = []
-    for item in predictions:
-        if isinstance(item, dict):  # several named outputs: take "score" or the only one
-            item = item.get("score", next(iter(item.values())) if len(item) == 1 else None)
-        while isinstance(item, list) and len(item) == 1:
-            item = item[0]
-        if isinstance(item, bool) or not isinstance(item, int | float) or item != item:
-            raise RequestFailed("bad_response", f"prediction {str(item)[:80]} is not a number")
-        scores.append(float(item))
-    return scores
+
+class ReplayStats:
+    """Counts, latencies and versions of one replay (statistics only: no I/O)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.ok = 0
+        self.errors = 0
+        self.errors_by_kind: Counter[str] = Counter()  # records
+        self.failed_requests: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.latencies: list[float] = []
+
+    def scored(self, count: int, version: str, latency_ms: float) -> None:
+        self.ok += count
+        self.versions[version] += count
+        self.latencies.extend([latency_ms] * count)
+
+    def failed(self, count: int, kind: str) -> int:
+        """Count a failed request of ``count`` records; returns how many requests of ``kind`` failed."""
+        self.errors += count
+        self.errors_by_kind[kind] += count
+        self.failed_requests[kind] += 1
+        return self.failed_requests[kind]
+
+    def progress(self, total: int, elapsed: float) -> str:
+        recent = self.latencies[-2000:]
+        p50 = f"{float(np.median(recent)):.2f} ms" if recent else "-"
+        rate = self.ok / elapsed if elapsed else 0.0
+        return (
+            f"traffic: {self.sent}/{total} sent, {self.ok} ok, {self.errors} errors, "
+            f"{rate:.0f} records/s, p50 {p50}"
+        )
+
+    def summary(self, source: str, seconds: float, spool: ReplaySpool) -> TrafficSummary:
+        summary = TrafficSummary(
+            sent=self.sent,
+            ok=self.ok,
+            errors=self.errors,
+            errors_by_kind=dict(self.errors_by_kind),
+            seconds=seconds,
+            records_per_s=self.ok / seconds if seconds else 0.0,
+            versions=dict(self.versions),
+            spool_files=[str(p) for p in spool.scores.files_finished],
+            error_files=[str(p) for p in spool.errors.files_finished],
+            source=source,
+        )
+        if self.latencies:
+            p50, p99 = np.percentile(np.asarray(self.latencies), [50, 99])
+            summary.p50_ms, summary.p99_ms = round(float(p50), 3), round(float(p99), 3)
+        return summary
+
+
+class ReplaySpool:
+    """Where a replay writes: scored records, failed ones (``errors/``), and withheld labels."""
+
+    def __init__(self, settings: TrafficSettings, records: ReplayRecords) -> None:
+        self.settings = settings
+        self.records = records
+        self.scores = SpoolWriter(settings.spool_dir, max_age_s=settings.spool_max_age_s)
+        self.errors = SpoolWriter(settings.spool_dir / ERRORS_DIR, prefix="errors-", max_age_s=3600)
+        self.labels: TextIO | None = None
+        if settings.labels_file is not None:
+            settings.labels_file.parent.mkdir(parents=True, exist_ok=True)
+            self.labels = settings.labels_file.open("a", buffering=1)
+            if self.labels.tell() == 0:
+                self.labels.write("request_id,label\n")
+
+    def scored(
+        self, request_ids: list[str], indices: range, scores: list[float], version: str, latency_ms: float
+    ) -> None:
+        now = datetime.now(UTC).isoformat()
+        lines = []
+        for rid, i, score in zip(request_ids, indices, scores, strict=True):
+            lines.append(
+                encode_record(
+                    {
+                        "request_id": rid,
+                        "scored_at": now,
+                        "model_name": self.settings.model_name,
+                        "model_version": version,
+                        "features": self.records.instances[i],
+                        "score": score,
+                        "decision": int(score >= self.settings.decision_threshold),
+                        "latency_ms": round(latency_ms, 3),
+                        "label": self._logged_label(rid, i),
+                        "period": self.records.period,
+                    }
+                )
+            )
+        self.scores.write_lines(lines)
+
+    def _logged_label(self, request_id: str, index: int) -> int | None:
+        """The label for the log, or ``None`` when labels are withheld (then written to the labels file)."""
+        label = self.records.labels[index]
+        if self.labels is None:
+            return label
+        if label is not None:
+            self.labels.write(f"{request_id},{label}\n")
+        return None
+
+    def failed(self, request_ids: list[str], indices: range, failure: ServingClientError) -> None:
+        now = datetime.now(UTC).isoformat()
+        self.errors.write_lines(
+            encode_record(
+                {
+                    "request_id": rid,
+                    "failed_at": now,
+                    "model_name": self.settings.model_name,
+                    "kind": failure.kind,
+                    "status": failure.status,
+                    "error": str(failure)[:1000],
+                    "features": self.records.instances[i],
+                    "period": self.records.period,
+                }
+            )
+            for rid, i in zip(request_ids, indices, strict=True)
+        )
+
+    def rotate_if_old(self) -> None:
+        self.scores.rotate_if_old()
+
+    def close(self) -> None:
+        self.scores.close()
+        self.errors.close()
+        if self.labels is not None:
+            self.labels.close()
+
+
+def batches_of(count: int, batch_size: int) -> list[range]:
+    return [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+
+
+def _log_failure(failure: ServingClientError, failed_so_far: int) -> None:
+    if failed_so_far <= _LOGGED_PER_KIND:
+        log.warning("request failed (%s): %s", failure.kind, failure)
+        if failed_so_far == _LOGGED_PER_KIND:
+            log.warning("further %s errors are counted, not logged", failure.kind)
+
+
+class _Replay:
+    """One replay: workers take batches, score them through the REST client, spool and count."""
+
+    def __init__(
+        self,
+        records: ReplayRecords,
+        settings: TrafficSettings,
+        serving: AsyncServingClient,
+        spool: ReplaySpool,
+        stats: ReplayStats,
+    ) -> None:
+        self.records = records
+        self.settings = settings
+        self.serving = serving
+        self.spool = spool
+        self.stats = stats
+        self.tracker = VersionTracker(serving, settings.model_name, settings.version_refresh_s)
+        self.started = time.monotonic()
+
+    async def run(self) -> None:
+        await self.tracker.refresh(force=True)
+        pending = iter(batches_of(len(self.records), self.settings.batch_size))  # shared by the workers
+        done = asyncio.Event()
+        reporter = asyncio.create_task(self._report_progress(done))
+        try:
+            await asyncio.gather(*(self._work(pending) for _ in range(self.settings.concurrency)))
+        finally:
+            done.set()
+            await reporter
+
+    async def _work(self, pending: Iterator[range]) -> None:
+        for indices in pending:  # a shared iterator: each batch goes to one worker
+            await self._pace(indices.start)
+            await self._send(indices)
+
+    async def _pace(self, first_record: int) -> None:
+        if self.settings.rate > 0:
+            delay = self.started + first_record / self.settings.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _send(self, indices: range) -> None:
+        instances = [self.records.instances[i] for i in indices]
+        request_ids = [str(uuid.uuid4()) for _ in indices]
+        self.stats.sent += len(indices)
+        t0 = time.perf_counter()
+        try:
+            prediction = await self.serving.predict_instances(self.settings.model_name, instances)
+        except ServingClientError as failure:
+            _log_failure(failure, self.stats.failed(len(indices), failure.kind))
+            self.spool.failed(request_ids, indices, failure)
+            await self.tracker.refresh(force=True)
+            return
+        latency_ms = (time.perf_counter() - t0) * 1000
+        version = prediction.model_version or await self.tracker.refresh()
+        self.spool.scored(request_ids, indices, prediction.scores, version, latency_ms)
+        self.stats.scored(len(indices), version, latency_ms)
+
+    async def _report_progress(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            try:
+                await asyncio.wait_for(done.wait(), self.settings.progress_every_s)
+            except TimeoutError:
+                pass
+            self.spool.rotate_if_old()
+            if not done.is_set():
+                log.info(self.stats.progress(len(self.records), time.monotonic() - self.started))
 
 
 async def replay(records: ReplayRecords, settings: TrafficSettings) -> TrafficSummary:
     """Send every record once; spool the scored ones; return the summary."""
-    import httpx
-
-    summary = TrafficSummary(source=records.source)
-    latencies: list[float] = []
-    errors_by_kind: Counter[str] = Counter()  # records
-    failed_requests: Counter[str] = Counter()
-    versions: Counter[str] = Counter()
-    predict_url = f"{settings.url.rstrip('/')}/v1/models/{settings.model_name}:predict"
-    batches = [
-        range(start, min(start + settings.batch_size, len(records)))
-        for start in range(0, len(records), settings.batch_size)
-    ]
-    next_batch = iter(range(len(batches)))
-    labels_out = None
-    if settings.labels_file is not None:
-        settings.labels_file.parent.mkdir(parents=True, exist_ok=True)
-        labels_out = settings.labels_file.open("a", buffering=1)
-        if labels_out.tell() == 0:
-            labels_out.write("request_id,label\n")
-    scores_writer = SpoolWriter(settings.spool_dir, max_age_s=settings.spool_max_age_s)
-    errors_writer = SpoolWriter(settings.spool_dir / ERRORS_DIR, prefix="errors-", max_age_s=3600)
-    limits = httpx.Limits(
-        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
-    )
+    stats = ReplayStats()
+    spool = ReplaySpool(settings, records)
+    transport = AsyncHttpTransport(settings.url, timeout=settings.timeout_s, connections=settings.concurrency)
     started = time.monotonic()
-    done = asyncio.Event()
-
-    async with httpx.AsyncClient(timeout=settings.timeout_s, limits=limits) as client:
-        tracker = VersionTracker(
-            client, settings.url.rstrip("/"), settings.model_name, settings.version_refresh_s
-        )
-        await tracker.refresh(force=True)
-
-        async def send(batch_number: int) -> None:
-            indices = batches[batch_number]
-            if settings.rate > 0:
-                due = started + indices.start / settings.rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            instances = [records.instances[i] for i in indices]
-            request_ids = [str(uuid.uuid4()) for _ in indices]
-            body = json.dumps({"instances": instances}, allow_nan=True)
-            summary.sent += len(indices)
-            t0 = time.perf_counter()
-            try:
-                try:
-                    response = await client.post(
-                        predict_url, content=body, headers={"content-type": "application/json"}
-                    )
-                except httpx.TimeoutException as exc:
-                    raise RequestFailed(
-                        "timeout", f"no answer within {settings.timeout_s} s ({exc!r})"
-                    ) from None
-                except httpx.TransportError as exc:
-                    raise RequestFailed("connect", f"{predict_url} unreachable: {exc!r}") from None
-                latency_ms = (time.perf_counter() - t0) * 1000
-                if response.status_code >= 400:
-                    kind = "http_4xx" if response.status_code < 500 else "http_5xx"
-                    raise RequestFailed(
-                        kind, f"HTTP {response.status_code}: {response.text[:300]}", response.status_code
-                    )
-                try:
-                    payload = response.json()
-                except ValueError:
-                    raise RequestFailed(
-                        "bad_response", f"answer is not JSON: {response.text[:200]}"
-                    ) from None
-                scores = parse_predictions(payload, len(indices))
-            except RequestFailed as failure:
-                errors_by_kind[failure.kind] += len(indices)
-                failed_requests[failure.kind] += 1
-                summary.errors += len(indices)
-                if failed_requests[failure.kind] <= _LOGGED_PER_KIND:
-                    log.warning("request failed (%s): %s", failure.kind, failure)
-                    if failed_requests[failure.kind] == _LOGGED_PER_KIND:
-                        log.warning("further %s errors are counted, not logged", failure.kind)
-                now = datetime.now(UTC).isoformat()
-                errors_writer.write_lines(
-                    encode_record(
-                        {
-                            "request_id": rid,
-                            "failed_at": now,
-                            "model_name": settings.model_name,
-                            "kind": failure.kind,
-                            "status": failure.status,
-                            "error": str(failure)[:1000],
-                            "features": records.instances[i],
-                            "period": records.period,
-                        }
-                    )
-                    for rid, i in zip(request_ids, indices, strict=True)
-                )
-                await tracker.refresh(force=True)
-                return
-            version = response.headers.get(VERSION_HEADER) or await tracker.refresh()
-            versions[version] += len(indices)
-            now = datetime.now(UTC).isoformat()
-            lines = []
-            for rid, i, score in zip(request_ids, indices, scores, strict=True):
-                label = records.labels[i]
-                if labels_out is not None:
-                    if label is not None:
-                        labels_out.write(f"{rid},{label}\n")
-                    label = None
-                lines.append(
-                    encode_record(
-                        {
-                            "request_id": rid,
-                            "scored_at": now,
-                            "model_name": settings.model_name,
-                            "model_version": version,
-                            "features": records.instances[i],
-                            "score": score,
-                            "decision": int(score >= settings.decision_threshold),
-                            "latency_ms": round(latency_ms, 3),
-                            "label": label,
-                            "period": records.period,
-                        }
-                    )
-                )
-                latencies.append(latency_ms)
-            scores_writer.write_lines(lines)
-            summary.ok += len(indices)
-
-        async def worker() -> None:
-            for batch_number in next_batch:  # a shared iterator: each batch goes to one worker
-                await send(batch_number)
-
-        async def progress() -> None:
-            while not done.is_set():
-                try:
-                    await asyncio.wait_for(done.wait(), settings.progress_every_s)
-                except TimeoutError:
-                    pass
-                scores_writer.rotate_if_old()
-                if not done.is_set():
-                    _log_progress(summary, latencies, len(records), started)
-
-        reporter = asyncio.create_task(progress())
-        try:
-            await asyncio.gather(*(worker() for _ in range(settings.concurrency)))
-        finally:
-            done.set()
-            await reporter
-            scores_writer.close()
-            errors_writer.close()
-            if labels_out is not None:
-                labels_out.close()
-
-    summary.seconds = time.monotonic() - started
-    summary.records_per_s = summary.ok / summary.seconds if summary.seconds else 0.0
-    if latencies:
-        p50, p99 = np.percentile(np.asarray(latencies), [50, 99])
-        summary.p50_ms, summary.p99_ms = round(float(p50), 3), round(float(p99), 3)
-    summary.errors_by_kind = dict(errors_by_kind)
-    summary.versions = dict(versions)
-    summary.spool_files = [str(p) for p in scores_writer.files_finished]
-    summary.error_files = [str(p) for p in errors_writer.files_finished]
-    return summary
-
-
-def _log_progress(summary: TrafficSummary, latencies: list[float], total: int, started: float) -> None:
-    elapsed = time.monotonic() - started
-    recent = latencies[-2000:]
-    p50 = f"{float(np.median(recent)):.2f} ms" if recent else "-"
-    log.info(
-        "traffic: %d/%d sent, %d ok, %d errors, %.0f records/s, p50 %s",
-        summary.sent,
-        total,
-        summary.ok,
-        summary.errors,
-        summary.ok / elapsed if elapsed else 0.0,
-        p50,
-    )
+    try:
+        async with AsyncServingClient(transport) as serving:
+            await _Replay(records, settings, serving, spool, stats).run()
+    finally:
+        spool.close()
+    return stats.summary(records.source, time.monotonic() - started, spool)
 
 
 def run_traffic(records: ReplayRecords, settings: TrafficSettings) -> TrafficSummary:
