@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements/constraints.txt scripts/bootstrap.sh
+$(VENV)/.installed: pyproject.toml $(wildcard requirements/constraints*.txt) scripts/bootstrap.sh
 	./scripts/bootstrap.sh $(VENV)
 	@touch $@
 
