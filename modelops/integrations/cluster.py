@@ -11,7 +11,11 @@ account, else ``$KUBECONFIG`` / ``~/.kube/config``. Calls are plain REST through
 * ``delete`` DELETE one object
 * ``service_proxy`` a request to a Service through the API server's proxy
   (``/api/v1/namespaces/{ns}/services/{svc}:{port}/proxy/{path}``), so the smoke test needs no
-  network route into the cluster.
+  network route into the cluster; it hands back the raw reply for the REST client to read.
+
+``kubernetes_asyncio`` and ``prefect_kubernetes`` are imported inside :meth:`KubernetesApi.connect`:
+they are heavy optional dependencies (about a second to import), needed only when a cluster target
+deploys. ``aiohttp`` (their HTTP library, light) is imported at the top for its exception types.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+
+import aiohttp
 
 FIELD_MANAGER = "modelops"
 CREDENTIALS_BLOCK_ENV = "MODELOPS_KUBERNETES_CREDENTIALS_BLOCK"
@@ -63,14 +69,14 @@ class KubernetesApi:
         cls, credentials_block: str | None = None, configuration: Any = None
     ) -> AsyncIterator[KubernetesApi]:
         """Connect: ``configuration``, else a KubernetesCredentials block, in-cluster, kubeconfig."""
-        from kubernetes_asyncio import config
+        from kubernetes_asyncio import config  # lazy: see the module's docstring
         from kubernetes_asyncio.client import ApiClient, Configuration
 
         if configuration is None:
             configuration = Configuration()
             block_name = credentials_block or os.environ.get(CREDENTIALS_BLOCK_ENV)
             if block_name:
-                from prefect_kubernetes.credentials import KubernetesCredentials
+                from prefect_kubernetes.credentials import KubernetesCredentials  # lazy: as above
 
                 credentials = await KubernetesCredentials.load(block_name)
                 if credentials.cluster_config is None:
@@ -95,7 +101,11 @@ class KubernetesApi:
         async with ApiClient(configuration=configuration) as api_client:
             yield cls(api_client)
 
-    async def _call(
+    @property
+    def host(self) -> str:
+        return str(self.api_client.configuration.host)
+
+    async def _send(
         self,
         method: str,
         path: str,
@@ -103,9 +113,8 @@ class KubernetesApi:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
-    ) -> tuple[int, Any]:
-        import aiohttp
-
+    ) -> tuple[int, bytes]:
+        """One REST call: (HTTP status, raw body); KubernetesError when the API server is unreachable."""
         try:
             response = await self.api_client.call_api(
                 path,
@@ -118,19 +127,24 @@ class KubernetesApi:
                 _request_timeout=30,
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            host = self.api_client.configuration.host
             raise KubernetesError(
-                f"the Kubernetes API server {host} is unreachable ({exc}): check KUBECONFIG"
+                f"the Kubernetes API server {self.host} is unreachable ({exc}): check KUBECONFIG"
             ) from None
         try:
-            text = await response.text()
+            content = await response.read()
         finally:
             response.release()
+        return response.status, content
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """One REST call: (HTTP status, the JSON body parsed, or ``{"error": <text>}``)."""
+        status, content = await self._send(method, path, **kwargs)
+        text = content.decode(errors="replace")
         try:
             payload = json.loads(text) if text else None
         except ValueError:
             payload = {"error": text[:500]}
-        return response.status, payload
+        return status, payload
 
     async def read(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         status, body = await self._call("GET", resource_path(api_version, kind, namespace, name))
@@ -159,9 +173,13 @@ class KubernetesApi:
 
     async def service_proxy(
         self, method: str, namespace: str, service: str, port: int | str, path: str, body: Any = None
-    ) -> tuple[int, Any]:
-        proxy = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"
-        return await self._call(method, proxy, body=body)
+    ) -> tuple[int, bytes]:
+        """A request to a Service's port through the API server: (HTTP status, raw body)."""
+        return await self._send(method, service_proxy_path(namespace, service, port) + path, body=body)
+
+
+def service_proxy_path(namespace: str, service: str, port: int | str) -> str:
+    return f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
 
 
 def _check(status: int, body: Any, what: str) -> None:

@@ -9,6 +9,10 @@ The engine is found, in order, from ``$MODELOPS_DOCKER_HOST``, ``$DOCKER_HOST``,
 (default ``/var/lib/modelops-docker``), then Docker's own default. Registry credentials come from
 ``serving.registry_username`` + ``serving.registry_token`` (a SecretRef), resolved at push time and
 never logged.
+
+The Docker SDK (``docker``) is imported inside the functions that use it: it is a heavy optional
+dependency, and a process that imports this module through the serving targets but never talks
+to Docker (the ``local`` target) should not load it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from prefect.logging import get_run_logger
 
 from modelops.config import PROJECT_ROOT, ModelOpsConfig
 from modelops.secrets import resolve_secret
@@ -44,8 +50,6 @@ class ImageError(RuntimeError):
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
     try:
-        from prefect.logging import get_run_logger
-
         return get_run_logger()
     except Exception:  # outside a flow or task run (CLI, tests): plain logging
         return logging.getLogger("modelops.image")
@@ -86,7 +90,7 @@ def docker_host() -> str | None:
 
 def docker_client(timeout: float = 300) -> docker.DockerClient:
     """A connected client, or ImageError naming the engine address and how to start one."""
-    import docker
+    import docker  # lazy: see the module's docstring
     from docker.errors import DockerException
 
     host = docker_host()
@@ -156,7 +160,7 @@ def build_serving_image(
     client: docker.DockerClient | None = None,
 ) -> str:
     """Build the serving image for one SavedModel; return its reference (not yet pushed)."""
-    from docker.errors import APIError, DockerException
+    from docker.errors import APIError, DockerException  # lazy: see the module's docstring
 
     model_dir = Path(model_dir)
     name = model_name or config.model.name
@@ -204,7 +208,7 @@ def build_serving_image(
 
 def push_image(config: ModelOpsConfig, reference: str, *, client: docker.DockerClient | None = None) -> str:
     """Push to the registry named in the reference; return the pushed digest (``sha256:...``)."""
-    from docker.errors import APIError, DockerException
+    from docker.errors import APIError, DockerException  # lazy: see the module's docstring
 
     repository, tag = split_reference(reference)
     auth = _auth_config(config)  # a missing secret fails here, before any network call
@@ -224,7 +228,7 @@ def push_image(config: ModelOpsConfig, reference: str, *, client: docker.DockerC
 
 
 def pull_image(config: ModelOpsConfig, reference: str, *, client: docker.DockerClient | None = None) -> None:
-    from docker.errors import APIError, DockerException
+    from docker.errors import APIError, DockerException  # lazy: see the module's docstring
 
     repository, tag = split_reference(reference)
     check_registry_reachable(repository.split("/", 1)[0])
@@ -239,7 +243,7 @@ def pull_image(config: ModelOpsConfig, reference: str, *, client: docker.DockerC
 
 
 def remove_local_image(reference: str, *, client: docker.DockerClient | None = None) -> None:
-    from docker.errors import ImageNotFound
+    from docker.errors import ImageNotFound  # lazy: see the module's docstring
 
     client = client or docker_client()
     try:

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from modelops.config import ModelOpsConfig
 from modelops.targets.base import DeployError, Rollout, ServingTarget
+from modelops.targets.docker import DockerTarget
+from modelops.targets.kubernetes import KubernetesTarget
+from modelops.targets.local import LocalTarget
+from modelops.targets.openshift import OpenShiftTarget
 
 __all__ = ["CONTAINER_TARGETS", "DeployError", "Rollout", "ServingTarget", "make_target"]
 
 CONTAINER_TARGETS = frozenset({"docker", "kubernetes", "openshift"})
+_TARGETS: dict[str, Callable[[ModelOpsConfig], ServingTarget]] = {
+    "local": LocalTarget,
+    "docker": DockerTarget,
+    "kubernetes": KubernetesTarget,
+    "openshift": OpenShiftTarget,
+}
 
 
 def make_target(config: ModelOpsConfig) -> ServingTarget:
-    kind = config.serving.target
-    if kind == "local":
-        from modelops.targets.local import LocalTarget
-
-        return LocalTarget(config)
-    if kind == "docker":
-        from modelops.targets.docker import DockerTarget
-
-        return DockerTarget(config)
-    if kind == "kubernetes":
-        from modelops.targets.kubernetes import KubernetesTarget
-
-        return KubernetesTarget(config)
-    from modelops.targets.kubernetes import OpenShiftTarget
-
-    return OpenShiftTarget(config)
+    return _TARGETS[config.serving.target](config)

@@ -12,25 +12,26 @@ two; :meth:`DockerTarget.current` reports the live one (read it, or put a load b
 ports). Containers are named ``modelops-<model>-<slot>`` and labelled with model, version, slot
 and URL, so the state lives in Docker, not in a file.
 
-Smoke test: ``modelops.serving.rest_client.smoke_test`` (the right version answers, one record of
-neutral values gets a probability). The Kubernetes target cannot reach the pods over plain HTTP,
-so ``smoke_test`` here does the same checks through any ``Transport`` (there: the API server's
-service proxy).
+Health: the new container's REST API is polled through :mod:`modelops.serving.rest_client` (the
+one TF Serving client) until it reports the version AVAILABLE, then smoke-tested with one record
+of missing values (the right version must answer a probability).
+
+The Docker SDK is imported inside the methods that need it: it is a heavy optional dependency, and
+importing this module (e.g. through :func:`modelops.targets.make_target` for the ``local`` target)
+should not load it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import httpx
+from typing import TYPE_CHECKING
 
 from modelops.config import ModelOpsConfig
+from modelops.integrations.image import ImageError, build_serving_image, docker_client, pull_image, push_image
+from modelops.serving.rest_client import HttpTransport, ServingClient, ServingClientError
 from modelops.targets.base import DeployError, Rollout, ServingTarget
 
 if TYPE_CHECKING:
@@ -38,66 +39,6 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 log = logging.getLogger("modelops.targets.docker")
-
-# (method, path, json body or None) -> (status code, parsed JSON body)
-Transport = Callable[[str, str, Any], tuple[int, Any]]
-
-
-class SmokeTestError(RuntimeError):
-    """The served model did not answer a well-formed request correctly."""
-
-
-def http_transport(base_url: str, timeout: float = 10.0) -> Transport:
-    def call(method: str, path: str, body: Any) -> tuple[int, Any]:
-        response = httpx.request(method, base_url.rstrip("/") + path, json=body, timeout=timeout)
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            return response.status_code, {"error": response.text[:200]}
-
-    return call
-
-
-def model_status(call: Transport, model_name: str) -> list[dict[str, Any]]:
-    status, body = call("GET", f"/v1/models/{model_name}", None)
-    if status != 200:
-        return []
-    return list(body.get("model_version_status") or [])
-
-
-def is_available(call: Transport, model_name: str, version: str) -> bool:
-    return any(
-        str(s.get("version")) == str(version) and s.get("state") == "AVAILABLE"
-        for s in model_status(call, model_name)
-    )
-
-
-def smoke_test(call: Transport, model_name: str) -> float:
-    """One neutral record through ``:predict``; return its score or raise SmokeTestError."""
-    status, body = call("GET", f"/v1/models/{model_name}/metadata", None)
-    if status != 200:
-        raise SmokeTestError(f"GET /v1/models/{model_name}/metadata answered {status}: {body}")
-    try:
-        inputs = body["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
-    except (KeyError, TypeError):
-        raise SmokeTestError(f"model {model_name} has no serving_default signature in its metadata") from None
-    record = {name: "" if spec.get("dtype") == "DT_STRING" else 0.0 for name, spec in inputs.items()}
-    status, body = call("POST", f"/v1/models/{model_name}:predict", {"instances": [record]})
-    if status != 200:
-        raise SmokeTestError(f"predict on {model_name} answered {status}: {body}")
-    predictions = body.get("predictions") if isinstance(body, dict) else None
-    if not isinstance(predictions, list) or len(predictions) != 1:
-        raise SmokeTestError(f"predict on {model_name} returned {body!r}, expected one prediction")
-    score = predictions[0]
-    if isinstance(score, dict):
-        score = score.get("score")
-    if isinstance(score, list) and len(score) == 1:
-        score = score[0]
-    if not isinstance(score, int | float) or not (math.isfinite(score) and 0.0 <= score <= 1.0):
-        raise SmokeTestError(
-            f"predict on {model_name} returned the score {score!r}, expected a probability in [0, 1]"
-        )
-    return float(score)
 
 
 LABEL_MODEL = "org.modelops.serving.model"
@@ -127,8 +68,6 @@ class DockerTarget(ServingTarget):
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            from modelops.integrations.image import docker_client
-
             self._client = docker_client()
         return self._client
 
@@ -136,11 +75,7 @@ class DockerTarget(ServingTarget):
         return f"modelops-{model_name}-{slot}"
 
     def deploy(self, model_name: str, version: str, model_dir: Path, image: str | None = None) -> Rollout:
-        from docker.errors import DockerException
-
-        from modelops.serving.rest_client import ServingClientError
-        from modelops.serving.rest_client import smoke_test as rest_smoke_test
-        from modelops.integrations.image import ImageError
+        from docker.errors import DockerException  # lazy: see the module's docstring
 
         version = str(version)
         try:
@@ -177,8 +112,8 @@ class DockerTarget(ServingTarget):
         try:
             self._wait_available(container, url, model_name, version)
             # One record with every feature missing: NaN / "" go in, the SavedModel's imputation copes.
-            score = rest_smoke_test(url, model_name, [{}], expected_version=version)[0]
-        except (DeployError, ServingClientError, httpx.HTTPError) as exc:
+            score = ServingClient(url).smoke_test(model_name, expected_version=version)[0]
+        except (DeployError, ServingClientError) as exc:
             logs = _tail(container)
             self._remove(container.name)
             kept = f"; version {previous_version} keeps serving" if previous_version else ""
@@ -221,9 +156,7 @@ class DockerTarget(ServingTarget):
 
     def _publish(self, model_name: str, version: str, model_dir: Path, image: str | None) -> str:
         """Make sure the image is in the registry and on this engine; build it when none is given."""
-        from docker.errors import ImageNotFound
-
-        from modelops.integrations.image import build_serving_image, pull_image, push_image
+        from docker.errors import ImageNotFound  # lazy: see the module's docstring
 
         if image is None:
             image = build_serving_image(
@@ -246,16 +179,16 @@ class DockerTarget(ServingTarget):
 
     def _wait_available(self, container: Container, url: str, model_name: str, version: str) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
-        call = http_transport(url, timeout=2.0)
+        serving = ServingClient(HttpTransport(url, timeout=2.0))
         while time.monotonic() < deadline:
             container.reload()
             if container.status not in ("created", "running"):
                 raise DeployError(f"the container exited ({container.attrs['State'].get('ExitCode')})")
             try:
-                if is_available(call, model_name, version):
+                if serving.is_available(model_name, version):
                     return
-            except httpx.HTTPError:
-                pass  # not listening yet
+            except ServingClientError:
+                pass  # not listening yet, or the model is still loading
             time.sleep(0.5)
         raise DeployError(
             f"version {version} was not AVAILABLE at {url}/v1/models/{model_name} "
@@ -263,7 +196,7 @@ class DockerTarget(ServingTarget):
         )
 
     def _remove(self, name: str) -> None:
-        from docker.errors import NotFound
+        from docker.errors import NotFound  # lazy: see the module's docstring
 
         try:
             self.client.containers.get(name).remove(force=True)

@@ -38,7 +38,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psutil
+
 from modelops.config import ModelOpsConfig, load_config
+from modelops.serving.rest_client import HttpTransport, ServingClient, ServingClientError
 from modelops.targets.base import DeployError, Rollout, ServingTarget
 
 log = logging.getLogger(__name__)
@@ -189,8 +193,6 @@ class LocalTarget(ServingTarget):
     def _start(
         self, model_name: str, version: str, old: ServingProcess | None
     ) -> tuple[subprocess.Popen[bytes], ServingProcess]:
-        import psutil
-
         serving = self.config.serving
         admin_port = _free_port(self.host)
         logs = self.home / "logs"
@@ -254,8 +256,8 @@ class LocalTarget(ServingTarget):
         return process, state
 
     def _check(self, state: ServingProcess, process: subprocess.Popen[bytes]) -> None:
-        from modelops.serving import rest_client
-
+        """Through the private admin port: the version comes AVAILABLE, then the smoke test passes."""
+        poll = ServingClient(HttpTransport(state.admin_url, timeout=0.5))
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             if process.poll() is not None:
@@ -264,34 +266,23 @@ class LocalTarget(ServingTarget):
                     f"{process.returncode} while loading; log {state.log}:\n{_tail(state.log)}"
                 )
             try:
-                rest_client.wait_until_available(
-                    state.admin_url, state.model_name, state.version, timeout=0.5, interval=0.2
-                )
+                poll.wait_until_available(state.model_name, state.version, timeout=0.5, interval=0.2)
                 break
-            except rest_client.ServingClientError as exc:
+            except ServingClientError as exc:
                 if time.monotonic() > deadline:
                     raise DeployError(
                         f"{state.model_name} version {state.version} not AVAILABLE after "
                         f"{self.startup_timeout_s:.0f}s ({exc}); log {state.log}:\n{_tail(state.log)}"
                     ) from None
+        serving = ServingClient(state.admin_url)
         try:
-            records = self.smoke_records or self._synthetic_records(state)
-            rest_client.smoke_test(state.admin_url, state.model_name, records, expected_version=state.version)
-        except rest_client.ServingClientError as exc:
+            records = self.smoke_records or _synthetic_records(serving, state)
+            serving.smoke_test(state.model_name, records, expected_version=state.version)
+        except ServingClientError as exc:
             raise DeployError(
                 f"smoke test of {state.model_name} version {state.version} failed, previous version kept: "
                 f"{exc}"
             ) from None
-
-    @staticmethod
-    def _synthetic_records(state: ServingProcess) -> list[dict[str, Any]]:
-        """Without sample records: one all-missing record and one all-zero record, from the signature."""
-        from modelops.serving import rest_client
-
-        inputs = rest_client.signature_inputs(state.admin_url, state.model_name, state.version, refresh=True)
-        missing = {n: ("" if d == "DT_STRING" else math.nan) for n, d in inputs.items()}
-        zeros = {n: ("" if d == "DT_STRING" else 0) for n, d in inputs.items()}
-        return [missing, zeros]
 
     def _rollout(self, state: ServingProcess) -> Rollout:
         return Rollout(
@@ -339,6 +330,14 @@ class _Placement:
             shutil.rmtree(self.backup, ignore_errors=True)
 
 
+def _synthetic_records(serving: ServingClient, state: ServingProcess) -> list[dict[str, Any]]:
+    """Without sample records: one all-missing record and one all-zero record, from the signature."""
+    inputs = serving.signature_inputs(state.model_name, state.version, refresh=True)
+    missing = {n: ("" if d == "DT_STRING" else math.nan) for n, d in inputs.items()}
+    zeros = {n: ("" if d == "DT_STRING" else 0) for n, d in inputs.items()}
+    return [missing, zeros]
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -346,8 +345,6 @@ def _free_port(host: str) -> int:
 
 
 def _post(url: str, timeout: float) -> None:
-    import httpx
-
     try:
         response = httpx.post(url, timeout=timeout)
     except httpx.HTTPError as exc:
@@ -357,8 +354,6 @@ def _post(url: str, timeout: float) -> None:
 
 
 def _alive(pid: int, create_time: float | None) -> bool:
-    import psutil
-
     try:
         process = psutil.Process(pid)
         if create_time is not None and abs(process.create_time() - create_time) > 0.01:
@@ -370,8 +365,6 @@ def _alive(pid: int, create_time: float | None) -> bool:
 
 def _terminate(pid: int, create_time: float | None, grace_s: float = 15.0) -> None:
     """SIGTERM the server's process group (graceful: in-flight requests finish), SIGKILL after grace."""
-    import psutil
-
     if not _alive(pid, create_time):
         with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
             psutil.Process(pid).wait(0)  # reap our own zombie child (no-op for someone else's)

@@ -21,7 +21,8 @@ from support.fakes.tiny_savedmodel import write_broken_savedmodel, write_tiny_sa
 
 from modelops.config import load_config
 from modelops.targets.base import DeployError
-from modelops.targets.kubernetes import KubernetesTarget, OpenShiftTarget
+from modelops.targets.kubernetes import KubernetesTarget
+from modelops.targets.openshift import OpenShiftTarget
 
 pytestmark = [
     pytest.mark.cluster,

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from support.network import free_port
 from support.fakes.docker_env import container_config, forget, require_engine
 from support.fakes.tiny_savedmodel import SAMPLE_RECORD, write_broken_savedmodel, write_tiny_savedmodel
+from support.network import free_port
 
+from modelops.integrations import image
 from modelops.targets.base import DeployError
 from modelops.targets.docker import LABEL_MODEL, DockerTarget
-from modelops.integrations import image
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

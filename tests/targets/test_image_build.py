@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from support.network import free_port
 from support.fakes.docker_env import container_config, forget, require_engine
 from support.fakes.tiny_savedmodel import write_tiny_savedmodel
+from support.network import free_port
 
 from modelops.config import ConfigError, SecretRef, load_config
 from modelops.integrations import image

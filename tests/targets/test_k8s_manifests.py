@@ -15,7 +15,8 @@ import pytest
 import yaml
 from support.manifests import CLIENT_DIR, OVERLAYS, all_objects, rendered
 
-from modelops.targets.kubernetes import K8S_DIR, ManifestError, render_overlay
+from modelops.targets.kustomize import ManifestError, render_overlay
+from modelops.targets.manifests import K8S_DIR
 
 KUBERNETES_VERSION = "1.37.0"
 SCHEMAS = {

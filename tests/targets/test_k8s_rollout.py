@@ -7,9 +7,10 @@ import pytest
 from support.fakes.kubernetes_api import FakeImage, FakeKubernetesApiServer
 
 from modelops.config import load_config
-from modelops.targets.base import DeployError
-from modelops.targets.kubernetes import KubernetesTarget, OpenShiftTarget
 from modelops.integrations.cluster import KubernetesApi
+from modelops.targets.base import DeployError
+from modelops.targets.kubernetes import KubernetesTarget
+from modelops.targets.openshift import OpenShiftTarget
 
 MODEL = "hmeq-risk"
 REGISTRY = "registry.example:5000/modelops/hmeq-risk"
@@ -105,7 +106,10 @@ def test_smoke_test_failure_rolls_back(fake):
     fake.images[f"{REGISTRY}:v1"] = FakeImage(version="1")
     fake.images[f"{REGISTRY}:v2"] = FakeImage(version="2", smoke_ok=False)
     _deploy(target, "1", f"{REGISTRY}:v1")
-    with pytest.raises(DeployError, match=r"predict on hmeq-risk answered 500.*rolled back to .*:v1"):
+    with pytest.raises(
+        DeployError,
+        match=r"hmeq-risk:predict answered HTTP 500: Could not find variable.*rolled back to .*:v1",
+    ):
         _deploy(target, "2", f"{REGISTRY}:v2")
     assert _served_image(fake) == f"{REGISTRY}:v1"
     assert target.current(MODEL).version == "1"
@@ -158,8 +162,8 @@ def test_another_model_name_gets_its_own_objects(fake):
 
 
 def test_unreachable_api_server_is_a_clear_deploy_error():
-    from support.network import free_port
     from kubernetes_asyncio.client import Configuration
+    from support.network import free_port
 
     config = load_config("kubernetes", environ={})
     host = f"http://127.0.0.1:{free_port()}"
