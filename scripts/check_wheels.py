@@ -139,7 +139,11 @@ def check(python: str, constraints: Path, with_project: bool = True) -> Result:
         requirements.append(".[test]")
     with tempfile.TemporaryDirectory(prefix=f"check-wheels-{python}-") as tmp:
         report_path = Path(tmp) / "report.json"
-        done = pip_resolve(python, requirements, Path(tmp), report_path)
+        try:
+            done = pip_resolve(python, requirements, Path(tmp), report_path)
+        except subprocess.TimeoutExpired as exc:
+            result.lines = [f"pip did not finish within {exc.timeout:.0f} s"]
+            return result
         if done.returncode != 0:
             errors = [line for line in done.stderr.splitlines() if line.strip()]
             result.lines = errors[-12:] or [f"pip exited with {done.returncode}"]
@@ -190,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     glibc = f"2.{OLDEST_GLIBC_MINOR}"
     print(f"check-wheels: CPython {', '.join(pythons)} on x86_64 Linux, glibc <= {glibc}, wheels only")
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        results = list(pool.map(lambda target: check(*target, with_project=not args.pins_only), targets))
+        futures = [pool.submit(check, python, path, not args.pins_only) for python, path in targets]
+        results = [future.result() for future in futures]
     for result in results:
         shown = result.constraints
         if shown.is_relative_to(ROOT):
