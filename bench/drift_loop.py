@@ -33,9 +33,9 @@ def run(periods: int = 4, rows: int = 2000) -> dict[str, Any]:
     for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MODELOPS_DATABASE_URL"):
         os.environ.pop(name, None)
     os.environ.update(stack_environment(home))
-    from modelops.config import load_config
     from modelops.cli.demo_loop import run_demo
-    from modelops.stack import down
+    from modelops.config import load_config
+    from modelops.stack.manager import down
 
     config = load_config()
     progress(f"drift loop: modelops demo on a fresh stack in {home}")

@@ -116,9 +116,12 @@ def run(repeat: int = 3, idle_s: float = 5.0) -> dict[str, Any]:
         os.environ.pop(name, None)  # the temporary stack's own endpoints, not a configured one
     os.environ.update(stack_environment(home))
     from modelops.config import load_config
-    from modelops.stack import down, status, up, use_stack_environment
+    from modelops.stack import use_stack_environment
 
     config = load_config()
+    use_stack_environment(config)  # before Prefect is imported: the stack manager imports it
+    from modelops.stack.manager import down, status, up
+
     result: dict[str, Any] = {"home": str(home), "worker_query_seconds": config.stack.worker_query_seconds}
     progress(f"loop: starting the embedded stack in {home} (Prefect :{config.stack.prefect_port})")
     started = time.perf_counter()

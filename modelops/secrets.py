@@ -7,6 +7,7 @@ A reference names an environment variable (``{env: VAR}``) or a Prefect Secret b
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from modelops.config import ConfigError, SecretRef
 
@@ -43,7 +44,8 @@ def _from_prefect_block(block: str, required: bool) -> str | None:
             "give an {env: VARIABLE} reference instead"
         )
     try:
-        value: str = Secret.load(block).get()
+        secret = cast(Secret, Secret.load(block))  # a sync call returns the block itself
+        value: str = secret.get()
         return value
     except ValueError as exc:
         if required:

@@ -1,80 +1,135 @@
 """The ``modelops`` command line: one sub-command per module in this package.
 
-Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
-Command modules import nothing heavy at module level (TensorFlow, MLflow, Prefect) so that
-``modelops status`` answers in well under a second; they import inside ``run``.
-Errors a user can fix are raised as :class:`UserError` (or ``ConfigError``/``SchemaError``) and
-printed as one line naming the problem and the fix, with a non-zero exit.
+Each command module defines ``add_arguments(parser)`` (``add_arguments(parser, name)`` when it
+serves several commands) and ``run(args) -> int``; its one-line help is in :data:`COMMANDS`.
+Only the module of the command being run is imported: ``modelops --help`` imports none of them,
+and ``modelops ship`` / ``traffic`` run where Prefect, MLflow and TensorFlow are not installed
+(the client image). Errors a user can fix are raised as :class:`UserError` (or ``ConfigError`` /
+``SchemaError``) and printed as one line naming the problem and the fix, with a non-zero exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import NamedTuple
 
 from modelops.cli.errors import UserError
+from modelops.config import ConfigError
+from modelops.data.schema import SchemaError
 
-# command name -> module under modelops.cli
-COMMANDS: dict[str, str] = {
-    "up": "stack",
-    "status": "stack",
-    "down": "stack",
-    "generate": "generate",
-    "train": "train",
-    "approve": "approve",
-    "serve": "serve",
-    "traffic": "traffic",
-    "ship": "ship",
-    "labels": "labels",
-    "ks-check": "ks_check",
-    "lifecycle": "lifecycle",
-    "demo": "demo",
-    "bench": "bench",
+
+class Command(NamedTuple):
+    module: str  # under modelops.cli
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "up": Command(
+        "stack", "start the embedded stack (idempotent), wait until healthy and apply prefect.yaml"
+    ),
+    "status": Command(
+        "stack", "show each stack component with URL, PID, health and RSS (exit 1 when one is down)"
+    ),
+    "down": Command("stack", "stop exactly what `modelops up` started and remove the stack state"),
+    "generate": Command(
+        "generate", "write generated HMEQ-like data: train.csv, period_<i>.csv (drifting) and schema.yaml"
+    ),
+    "train": Command(
+        "train",
+        "train the model on a CSV + schema (or generated HMEQ-like data) and register it as 'challenger'",
+    ),
+    "approve": Command(
+        "approve", "answer a paused champion approval: approve (or --reject) with an image tag and your name"
+    ),
+    "serve": Command(
+        "serve",
+        "serve a SavedModel base path (numbered version folders) over the TensorFlow Serving REST API",
+    ),
+    "traffic": Command(
+        "traffic",
+        "scoring client: replay a data period (or CSV) against the TF Serving REST API and spool the scores",
+    ),
+    "ship": Command(
+        "ship", "log sidecar: ship the scoring client's spool to the PostgreSQL scoring log (exactly once)"
+    ),
+    "labels": Command(
+        "labels", "load true labels that arrived after scoring: a CSV with columns request_id,label"
+    ),
+    "ks-check": Command(
+        "ks_check", "run one KS check now on the champion's labelled scoring log and print the result"
+    ),
+    "lifecycle": Command(
+        "lifecycle", "start the lifecycle (approve → prebuild → build → deploy) for a registered version"
+    ),
+    "demo": Command(
+        "demo",
+        "run the whole loop: stack, train, approve, serve, replay drift, KS check, retrain, approve, recover",
+    ),
+    "bench": Command(
+        "bench",
+        "benchmark serving, log shipping, the KS check, the retrain loop and the stack against their floors",
+    ),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="modelops",
-        description="ModelOps loop for TensorFlow models: train, approve, serve, monitor, retrain.",
-    )
+def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default=None,
         help="environment name under infra/config/ or a YAML path (default: $MODELOPS_CONFIG or 'local')",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; only ``commands`` (default: all) get their arguments (and imports)."""
+    chosen = set(COMMANDS if commands is None else commands)
+    parser = argparse.ArgumentParser(
+        prog="modelops",
+        description="ModelOps loop for TensorFlow models: train, approve, serve, monitor, retrain.",
+    )
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"modelops.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"modelops.cli.{module_name}":
-                continue  # command not built yet
-            raise
-        help_text = getattr(module, "HELP_BY_COMMAND", {}).get(name, module.HELP)
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command_parser, name) if _takes_name(module) else module.add_arguments(
-            command_parser
-        )
-        command_parser.set_defaults(_module=module)
+    for name, command in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=command.help, description=command.help)
+        if name in chosen:
+            module = importlib.import_module(f"modelops.cli.{command.module}")
+            _add_arguments(module, command_parser, name)
+            command_parser.set_defaults(_module=module)
     return parser
 
 
-def _takes_name(module: object) -> bool:
-    import inspect
+def _add_arguments(module: ModuleType, parser: argparse.ArgumentParser, name: str) -> None:
+    if len(inspect.signature(module.add_arguments).parameters) == 2:
+        module.add_arguments(parser, name)
+    else:
+        module.add_arguments(parser)
 
-    return len(inspect.signature(module.add_arguments).parameters) == 2  # type: ignore[attr-defined]
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names, if any (global options may come first)."""
+    scout = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    _global_options(scout)
+    scout.add_argument("command", nargs="?")
+    try:
+        known, _ = scout.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return None  # the full parser reports it
+    return known.command if known.command in COMMANDS else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = command_in(argv)
+    args = build_parser([command] if command else []).parse_args(argv)
     if args.config:
         os.environ["MODELOPS_CONFIG"] = args.config
     logging.basicConfig(
@@ -84,9 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
-    from modelops.config import ConfigError
-    from modelops.data.schema import SchemaError
-
     try:
         return int(args._module.run(args) or 0)
     except (UserError, ConfigError, SchemaError) as exc:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import asdict
 
-HELP = "run the whole loop: stack, train, approve, serve, replay drift, KS check, retrain, approve, recover"
+from modelops.cli.demo_loop import DemoError, run_demo
+from modelops.cli.errors import UserError
+from modelops.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,10 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelops.cli.errors import UserError
-    from modelops.config import load_config
-    from modelops.cli.demo_loop import DemoError, run_demo
-
     if args.periods < 1 or args.rows < 200:
         raise UserError("--periods must be >= 1 and --rows >= 200 (the KS check needs a minimum sample)")
     config = load_config()
@@ -38,9 +38,6 @@ def run(args: argparse.Namespace) -> int:
             f"{exc} (logs: {config.stack_home / 'logs'}; Prefect UI: {config.prefect_ui_url})"
         ) from None
     if args.result_json:
-        import json
-        from dataclasses import asdict
-
         with open(args.result_json, "w") as handle:
             json.dump(asdict(result), handle, indent=2, default=str)
     return 0

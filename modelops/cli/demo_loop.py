@@ -20,14 +20,45 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from modelops.config import ModelOpsConfig
+from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.schedules import SCHEDULE_TYPES, IntervalSchedule
+from prefect.client.schemas.sorting import FlowRunSort
+
+from flows.train import train
+from modelops.config import CONFIG_DIR, ModelOpsConfig
 from modelops.deployments import KS_CHECK as KS_CHECK_DEPLOYMENT
+from modelops.deployments import LIFECYCLE as LIFECYCLE_DEPLOYMENT
+from modelops.integrations.approvals import (
+    ApprovalError,
+    find_paused_approval,
+    resume_approval,
+    wait_until_answered,
+)
+from modelops.integrations.database import resolve_database_url
+from modelops.integrations.performance_store import read_recent_checks
+from modelops.integrations.prefect_api import PrefectUnreachable, start_deployment, use_prefect_api
+from modelops.integrations.registry import CHALLENGER, CHAMPION, get_alias_version
+from modelops.integrations.scoring_log import count_records
+from modelops.scoring.client import TrafficSettings, run_traffic
+from modelops.scoring.source import load_replay_records
+from modelops.stack import use_stack_environment
+from modelops.stack.manager import up as stack_up
 
 Narrate = Callable[[str], None]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 # A check that read its window before the last records were shipped stores its row a moment later.
 CHECK_MARGIN = timedelta(seconds=2)
+DEMO_SCHEDULE_SLUG = "modelops-demo"
 
 
 class DemoError(RuntimeError):
@@ -108,14 +139,10 @@ class LoopDriver:
 
     # -- Prefect --------------------------------------------------------------------------------
 
-    def _client(self):
-        from prefect import get_client
-
+    def _client(self) -> SyncPrefectClient:
         return get_client(sync_client=True)
 
-    def wait_for_run(self, run_id: str, what: str) -> Any:
-        from uuid import UUID
-
+    def wait_for_run(self, run_id: str, what: str) -> FlowRun:
         deadline = time.time() + self.timeout_s
         with self._client() as client:
             while time.time() < deadline:
@@ -127,15 +154,7 @@ class LoopDriver:
                 time.sleep(1)
         raise DemoError(f"{what} did not finish within {self.timeout_s:.0f} s")
 
-    def runs_of(self, deployment: str, since: datetime) -> list[Any]:
-        from prefect.client.schemas.filters import (
-            DeploymentFilter,
-            DeploymentFilterName,
-            FlowRunFilter,
-            FlowRunFilterExpectedStartTime,
-        )
-        from prefect.client.schemas.sorting import FlowRunSort
-
+    def runs_of(self, deployment: str, since: datetime) -> list[FlowRun]:
         with self._client() as client:
             return client.read_flow_runs(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
@@ -147,18 +166,7 @@ class LoopDriver:
 
     def approve_when_paused(self, model_name: str, version: str) -> None:
         """Wait for the approval form; answer it (auto) or wait for a person to."""
-        from modelops.cli.approve import find_paused_approval, resume_approval
-        from modelops.cli.errors import UserError
-
-        deadline = time.time() + self.timeout_s
-        run_id = None
-        while run_id is None:
-            try:
-                run_id = find_paused_approval(model_name)
-            except UserError:
-                if time.time() > deadline:
-                    raise DemoError(f"no approval form for {model_name} v{version} appeared") from None
-                time.sleep(1)
+        run_id = self._paused_approval(model_name, version)
         link = f"{self.config.prefect_ui_url}/runs/flow-run/{run_id}"
         self.narrate(f"    approval form for {model_name} v{version}: {link}")
         if self.reviewer:
@@ -175,39 +183,27 @@ class LoopDriver:
                 "    waiting for you: open the link, fill in the form (approve, image tag, your name) and "
                 f"submit — or run `modelops approve --model {model_name} --tag v{version} --reviewer <you>`"
             )
-            self._wait_until_answered(run_id)
+            wait_until_answered(run_id)
         self.result.approvals.append(run_id)
 
-    def _wait_until_answered(self, run_id: str) -> None:
-        from uuid import UUID
-
-        with self._client() as client:
-            while True:
-                state = client.read_flow_run(UUID(run_id)).state
-                if state is None or state.type.value != "PAUSED":
-                    return
+    def _paused_approval(self, model_name: str, version: str) -> str:
+        deadline = time.time() + self.timeout_s
+        while True:
+            try:
+                return find_paused_approval(model_name)
+            except (ApprovalError, PrefectUnreachable):
+                if time.time() > deadline:
+                    raise DemoError(f"no approval form for {model_name} v{version} appeared") from None
                 time.sleep(1)
 
     # -- stages ---------------------------------------------------------------------------------
 
     def start_lifecycle(self, model_name: str, version: str) -> str:
-        from prefect.deployments import run_deployment
-
-        from modelops.deployments import LIFECYCLE as LIFECYCLE_DEPLOYMENT
-
-        run = run_deployment(
-            LIFECYCLE_DEPLOYMENT,
-            parameters={"model_name": model_name, "candidate_version": version},
-            timeout=0,
-            as_subflow=False,
-        )
+        run = start_deployment(LIFECYCLE_DEPLOYMENT, {"model_name": model_name, "candidate_version": version})
         return str(run.id)
 
     def wait_for_check(self, since: datetime, period: int) -> dict[str, Any]:
         """The first KS check stored after ``since`` (a run of the scheduled ks-check deployment)."""
-        from modelops.integrations.database import resolve_database_url
-        from modelops.integrations.performance_store import read_recent_checks
-
         dsn = resolve_database_url(self.config)
         deadline = time.time() + self.timeout_s
         while time.time() < deadline:
@@ -222,31 +218,22 @@ class LoopDriver:
         raise DemoError("no KS check ran: is the ks-check deployment scheduled and the worker up?")
 
 
-DEMO_SCHEDULE_SLUG = "modelops-demo"
-
-
 @contextmanager
 def short_ks_schedule(config: ModelOpsConfig, narrate: Narrate) -> Iterator[None]:
     """Give the ks-check deployment an extra interval schedule for the demo; remove it afterwards.
 
     The deployment keeps its cron schedule from the config; a demo cannot wait ten minutes per check.
     """
-    from datetime import timedelta as interval
-
-    from prefect import get_client
-    from prefect.client.schemas.schedules import IntervalSchedule
-
+    seconds = config.monitoring.demo_interval_s
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(KS_CHECK_DEPLOYMENT)
         for schedule in client.read_deployment_schedules(deployment.id):
             if schedule.slug == DEMO_SCHEDULE_SLUG:
                 client.delete_deployment_schedule(deployment.id, schedule.id)
-        seconds = config.monitoring.demo_interval_s
-        (created,) = client.create_deployment_schedules(
-            deployment.id,
-            [(IntervalSchedule(interval=interval(seconds=seconds)), True)],
-            slug=DEMO_SCHEDULE_SLUG,
-        )
+        schedules: list[tuple[SCHEDULE_TYPES, bool]] = [
+            (IntervalSchedule(interval=timedelta(seconds=seconds)), True)
+        ]
+        (created,) = client.create_deployment_schedules(deployment.id, schedules, slug=DEMO_SCHEDULE_SLUG)
     narrate(
         f"    ks-check deployment: demo schedule every {seconds} s "
         f"(beside its cron {config.monitoring.schedule_cron!r})"
@@ -259,7 +246,7 @@ def short_ks_schedule(config: ModelOpsConfig, narrate: Narrate) -> Iterator[None
         narrate("    ks-check deployment: demo schedule removed; the configured cron keeps running")
 
 
-def _shipper(config: ModelOpsConfig) -> subprocess.Popen:
+def _shipper(config: ModelOpsConfig) -> subprocess.Popen[bytes]:
     log = config.stack_home / "logs" / "demo-sidecar.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     code = "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -272,9 +259,6 @@ def _shipper(config: ModelOpsConfig) -> subprocess.Popen:
 
 
 def _wait_shipped(config: ModelOpsConfig, expected: int, timeout_s: float = 120) -> int:
-    from modelops.integrations.database import resolve_database_url
-    from modelops.integrations.scoring_log import count_records
-
     dsn = resolve_database_url(config)
     deadline = time.time() + timeout_s
     count = 0
@@ -293,43 +277,40 @@ def run_demo(
     rows_per_period: int = 2000,
     narrate: Narrate = print,
 ) -> DemoResult:
-    from modelops import stack
-
     driver = LoopDriver(config, reviewer, narrate)
-    model = config.model.name
     with driver.step("start the embedded stack") as step:
-        stack.up(config)
-        stack.use_stack_environment(config)
+        stack_up(config)
+        use_stack_environment(config)  # MLflow reads it at each call; the sidecar process inherits it
         step.detail = f"Prefect {config.prefect_ui_url}, MLflow {config.mlflow_uri}"
+    with use_prefect_api(config):  # Prefect was imported (with this module) before the stack was known
+        _run_loop(driver, config, periods, rows_per_period)
+    narrate(driver.result.timeline(config.prefect_ui_url, config.mlflow_uri))
+    return driver.result
 
-    from flows.train import train
-    from modelops.integrations.registry import CHALLENGER, CHAMPION, get_alias_version
 
+def _run_loop(driver: LoopDriver, config: ModelOpsConfig, periods: int, rows: int) -> None:
+    model = config.model.name
     with driver.step("train v1 (MLflow run + registry version, alias challenger)") as step:
         trained = train(config=None)
         v1 = trained["version"]
         step.detail = f"v{v1}: holdout KS {trained['metrics']['ks']:.3f}, AUC {trained['metrics']['auc']:.3f}"
-
     with driver.step(f"lifecycle v{v1}: approve → prebuild → deploy (local target)") as step:
         run_id = driver.start_lifecycle(model, v1)
         driver.approve_when_paused(model, v1)
         driver.wait_for_run(run_id, f"lifecycle of v{v1}")
         step.detail = f"v{v1} serves at {config.serving_url}"
-
     shipper = _shipper(config)
-    with short_ks_schedule(config, narrate), _stopping(shipper):
-        _replay_until_recovered(driver, config, periods, rows_per_period, v1)
+    with short_ks_schedule(config, driver.narrate), _stopping(shipper):
+        _replay_until_recovered(driver, config, periods, rows, v1)
     driver.result.versions = {
         alias: version
         for alias in (CHAMPION, CHALLENGER)
         if (version := get_alias_version(model, alias)) is not None
     }
-    narrate(driver.result.timeline(config.prefect_ui_url, config.mlflow_uri))
-    return driver.result
 
 
 @contextmanager
-def _stopping(process: subprocess.Popen) -> Iterator[None]:
+def _stopping(process: subprocess.Popen[bytes]) -> Iterator[None]:
     try:
         yield
     finally:
@@ -345,33 +326,10 @@ def _replay_until_recovered(
 ) -> str:
     """Replay periods 1..N until a KS check degrades; then retrain, approve, and replay that period
     again on the new champion, which must check ok. Returns the retrained version."""
-    from modelops.scoring.client import TrafficSettings, run_traffic
-    from modelops.scoring.source import load_replay_records
-    from modelops.integrations.registry import CHAMPION, get_alias_version
-
-    model = config.model.name
     retrained: str | None = None
     period, seed = 1, config.training.seed
     while True:
-        champion = get_alias_version(model, CHAMPION) or first_version
-        with driver.step(f"replay period {period} against v{champion}") as step:
-            summary = run_traffic(
-                load_replay_records(period=period, rows=rows, seed=seed + period),
-                TrafficSettings(
-                    url=config.serving_url,
-                    model_name=model,
-                    spool_dir=config.stack_home / "spool",
-                    decision_threshold=config.model.decision_threshold,
-                    concurrency=8,
-                    spool_max_age_s=1.0,
-                ),
-            )
-            driver.result.sent += summary.ok
-            _wait_shipped(config, driver.result.sent)
-            shipped_at = datetime.now(UTC)
-            step.detail = (
-                f"{summary.ok} scored ({summary.errors} errors), p50 {summary.p50_ms or 0:.1f} ms, shipped"
-            )
+        shipped_at = _replay_period(driver, config, period, rows, seed, first_version)
         with driver.step(f"scheduled KS check after period {period}") as step:
             check = driver.wait_for_check(shipped_at, period)
             step.detail = f"v{check['model_version']} KS {check.get('ks') or 0:.3f}: {check['status']}"
@@ -380,13 +338,7 @@ def _replay_until_recovered(
                 raise DemoError(f"after retraining, the KS check of v{retrained} says {check['status']}")
             return retrained
         if check["status"] == "degraded":
-            with driver.step("automation → retrain → new version registered (alias challenger)") as step:
-                retrained = _wait_for_retrain(driver, model, shipped_at)
-                step.detail = f"v{retrained} registered"
-            with driver.step(f"lifecycle v{retrained}: approve → prebuild → deploy") as step:
-                driver.approve_when_paused(model, retrained)
-                _wait_for_champion(driver, model, retrained)
-                step.detail = f"v{retrained} is the champion"
+            retrained = _retrain_and_approve(driver, config.model.name, shipped_at)
             seed += 1000  # fresh records of the same period for the recovery check
             continue
         if period == periods:
@@ -394,18 +346,52 @@ def _replay_until_recovered(
         period += 1
 
 
+def _replay_period(
+    driver: LoopDriver, config: ModelOpsConfig, period: int, rows: int, seed: int, first_version: str
+) -> datetime:
+    """Score one period against the champion and wait until the sidecar shipped it; returns when."""
+    model = config.model.name
+    champion = get_alias_version(model, CHAMPION) or first_version
+    with driver.step(f"replay period {period} against v{champion}") as step:
+        summary = run_traffic(
+            load_replay_records(period=period, rows=rows, seed=seed + period),
+            TrafficSettings(
+                url=config.serving_url,
+                model_name=model,
+                spool_dir=config.stack_home / "spool",
+                decision_threshold=config.model.decision_threshold,
+                concurrency=8,
+                spool_max_age_s=1.0,
+            ),
+        )
+        driver.result.sent += summary.ok
+        _wait_shipped(config, driver.result.sent)
+        step.detail = (
+            f"{summary.ok} scored ({summary.errors} errors), p50 {summary.p50_ms or 0:.1f} ms, shipped"
+        )
+    return datetime.now(UTC)
+
+
+def _retrain_and_approve(driver: LoopDriver, model: str, since: datetime) -> str:
+    with driver.step("automation → retrain → new version registered (alias challenger)") as step:
+        retrained = _wait_for_retrain(driver, model, since)
+        step.detail = f"v{retrained} registered"
+    with driver.step(f"lifecycle v{retrained}: approve → prebuild → deploy") as step:
+        driver.approve_when_paused(model, retrained)
+        _wait_for_champion(driver, model, retrained)
+        step.detail = f"v{retrained} is the champion"
+    return retrained
+
+
 def _wait_for_retrain(driver: LoopDriver, model: str, since: datetime) -> str:
     deadline = time.time() + driver.timeout_s
     while time.time() < deadline:
         runs = driver.runs_of("retrain", since)
-        for run in runs:
-            if run.state and run.state.type.value == "COMPLETED":
-                from modelops.integrations.registry import CHALLENGER, get_alias_version
-
-                version = get_alias_version(model, CHALLENGER)
-                if version:
-                    driver.result.retrain_runs = [str(r.id) for r in runs]
-                    return version
+        if any(run.state and run.state.type.value == "COMPLETED" for run in runs):
+            version = get_alias_version(model, CHALLENGER)
+            if version:
+                driver.result.retrain_runs = [str(r.id) for r in runs]
+                return version
         time.sleep(1)
     raise DemoError(
         "the degraded event did not lead to a retrained version (automation, worker, retrain flow)"
@@ -413,8 +399,6 @@ def _wait_for_retrain(driver: LoopDriver, model: str, since: datetime) -> str:
 
 
 def _wait_for_champion(driver: LoopDriver, model: str, version: str) -> None:
-    from modelops.integrations.registry import CHAMPION, get_alias_version
-
     deadline = time.time() + driver.timeout_s
     while time.time() < deadline:
         if get_alias_version(model, CHAMPION) == version:
@@ -424,6 +408,4 @@ def _wait_for_champion(driver: LoopDriver, model: str, version: str) -> None:
 
 
 def demo_config_path() -> Path:
-    from modelops.config import CONFIG_DIR
-
     return CONFIG_DIR / "demo.yaml"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from modelops.cli.errors import UserError
+import yaml
 
-HELP = "write generated HMEQ-like data: train.csv, period_<i>.csv (drifting) and schema.yaml"
+from modelops.cli.errors import UserError
+from modelops.data.generator import generate_period, generate_training
+from modelops.data.schema import HMEQ_SCHEMA
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,11 +37,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--periods must be >= 0, got {args.periods}")
     if args.drift < 0:
         raise UserError(f"--drift must be >= 0, got {args.drift}")
-    import yaml
-
-    from modelops.data.generator import generate_period, generate_training
-    from modelops.data.schema import HMEQ_SCHEMA
-
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "schema.yaml").write_text(yaml.safe_dump(HMEQ_SCHEMA.to_dict(), sort_keys=False))
     frames = [("train.csv", generate_training(rows=args.rows, seed=args.seed))]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
-HELP = "run one KS check now on the champion's labelled scoring log and print the result"
+from flows.ks_check import ks_check
+from modelops.cli.errors import UserError
+from modelops.config import load_config
+from modelops.integrations.prefect_api import PrefectUnreachable, prefect_api_reachable, use_prefect_api
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,16 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import httpx
-
-    from modelops.cli.approve import use_prefect_api
-    from modelops.cli.errors import UserError
-    from modelops.config import load_config
-    from flows.ks_check import ks_check
-
     config = load_config()
-    with use_prefect_api(config):
-        try:
+    try:
+        with use_prefect_api(config), prefect_api_reachable():
             result = ks_check(
                 model_name=args.model,
                 version=args.version,
@@ -45,30 +42,29 @@ def run(args: argparse.Namespace) -> int:
                 database_url=args.database_url,
                 review_timeout_s=args.review_timeout,
             )
-        except (httpx.TransportError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and "Failed to reach API" not in str(exc):
-                raise
-            raise UserError(
-                f"cannot reach the Prefect API at {config.prefect_api_url}: start the stack (modelops up) "
-                "or set PREFECT_API_URL"
-            ) from None
+    except PrefectUnreachable as exc:
+        raise UserError(str(exc)) from None
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     elif result["status"] == "error":
         print(f"KS check of {result['model']} failed: {result['error']}")
     else:
-        ks = "–" if result["ks"] is None else f"{result['ks']:.4f}"
-        auc = "–" if result["auc"] is None else f"{result['auc']:.4f}"
-        print(
-            f"{result['model']} v{result['version']}: {result['status']}"
-            f"  KS {ks} (threshold {result['threshold']})"
-            f"  AUC {auc}  n={result['n']} events={result['n_events']}  — {result['reason']}"
-        )
-        if result.get("drift"):
-            drift = result["drift"]
-            print(
-                f"drift: score KS {drift['score_ks']}, features over PSI {drift['psi_limit']}: "
-                f"{', '.join(drift['drifted_features']) or 'none'}"
-            )
-        print(f"report: Prefect artifact '{result['artifact']}'")
+        _print_summary(result)
     return 1 if result["status"] == "error" else 0
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    ks = "–" if result["ks"] is None else f"{result['ks']:.4f}"
+    auc = "–" if result["auc"] is None else f"{result['auc']:.4f}"
+    print(
+        f"{result['model']} v{result['version']}: {result['status']}"
+        f"  KS {ks} (threshold {result['threshold']})"
+        f"  AUC {auc}  n={result['n']} events={result['n_events']}  — {result['reason']}"
+    )
+    if result.get("drift"):
+        drift = result["drift"]
+        print(
+            f"drift: score KS {drift['score_ks']}, features over PSI {drift['psi_limit']}: "
+            f"{', '.join(drift['drifted_features']) or 'none'}"
+        )
+    print(f"report: Prefect artifact '{result['artifact']}'")

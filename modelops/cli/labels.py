@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import csv
+from pathlib import Path
 
-HELP = "load true labels that arrived after scoring: a CSV with columns request_id,label"
+from modelops.cli.errors import UserError
+from modelops.config import load_config
+from modelops.integrations.database import DatabaseUnavailable, apply_migrations, resolve_database_url
+from modelops.integrations.scoring_log import load_labels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,14 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import csv
-    from pathlib import Path
-
-    from modelops.cli.errors import UserError
-    from modelops.config import load_config
-    from modelops.integrations.database import DatabaseUnavailable, apply_migrations, resolve_database_url
-    from modelops.integrations.scoring_log import load_labels
-
     path = Path(args.csv)
     if not path.exists():
         raise UserError(f"labels file {path} does not exist")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "start the lifecycle (approve → prebuild → build → deploy) for a registered version"
+from modelops.cli.errors import UserError
+from modelops.config import load_config
+from modelops.deployments import LIFECYCLE as LIFECYCLE_DEPLOYMENT
+from modelops.integrations.prefect_api import start_deployment, use_prefect_api
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,32 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelops.cli.errors import UserError
-    from modelops.config import load_config
-    from modelops.stack import use_stack_environment
-
     config = load_config()
-    use_stack_environment(config)
     if args.ks_threshold is not None and not 0 < args.ks_threshold < 1:
         raise UserError(f"--ks-threshold {args.ks_threshold} must be between 0 and 1 (e.g. 0.3)")
-    from prefect.deployments import run_deployment
-
-    from modelops.deployments import LIFECYCLE as LIFECYCLE_DEPLOYMENT
-
     model = args.model or config.model.name
     try:
-        flow_run = run_deployment(
-            LIFECYCLE_DEPLOYMENT,
-            parameters={
-                "model_name": model,
-                "candidate_version": str(args.version),
-                "ks_threshold": args.ks_threshold,
-                "notify_teams": args.notify_teams,
-                "notify_email": args.notify_email,
-            },
-            timeout=0,
-            as_subflow=False,
-        )
+        with use_prefect_api(config):
+            flow_run = start_deployment(
+                LIFECYCLE_DEPLOYMENT,
+                {
+                    "model_name": model,
+                    "candidate_version": str(args.version),
+                    "ks_threshold": args.ks_threshold,
+                    "notify_teams": args.notify_teams,
+                    "notify_email": args.notify_email,
+                },
+            )
     except Exception as exc:  # noqa: BLE001 - unreachable API, missing deployment: one line for the user
         raise UserError(
             f"cannot start {LIFECYCLE_DEPLOYMENT} ({type(exc).__name__}: {exc}); "

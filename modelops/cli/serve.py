@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from modelops.cli.errors import UserError
-
-HELP = "serve a SavedModel base path (numbered version folders) over the TensorFlow Serving REST API"
+from modelops.config import load_config
+from modelops.serving.repository import ModelLoadError
+from modelops.serving.server import ServerOptions, run_server
 
 
 def _versions(text: str) -> tuple[int, ...]:
@@ -75,17 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelops.config import load_config
-
     serving = load_config().serving
     max_batch_size = args.max_batch_size if args.max_batch_size is not None else serving.max_batch_size
     if max_batch_size < 1:
         raise UserError(f"--max-batch-size must be at least 1, got {max_batch_size}")
     if args.intra_op_threads < 0 or args.inter_op_threads < 0:
         raise UserError("--intra-op-threads/--inter-op-threads must be >= 0 (0 lets TensorFlow choose)")
-    from modelops.serving.repository import ModelLoadError
-    from modelops.serving.server import ServerOptions, run_server
-
     options = ServerOptions(
         model_name=args.model_name,
         base_path=args.model_base_path,

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
 
-HELP = "log sidecar: ship the scoring client's spool to the PostgreSQL scoring log (exactly once)"
+from modelops.cli.errors import UserError
+from modelops.config import ModelOpsConfig, load_config
+from modelops.integrations.database import DatabaseUnavailable, resolve_database_url
+from modelops.scoring.sidecar import DatabaseDown, LogShipper, ShipperSettings
+
 DEFAULT_SPOOL = "spool"
 
 
@@ -44,30 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def spool_directory(explicit: str | None, config: object | None = None) -> str:
-    import os
-
+def spool_directory(explicit: str | None, config: ModelOpsConfig | None = None) -> str:
     if explicit:
         return explicit
     if os.environ.get("MODELOPS_SPOOL"):
         return os.environ["MODELOPS_SPOOL"]
     if config is not None:
-        return str(config.stack_home / DEFAULT_SPOOL)  # type: ignore[attr-defined]
+        return str(config.stack_home / DEFAULT_SPOOL)
     return DEFAULT_SPOOL
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import signal
-    import sys
-    from dataclasses import replace
-    from pathlib import Path
-
-    from modelops.cli.errors import UserError
-    from modelops.config import load_config
-    from modelops.scoring.sidecar import DatabaseDown, LogShipper, ShipperSettings
-    from modelops.integrations.database import DatabaseUnavailable, resolve_database_url
-
     if args.batch_rows < 1:
         raise UserError(f"--batch-rows {args.batch_rows} must be at least 1")
     config = load_config()

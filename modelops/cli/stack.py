@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from modelops.cli.errors import UserError
-
-HELP = "manage the embedded stack (Prefect server + worker + deployments, MLflow, PostgreSQL)"
-HELP_BY_COMMAND = {
-    "up": "start the embedded stack (idempotent), wait until healthy and apply prefect.yaml",
-    "status": "show each stack component with URL, PID, health and RSS (exit 1 when one is down)",
-    "down": "stop exactly what `modelops up` started and remove the stack state",
-}
+from modelops.config import ModelOpsConfig, load_config
+from modelops.integrations.postgres import redact
+from modelops.stack import endpoints, manager
+from modelops.stack.manager import StackError
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -21,9 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelops.config import load_config
-    from modelops.stack.manager import StackError
-
     config = load_config()
     try:
         if args.command == "up":
@@ -37,11 +32,7 @@ def run(args: argparse.Namespace) -> int:
     raise UserError(f"unknown stack command {args.command!r}: use up, status or down")
 
 
-def _up(config) -> int:
-    import time
-
-    from modelops.stack import endpoints, manager
-
+def _up(config: ModelOpsConfig) -> int:
     t0 = time.monotonic()
     print(f"modelops up: stack home {config.stack_home}", flush=True)
     manager.up(config)
@@ -51,15 +42,11 @@ def _up(config) -> int:
     print(f"  Prefect UI   {ends.prefect_ui_url}")
     print(f"  Prefect API  {ends.prefect_api_url}")
     print(f"  MLflow       {ends.mlflow_uri}")
-    from modelops.stack.postgres import redact
-
     print(f"  PostgreSQL   {redact(ends.database_url)}")
     return 0
 
 
-def _status(config, *, as_json: bool) -> int:
-    from modelops.stack import manager
-
+def _status(config: ModelOpsConfig, *, as_json: bool) -> int:
     rows = manager.status(config)
     if as_json:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
@@ -77,9 +64,7 @@ def _status(config, *, as_json: bool) -> int:
     return 0 if rows and all(row.healthy for row in rows) else 1
 
 
-def _down(config) -> int:
-    from modelops.stack import manager
-
+def _down(config: ModelOpsConfig) -> int:
     stopped = manager.down(config)
     if stopped:
         print(f"stack stopped ({', '.join(stopped)}); data kept in {config.stack_home}")

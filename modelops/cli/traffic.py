@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
-HELP = "scoring client: replay a data period (or CSV) against the TF Serving REST API and spool the scores"
+from modelops.cli.errors import UserError
+from modelops.cli.ship import spool_directory
+from modelops.config import ModelOpsConfig, load_config
+from modelops.scoring.client import TrafficSettings, run_traffic
+from modelops.scoring.source import load_replay_records
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,24 +58,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
-    from pathlib import Path
-
-    from modelops.cli.errors import UserError
-    from modelops.cli.ship import spool_directory
-    from modelops.config import load_config
-    from modelops.scoring.client import TrafficSettings, run_traffic
-    from modelops.scoring.source import load_replay_records
-
     config = load_config()
     if args.period is None and args.csv is None:
         raise UserError("nothing to replay: give --period N (generated data) or --csv FILE")
     records = load_replay_records(
         period=args.period, csv=args.csv, schema=args.schema, rows=args.rows, seed=args.seed, drift=args.drift
     )
+    settings = _settings(args, config)
+    print(
+        f"traffic: replaying {len(records)} records of {records.source} to {settings.url} "
+        f"(model {settings.model_name}, rate {settings.rate or 'max'}/s, concurrency {settings.concurrency}, "
+        f"batch {settings.batch_size}); spool {settings.spool_dir}",
+        file=sys.stderr,
+    )
+    summary = run_traffic(records, settings)
+    print(json.dumps(summary.as_dict()) if args.json else summary.table())
+    if summary.sent and not summary.ok:
+        print(
+            f"modelops traffic: error: all {summary.sent} records failed ({summary.errors_by_kind}); "
+            f"is the model served at {settings.url}? (`modelops serve` / `modelops up`)",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
+def _settings(args: argparse.Namespace, config: ModelOpsConfig) -> TrafficSettings:
     try:
-        settings = TrafficSettings(
+        return TrafficSettings(
             url=(args.url or config.serving_url).rstrip("/"),
             model_name=args.model or config.model.name,
             spool_dir=Path(spool_directory(args.spool, config)),
@@ -82,22 +99,3 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    print(
-        f"traffic: replaying {len(records)} records of {records.source} to {settings.url} "
-        f"(model {settings.model_name}, rate {settings.rate or 'max'}/s, concurrency {settings.concurrency}, "
-        f"batch {settings.batch_size}); spool {settings.spool_dir}",
-        file=sys.stderr,
-    )
-    summary = run_traffic(records, settings)
-    if args.json:
-        print(json.dumps(summary.as_dict()))
-    else:
-        print(summary.table())
-    if summary.sent and not summary.ok:
-        print(
-            f"modelops traffic: error: all {summary.sent} records failed ({summary.errors_by_kind}); "
-            f"is the model served at {settings.url}? (`modelops serve` / `modelops up`)",
-            file=sys.stderr,
-        )
-        return 3
-    return 0

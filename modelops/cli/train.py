@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
+from flows.train import train
 from modelops.cli.errors import UserError
-
-HELP = "train the model on a CSV + schema (or generated HMEQ-like data) and register it as 'challenger'"
+from modelops.config import load_config
+from modelops.data.loading import load_dataset
+from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -38,6 +42,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
+    config = load_config()
+    if args.csv:  # fail fast, before the flow starts, on a file the flow would reject anyway
+        _check_csv(args.csv, args.schema)
+    api = os.environ.get("PREFECT_API_URL")
+    prefect = api or "none set: starting a temporary local server (slow)"
+    model_name = args.model_name or config.model.name
+    print(f"train: model {model_name}, MLflow {config.mlflow_uri}, Prefect API {prefect}", flush=True)
+    print("train: running the train flow (TensorFlow and MLflow load on first use) ...", flush=True)
+    started = time.perf_counter()
+    result = train(
+        csv=str(args.csv) if args.csv else None,
+        schema=str(args.schema) if args.schema else None,
+        model_name=args.model_name,
+        extra_tags=dict(args.tag) or None,
+        rows=args.rows,
+    )
+    _print_result(result, time.perf_counter() - started)
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
     if args.schema and not args.csv:
         raise UserError("--schema describes a --csv file: give --csv too (or neither, for generated data)")
     if args.csv and not args.csv.is_file():
@@ -49,44 +76,20 @@ def run(args: argparse.Namespace) -> int:
     if args.csv and args.rows is not None:
         raise UserError("--rows sizes generated data; it cannot be combined with --csv")
 
-    import logging
 
-    from modelops.config import load_config
+def _check_csv(csv: Path, schema_file: Path | None) -> None:
+    schema = DatasetSchema.from_yaml(schema_file) if schema_file else HMEQ_SCHEMA
+    checked = load_dataset(csv, schema)
+    print(f"train: {csv}: {len(checked)} rows, event rate {checked[schema.target].mean():.3f}", flush=True)
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
-    config = load_config()
-    if args.csv:  # fail fast, before Prefect starts, on a file the flow would reject anyway
-        from modelops.data.loading import load_dataset
-        from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema
 
-        schema = DatasetSchema.from_yaml(args.schema) if args.schema else HMEQ_SCHEMA
-        checked = load_dataset(args.csv, schema)
-        print(
-            f"train: {args.csv}: {len(checked)} rows, event rate {checked[schema.target].mean():.3f}",
-            flush=True,
-        )
-    api = os.environ.get("PREFECT_API_URL")
-    prefect = api or "none set: starting a temporary local server (slow)"
-    model_name = args.model_name or config.model.name
-    print(f"train: model {model_name}, MLflow {config.mlflow_uri}, Prefect API {prefect}", flush=True)
-    print("train: importing TensorFlow, MLflow and Prefect ...", flush=True)
-    started = time.perf_counter()
-    from flows.train import train
-
-    result = train(
-        csv=str(args.csv) if args.csv else None,
-        schema=str(args.schema) if args.schema else None,
-        model_name=args.model_name,
-        extra_tags=dict(args.tag) or None,
-        rows=args.rows,
-    )
+def _print_result(result: dict[str, Any], seconds: float) -> None:
     metrics = result["metrics"]
     print(
         f"\nregistered {result['model_name']} version {result['version']} (alias challenger) "
-        f"in {time.perf_counter() - started:.0f} s\n"
+        f"in {seconds:.0f} s\n"
         f"  hold-out: KS {metrics['ks']:.3f}  AUC {metrics['auc']:.3f}  Gini {metrics['gini']:.3f}  "
         f"accuracy {metrics['accuracy']:.3f}  log-loss {metrics['log_loss']:.4f}  (n={metrics['n']})\n"
         f"  data: {result['data_source']} (sha256 {result['data_digest'][:12]}…)\n"
         f"  MLflow run: {result['run_url'] or result['run_id'] + ' in ' + result['tracking_uri']}"
     )
-    return 0

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
 import httpx
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from modelops.config import ModelOpsConfig
@@ -39,6 +42,11 @@ def prefect_api_reachable() -> Iterator[None]:
         if isinstance(exc, RuntimeError) and "Failed to reach API" not in str(exc):
             raise
         raise PrefectUnreachable(unreachable_message()) from None
+
+
+def start_deployment(name: str, parameters: dict[str, Any]) -> FlowRun:
+    """Create a run of deployment ``name`` (``flow/deployment``) for its worker; do not wait for it."""
+    return cast(FlowRun, run_deployment(name, parameters=parameters, timeout=0, as_subflow=False))
 
 
 def unreachable_message(api_url: str | None = None) -> str:

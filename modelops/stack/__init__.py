@@ -3,14 +3,17 @@
 Python API (the CLI ``modelops up | status | down`` is a thin layer over it)::
 
     from modelops.config import load_config
-    from modelops.stack import endpoints, use_stack_environment, up, status, down
+    from modelops.stack import endpoints, use_stack_environment
+    from modelops.stack.manager import up, status, down
 
     config = load_config()
     use_stack_environment(config)      # PREFECT_API_URL / MLFLOW_TRACKING_URI, unless already set
     ends = endpoints(config)           # Endpoints(prefect_api_url, prefect_ui_url, mlflow_uri, database_url)
 
-This module imports nothing heavy (no Prefect, no MLflow): call ``use_stack_environment`` before
-importing them so their settings pick the variables up.
+This package imports nothing heavy (no Prefect, no MLflow): call ``use_stack_environment`` before
+importing them so their settings pick the variables up. :mod:`modelops.stack.manager` starts and stops
+the processes; it imports the serving targets, and with them Prefect: import it after that call
+(or point an already imported Prefect with ``modelops.integrations.prefect_api.use_prefect_api``).
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, NamedTuple
 
+from modelops.stack.state import load_state
+
 if TYPE_CHECKING:
     from modelops.config import ModelOpsConfig
-    from modelops.stack.manager import ComponentStatus
-    from modelops.stack.state import StackState
 
 
 class StackNotRunning(RuntimeError):
@@ -50,8 +53,6 @@ def endpoints(config: ModelOpsConfig) -> Endpoints:
 
 
 def _embedded_database_url(config: ModelOpsConfig) -> str:
-    from modelops.stack.state import load_state
-
     state = load_state(config.stack_home)
     if state is None or not state.database_url:
         raise StackNotRunning(
@@ -67,23 +68,4 @@ def use_stack_environment(config: ModelOpsConfig) -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", config.mlflow_uri)
 
 
-def up(config: ModelOpsConfig) -> StackState:
-    """Start what is not running, wait until healthy, apply prefect.yaml. Raises ``StackError``."""
-    from modelops.stack.manager import up as _up
-
-    return _up(config)
-
-
-def status(config: ModelOpsConfig) -> list[ComponentStatus]:
-    from modelops.stack.manager import status as _status
-
-    return _status(config)
-
-
-def down(config: ModelOpsConfig) -> list[str]:
-    from modelops.stack.manager import down as _down
-
-    return _down(config)
-
-
-__all__ = ["Endpoints", "StackNotRunning", "down", "endpoints", "status", "up", "use_stack_environment"]
+__all__ = ["Endpoints", "StackNotRunning", "endpoints", "use_stack_environment"]

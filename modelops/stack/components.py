@@ -10,11 +10,17 @@ Every server binds ``config.stack.host`` (127.0.0.1) and keeps its files under t
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+import yaml
 
 from modelops.config import PROJECT_ROOT, ModelOpsConfig
 
@@ -37,7 +43,7 @@ class ProcessSpec:
     cwd: Path | None = None
 
 
-def _bin(program: str) -> str:
+def console_script(program: str) -> str:
     """The console script installed next to this interpreter (the project's venv)."""
     candidate = Path(sys.executable).parent / program
     return str(candidate) if candidate.exists() else program
@@ -58,6 +64,12 @@ def prefect_file(config: ModelOpsConfig) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+def deployment_names(path: Path) -> list[str]:
+    """The names of the deployments a ``prefect.yaml`` declares, in file order."""
+    spec = yaml.safe_load(path.read_text()) or {}
+    return [d["name"] for d in spec.get("deployments") or [] if isinstance(d, dict) and d.get("name")]
+
+
 def prefect_server(config: ModelOpsConfig) -> ProcessSpec:
     paths = home_paths(config)
     host, port = config.stack.host, config.stack.prefect_port
@@ -72,7 +84,7 @@ def prefect_server(config: ModelOpsConfig) -> ProcessSpec:
     env.pop("PREFECT_API_URL", None)
     return ProcessSpec(
         name=PREFECT_SERVER,
-        argv=[_bin("prefect"), "server", "start", "--host", host, "--port", str(port)],
+        argv=[console_script("prefect"), "server", "start", "--host", host, "--port", str(port)],
         env=env,
         log=paths["logs"] / "prefect-server.log",
         url=f"http://{host}:{port}",
@@ -88,10 +100,11 @@ def mlflow_server(config: ModelOpsConfig) -> ProcessSpec:
     env = _base_env(config)
     # The job runner (GenAI jobs) adds ~7 huey processes and ~550 MB RSS; the loop never uses it.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    env.pop("MLFLOW_TRACKING_URI", None)  # the server is the store: a client setting means nothing here
     return ProcessSpec(
         name=MLFLOW,
         argv=[
-            _bin("mlflow"),
+            console_script("mlflow"),
             "server",
             "--host",
             host,
@@ -126,7 +139,17 @@ def worker(config: ModelOpsConfig, database_url: str | None, started_after: floa
     api = config.prefect_api_url
     return ProcessSpec(
         name=WORKER,
-        argv=[_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", WORKER_NAME],
+        argv=[
+            console_script("prefect"),
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--type",
+            "process",
+            "--name",
+            WORKER_NAME,
+        ],
         env=env,
         log=paths["logs"] / "worker.log",
         url=f"{config.prefect_ui_url}/work-pools/work-pool/{pool}",
@@ -157,9 +180,6 @@ def _base_env(config: ModelOpsConfig) -> dict[str, str]:
 
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return 200 <= response.status < 300
@@ -171,11 +191,6 @@ def worker_online(
     api_url: str, pool: str, name: str, started_after: float = 0.0, timeout_s: float = 2.0
 ) -> bool:
     """True when the Prefect server lists our worker ONLINE with a heartbeat after ``started_after``."""
-    import json
-    import urllib.error
-    import urllib.request
-    from datetime import datetime
-
     request = urllib.request.Request(
         f"{api_url}/work_pools/{pool}/workers/filter",
         data=b"{}",

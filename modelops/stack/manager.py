@@ -9,6 +9,7 @@ healthy fails ``up`` with its name and log tail, and everything this call starte
 from __future__ import annotations
 
 import fcntl
+import json
 import subprocess
 import sys
 import time
@@ -20,8 +21,10 @@ from pathlib import Path
 import psutil
 
 from modelops.config import ModelOpsConfig
+from modelops.integrations.postgres import apply_migrations, redact
+from modelops.serving.rest_client import model_status
 from modelops.stack import components as comp
-from modelops.stack.postgres import EmbeddedPostgres, PostgresError, check_reachable, redact
+from modelops.stack.postgres import EmbeddedPostgres, PostgresError, check_reachable
 from modelops.stack.processes import (
     find_process,
     log_tail,
@@ -32,6 +35,7 @@ from modelops.stack.processes import (
     tree_rss_bytes,
 )
 from modelops.stack.state import ComponentRecord, StackState, load_state, remove_state, save_state
+from modelops.targets.local import LocalTarget
 
 Echo = Callable[[str], None]
 ORDER = (comp.POSTGRES, comp.PREFECT_SERVER, comp.MLFLOW, comp.WORKER)
@@ -88,27 +92,32 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
             deploy = _launch_deployments(config, state, echo)  # does not need the worker: overlap them
             _wait_healthy(worker_pending, state, config, t_worker, echo)
         except BaseException:
-            if deploy is not None:
-                deploy.process.kill()
-            if started:
-                echo(f"stopping what this call started: {', '.join(started)}")
-                for name in reversed(ORDER):
-                    if name in started:
-                        _stop_component(config, state.components.pop(name), echo=lambda _m: None)
-            if any(not record.external for record in state.components.values()):
-                save_state(state)
-            else:
-                remove_state(home)
+            _roll_back(config, state, started, deploy, echo)
             raise
         save_state(state)
     _finish_deployments(deploy, config, echo)
     return state
 
 
+def _roll_back(
+    config: ModelOpsConfig, state: StackState, started: list[str], deploy: _Deployments | None, echo: Echo
+) -> None:
+    """Stop what this ``up`` started; keep the state file only for processes still running."""
+    if deploy is not None:
+        deploy.process.kill()
+    if started:
+        echo(f"stopping what this call started: {', '.join(started)}")
+        for name in reversed(ORDER):
+            if name in started:
+                _stop_component(config, state.components.pop(name), echo=lambda _m: None)
+    if any(not record.external for record in state.components.values()):
+        save_state(state)
+    else:
+        remove_state(config.stack_home)
+
+
 def _apply_schema(config: ModelOpsConfig, state: StackState, echo: Echo) -> None:
     """The scoring-log tables exist before any flow, sidecar or approval needs them."""
-    from modelops.integrations.database import apply_migrations
-
     dsn = config.database.url or state.database_url
     if not dsn:
         return
@@ -136,33 +145,64 @@ def _start_all(
     config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo
 ) -> tuple[dict[str, comp.ProcessSpec], float]:
     """Start what is missing and wait for it, except the worker: returns it (if started) to wait for."""
-    host = config.stack.host
-    external_dsn = config.database.url
     specs = [comp.prefect_server(config), comp.mlflow_server(config)]
     to_start = [spec for spec in specs if spec.name not in state.components]
-    pending: dict[str, comp.ProcessSpec] = {}
-    for spec in specs:
-        if spec.name in state.components:
-            record = state.components[spec.name]
-            healthy = spec.health()
-            echo(
-                f"{spec.name}: already running (pid {record.pid}) at {record.url}"
-                + ("" if healthy else "; waiting for it to get healthy")
-            )
-            if not healthy:
-                pending[spec.name] = spec
-    pg = None if external_dsn else _embedded_postgres(config)
-    if pg is not None and comp.POSTGRES in state.components:
-        echo(
-            f"{comp.POSTGRES}: already running (pid {state.components[comp.POSTGRES].pid}) at "
-            f"{state.components[comp.POSTGRES].url}"
-        )
-        pg = None
-    elif pg is not None and pg.running_pid() is not None:
-        _adopt_postgres(pg, state, echo)  # left over by an interrupted `up`: same data dir, ours
-        pg = None
+    pending = _already_running(specs, state, echo)
+    pg = _postgres_to_start(config, state, echo)
+    _check_ports(config, to_start, pg)  # every port first, so a taken port starts nothing
+    _check_configured_database(config, state, echo)
+    t0 = time.monotonic()
+    for spec in to_start:
+        echo(f"{spec.name}: starting on {spec.url} (log {spec.log})")
+        _launch(spec, state, started)
+        pending[spec.name] = spec
+    save_state(state)
+    if pg is not None:
+        _start_postgres(pg, config, state, started, echo)
+        echo(f"{comp.POSTGRES}: healthy in {time.monotonic() - t0:.1f} s")
+    _wait_healthy(pending, state, config, t0, echo)
+    t1 = time.monotonic()
+    return _start_worker(config, state, started, echo), t1
 
-    # Every port first, so a taken port starts nothing.
+
+def _already_running(
+    specs: list[comp.ProcessSpec], state: StackState, echo: Echo
+) -> dict[str, comp.ProcessSpec]:
+    """Say which servers already run; returns those not healthy yet, to wait for."""
+    pending = {}
+    for spec in specs:
+        record = state.components.get(spec.name)
+        if record is None:
+            continue
+        healthy = spec.health()
+        echo(
+            f"{spec.name}: already running (pid {record.pid}) at {record.url}"
+            + ("" if healthy else "; waiting for it to get healthy")
+        )
+        if not healthy:
+            pending[spec.name] = spec
+    return pending
+
+
+def _postgres_to_start(config: ModelOpsConfig, state: StackState, echo: Echo) -> EmbeddedPostgres | None:
+    """The embedded PostgreSQL when it has to be started: no DSN configured and none running."""
+    if config.database.url:
+        return None
+    record = state.components.get(comp.POSTGRES)
+    if record is not None:
+        echo(f"{comp.POSTGRES}: already running (pid {record.pid}) at {record.url}")
+        return None
+    pg = _embedded_postgres(config)
+    if pg.running_pid() is not None:
+        _adopt_postgres(pg, state, echo)  # left over by an interrupted `up`: same data dir, ours
+        return None
+    return pg
+
+
+def _check_ports(
+    config: ModelOpsConfig, to_start: list[comp.ProcessSpec], pg: EmbeddedPostgres | None
+) -> None:
+    host = config.stack.host
     ports = [
         (spec.name, spec.port, f"MODELOPS_STACK__{spec.name.split('-')[0].upper()}_PORT") for spec in to_start
     ]
@@ -176,50 +216,59 @@ def _start_all(
                 "in the config)"
             )
 
-    embedded_record = state.components.get(comp.POSTGRES)
-    if external_dsn and embedded_record is not None and not embedded_record.external:
+
+def _check_configured_database(config: ModelOpsConfig, state: StackState, echo: Echo) -> None:
+    """A configured DSN must answer; an embedded server started before the DSN was set is named."""
+    dsn = config.database.url
+    if not dsn:
+        return
+    embedded = state.components.get(comp.POSTGRES)
+    if embedded is not None and not embedded.external:
         echo(
-            f"{comp.POSTGRES}: the embedded server (pid {embedded_record.pid}) still runs although a DSN is "
+            f"{comp.POSTGRES}: the embedded server (pid {embedded.pid}) still runs although a DSN is "
             "configured now; `modelops down` stops it"
         )
-    elif external_dsn:
-        _check_external_database(external_dsn, state, echo)
+        return
+    reason = check_reachable(dsn)
+    if reason is not None:
+        raise StackError(
+            f"{comp.POSTGRES}: the configured database {redact(dsn)} is not reachable ({reason}); start it, "
+            "fix database.url / MODELOPS_DATABASE_URL, or unset both to use the embedded PostgreSQL"
+        )
+    state.components[comp.POSTGRES] = ComponentRecord(name=comp.POSTGRES, url=redact(dsn))
+    state.database_url = None  # a configured DSN stays in the config/env, never in the state file
+    echo(f"{comp.POSTGRES}: using the configured database {redact(dsn)} (reachable)")
 
-    t0 = time.monotonic()
-    for spec in to_start:
-        echo(f"{spec.name}: starting on {spec.url} (log {spec.log})")
-        _launch(spec, state, started)
-        pending[spec.name] = spec
+
+def _start_postgres(
+    pg: EmbeddedPostgres, config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo
+) -> None:
+    echo(f"{comp.POSTGRES}: starting embedded PostgreSQL on {config.stack.host}:{pg.port} (log {pg.log})")
+    try:
+        pid = pg.start(timeout_s=config.stack.startup_timeout_s)
+    except PostgresError as exc:
+        raise StackError(
+            f"{comp.POSTGRES}: {exc} (data {pg.pgdata}); last lines of {pg.log}:\n{log_tail(pg.log)}"
+        ) from None
+    state.components[comp.POSTGRES] = _record(comp.POSTGRES, pg.dsn, pid, str(pg.log), pg.port)
+    state.database_url = pg.dsn
+    started.append(comp.POSTGRES)
     save_state(state)
 
-    if pg is not None:
-        echo(f"{comp.POSTGRES}: starting embedded PostgreSQL on {host}:{pg.port} (log {pg.log})")
-        try:
-            pid = pg.start(timeout_s=config.stack.startup_timeout_s)
-        except PostgresError as exc:
-            raise StackError(
-                f"{comp.POSTGRES}: {exc} (data {pg.pgdata}); last lines of {pg.log}:\n{log_tail(pg.log)}"
-            ) from None
-        state.components[comp.POSTGRES] = _record(comp.POSTGRES, pg.dsn, pid, str(pg.log), pg.port)
-        state.database_url = pg.dsn
-        started.append(comp.POSTGRES)
-        save_state(state)
-        echo(f"{comp.POSTGRES}: healthy in {time.monotonic() - t0:.1f} s")
 
-    _wait_healthy(pending, state, config, t0, echo)
-
-    t1 = time.monotonic()
+def _start_worker(
+    config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo
+) -> dict[str, comp.ProcessSpec]:
+    """Start the worker unless it runs; returns it (if started) to wait for."""
+    pool = config.stack.work_pool
     if comp.WORKER in state.components:
-        echo(
-            f"{comp.WORKER}: already running (pid {state.components[comp.WORKER].pid}) "
-            f"polling pool {config.stack.work_pool}"
-        )
-        return {}, t1
+        echo(f"{comp.WORKER}: already running (pid {state.components[comp.WORKER].pid}) polling pool {pool}")
+        return {}
     worker = comp.worker(config, state.database_url, started_after=time.time())
-    echo(f"{comp.WORKER}: starting for work pool '{config.stack.work_pool}' (log {worker.log})")
+    echo(f"{comp.WORKER}: starting for work pool '{pool}' (log {worker.log})")
     _launch(worker, state, started)
     save_state(state)
-    return {worker.name: worker}, t1
+    return {worker.name: worker}
 
 
 def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> None:
@@ -236,8 +285,6 @@ def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> No
 
 
 def _record(name: str, url: str, pid: int, log: str, port: int | None) -> ComponentRecord:
-    import psutil
-
     return ComponentRecord(
         name=name, url=url, pid=pid, create_time=psutil.Process(pid).create_time(), log=log, port=port
     )
@@ -249,18 +296,6 @@ def _adopt_postgres(pg: EmbeddedPostgres, state: StackState, echo: Echo) -> None
     state.components[comp.POSTGRES] = _record(comp.POSTGRES, pg.dsn, pid, str(pg.log), pg.port)
     state.database_url = pg.dsn
     echo(f"{comp.POSTGRES}: already running (pid {pid}) at {pg.dsn}")
-
-
-def _check_external_database(dsn: str, state: StackState, echo: Echo) -> None:
-    reason = check_reachable(dsn)
-    if reason is not None:
-        raise StackError(
-            f"{comp.POSTGRES}: the configured database {redact(dsn)} is not reachable ({reason}); start it, "
-            "fix database.url / MODELOPS_DATABASE_URL, or unset both to use the embedded PostgreSQL"
-        )
-    state.components[comp.POSTGRES] = ComponentRecord(name=comp.POSTGRES, url=redact(dsn))
-    state.database_url = None  # a configured DSN stays in the config/env, never in the state file
-    echo(f"{comp.POSTGRES}: using the configured database {redact(dsn)} (reachable)")
 
 
 def _wait_healthy(
@@ -294,11 +329,12 @@ class _Deployments:
     process: subprocess.Popen[bytes]
     prefect_file: Path
     log: Path
-    log_offset: int
+    report: Path
     started: float
 
 
 def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -> _Deployments:
+    """``python -m modelops.stack.apply_deployments`` in the background, with the worker's environment."""
     prefect_file = comp.prefect_file(config)
     if not prefect_file.exists():
         raise StackError(f"deployments: {prefect_file} does not exist (stack.prefect_file in the config)")
@@ -307,38 +343,33 @@ def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -
     env = {**env, "MODELOPS_KS_CHECK_CRON": config.monitoring.schedule_cron}
     log = config.stack_home / "logs" / "deploy.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    offset = log.stat().st_size if log.exists() else 0
+    report = config.stack_home / "deployments.json"
+    report.unlink(missing_ok=True)
     echo(f"deployments: applying {prefect_file} to work pool '{config.stack.work_pool}' (log {log})")
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "modelops.stack.apply_deployments",
-             "--pool", config.stack.work_pool, "--prefect-file", str(prefect_file)],
+             "--pool", config.stack.work_pool, "--prefect-file", str(prefect_file),
+             "--report", str(report), "--timeout", f"{config.stack.startup_timeout_s:g}"],
             env=env, cwd=prefect_file.parent, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    return _Deployments(process, prefect_file, log, offset, time.monotonic())
+    return _Deployments(process, prefect_file, log, report, time.monotonic())
 
 
 def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, echo: Echo) -> None:
-    from modelops.stack.apply_deployments import MARK
-
     if deploy is None:
         return
+    limit = config.stack.startup_timeout_s * len(comp.deployment_names(deploy.prefect_file)) + 60
     try:
-        returncode = deploy.process.wait(timeout=config.stack.startup_timeout_s * 2)
+        returncode = deploy.process.wait(timeout=limit)
     except subprocess.TimeoutExpired:
         deploy.process.kill()
         raise StackError(
-            f"deployments: applying {deploy.prefect_file} took longer than "
-            f"{config.stack.startup_timeout_s * 2:.0f} s; see {deploy.log}"
+            f"deployments: applying {deploy.prefect_file} took longer than {limit:.0f} s; see {deploy.log}"
         ) from None
-    with deploy.log.open("rb") as handle:
-        handle.seek(deploy.log_offset)
-        output = handle.read().decode(errors="replace")
-    outcomes = [line.split(" ", 2)[1:] for line in output.splitlines() if line.startswith(MARK + " ")]
-    applied = [rest for status, rest in outcomes if status == "ok"]
-    failed = [rest for status, rest in outcomes if status == "failed"]
+    applied, failed = _read_report(deploy)
     if returncode != 0 or failed:
-        details = "\n".join(f"  {line}" for line in failed) or log_tail(deploy.log)
+        details = "\n".join(f"  {name}: {reason}" for name, reason in failed.items()) or log_tail(deploy.log)
         raise StackError(
             f"deployments: {len(failed) or 'some'} deployment(s) in {deploy.prefect_file} failed to apply "
             f"(the stack itself is running; fix the file and run `modelops up` again):\n{details}"
@@ -347,6 +378,15 @@ def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, ech
     # The server loads new automations on a periodic check (~5 s): an event emitted before then
     # would find no trigger. Return only once the triggers just applied can fire.
     time.sleep(AUTOMATION_LOAD_S)
+
+
+def _read_report(deploy: _Deployments) -> tuple[list[str], dict[str, str]]:
+    """(applied names, failed name -> reason); both empty when the step died before reporting."""
+    try:
+        report = json.loads(deploy.report.read_text())
+    except (OSError, ValueError):
+        return [], {}
+    return list(report.get("applied", [])), dict(report.get("failed", {}))
 
 
 def _embedded_postgres(config: ModelOpsConfig) -> EmbeddedPostgres:
@@ -372,52 +412,37 @@ def status(config: ModelOpsConfig) -> list[ComponentStatus]:
 
 def serving_status(config: ModelOpsConfig) -> list[ComponentStatus]:
     """The local target's model servers: alive, and answering AVAILABLE for their version."""
-    from modelops.serving.rest_client import model_status
-    from modelops.targets.local import LocalTarget
-
     target = LocalTarget(config)
-    rows = []
-    for state_file in sorted((target.home / "state").glob("*.json")):
-        model_name = state_file.stem
-        rollout = target.current(model_name)
-        if rollout is None:
-            rows.append(
-                ComponentStatus(
-                    f"serving:{model_name}", config.serving_url, None, False, False, 0,
-                    "the serving process is gone: redeploy the champion (modelops lifecycle, "
-                    "or LocalTarget.deploy from its served copy)",
-                )
-            )  # fmt: skip
-            continue
-        pid = rollout.details["pid"]
-        try:
-            rss = tree_rss_bytes(psutil.Process(pid))
-        except psutil.Error:
-            rss = 0
-        try:
-            states = {s["version"]: s["state"] for s in model_status(rollout.url, model_name, timeout=3)}
-            healthy, detail = states.get(rollout.version) == "AVAILABLE", f"version {rollout.version}"
-        except Exception as exc:  # noqa: BLE001 - any failure to answer is "unhealthy", with the reason
-            healthy, detail = False, f"version {rollout.version} does not answer: {type(exc).__name__}"
-        rows.append(ComponentStatus(f"serving:{model_name}", rollout.url, pid, True, healthy, rss, detail))
-    return rows
+    return [
+        _serving_row(config, target, path.stem) for path in sorted((target.home / "state").glob("*.json"))
+    ]
+
+
+def _serving_row(config: ModelOpsConfig, target: LocalTarget, model_name: str) -> ComponentStatus:
+    name = f"serving:{model_name}"
+    rollout = target.current(model_name)
+    if rollout is None:
+        return ComponentStatus(
+            name, config.serving_url, None, False, False, 0,
+            "the serving process is gone: redeploy the champion (modelops lifecycle, "
+            "or LocalTarget.deploy from its served copy)",
+        )  # fmt: skip
+    pid = rollout.details["pid"]
+    try:
+        rss = tree_rss_bytes(psutil.Process(pid))
+    except psutil.Error:
+        rss = 0
+    try:
+        states = {s["version"]: s["state"] for s in model_status(rollout.url, model_name, timeout=3)}
+        healthy, detail = states.get(rollout.version) == "AVAILABLE", f"version {rollout.version}"
+    except Exception as exc:  # noqa: BLE001 - any failure to answer is "unhealthy", with the reason
+        healthy, detail = False, f"version {rollout.version} does not answer: {type(exc).__name__}"
+    return ComponentStatus(name, rollout.url, pid, True, healthy, rss, detail)
 
 
 def _component_status(config: ModelOpsConfig, state: StackState, record: ComponentRecord) -> ComponentStatus:
     if record.external:
-        dsn = config.database.url
-        reason = (
-            check_reachable(dsn) if dsn else "no database.url / MODELOPS_DATABASE_URL in this environment"
-        )
-        return ComponentStatus(
-            record.name,
-            record.url,
-            None,
-            reason is None,
-            reason is None,
-            0,
-            detail="external" if reason is None else reason,
-        )
+        return _external_database_status(config, record)
     process = find_process(record.pid, record.create_time)
     if process is None:
         return ComponentStatus(
@@ -427,16 +452,26 @@ def _component_status(config: ModelOpsConfig, state: StackState, record: Compone
         reason = check_reachable(record.url)
         healthy, detail = reason is None, reason or ""
     else:
-        spec = {
-            comp.PREFECT_SERVER: lambda: comp.prefect_server(config),
-            comp.MLFLOW: lambda: comp.mlflow_server(config),
-            comp.WORKER: lambda: comp.worker(config, state.database_url, started_after=0.0),
-        }[record.name]()
-        healthy = spec.health()
+        healthy = _spec_of(config, state, record.name).health()
         detail = "" if healthy else "process runs but its health check fails"
     return ComponentStatus(
         record.name, record.url, record.pid, True, healthy, tree_rss_bytes(process), detail
     )
+
+
+def _external_database_status(config: ModelOpsConfig, record: ComponentRecord) -> ComponentStatus:
+    dsn = config.database.url
+    reason = check_reachable(dsn) if dsn else "no database.url / MODELOPS_DATABASE_URL in this environment"
+    detail = "external" if reason is None else reason
+    return ComponentStatus(record.name, record.url, None, reason is None, reason is None, 0, detail=detail)
+
+
+def _spec_of(config: ModelOpsConfig, state: StackState, name: str) -> comp.ProcessSpec:
+    if name == comp.PREFECT_SERVER:
+        return comp.prefect_server(config)
+    if name == comp.MLFLOW:
+        return comp.mlflow_server(config)
+    return comp.worker(config, state.database_url, started_after=0.0)
 
 
 # ---------------------------------------------------------------- down
@@ -466,8 +501,6 @@ def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
 
 def _stop_local_serving(config: ModelOpsConfig, echo: Echo) -> list[str]:
     """Model servers the ``local`` target started (their state files live under the stack home)."""
-    from modelops.targets.local import LocalTarget
-
     target = LocalTarget(config)
     stopped = []
     for state_file in sorted((target.home / "state").glob("*.json")):

@@ -13,11 +13,18 @@ PostgreSQL refuses to run as root, so as root the server runs as the ``pgserver`
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
+import psycopg2
+
+with warnings.catch_warnings():  # pgserver's package import warns about XDG_RUNTIME_DIR: unused here
+    warnings.simplefilter("ignore")
+    from pgserver._commands import POSTGRES_BIN_PATH  # where the wheel keeps initdb, pg_ctl
+    from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
 DATABASE = "modelops"
 SUPERUSER = "postgres"
@@ -28,18 +35,8 @@ class PostgresError(RuntimeError):
     pass
 
 
-@contextmanager
-def _quiet_import() -> Iterator[None]:
-    """pgserver's package import warns about XDG_RUNTIME_DIR for a lock file we never use."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 def check_reachable(dsn: str, timeout_s: int = 3) -> str | None:
     """None when ``SELECT 1`` works, else the driver's one-line reason (never the password)."""
-    import psycopg2
-
     try:
         connection = psycopg2.connect(dsn, connect_timeout=timeout_s)
     except psycopg2.Error as exc:
@@ -53,17 +50,6 @@ def check_reachable(dsn: str, timeout_s: int = 3) -> str | None:
         return str(exc).strip().splitlines()[0]
     finally:
         connection.close()
-
-
-def redact(dsn: str) -> str:
-    """The DSN with any password replaced, for messages and status output."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return dsn
 
 
 class EmbeddedPostgres:
@@ -81,8 +67,6 @@ class EmbeddedPostgres:
 
     def running_pid(self) -> int | None:
         """PID of a live postmaster serving this data directory, from ``postmaster.pid``."""
-        import psutil
-
         pid_file = self.pgdata / "postmaster.pid"
         try:
             pid = int(pid_file.read_text().splitlines()[0])
@@ -138,8 +122,6 @@ class EmbeddedPostgres:
         )
 
     def _ensure_database(self) -> None:
-        import psycopg2
-
         connection = psycopg2.connect(
             f"postgresql://{SUPERUSER}@{self.host}:{self.port}/postgres", connect_timeout=5
         )
@@ -163,11 +145,6 @@ class EmbeddedPostgres:
         if user is None:
             self.pgdata.chmod(0o700)
             return
-        import pwd
-
-        with _quiet_import():
-            from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
-
         ensure_user_exists(user)
         entry = pwd.getpwnam(user)
         ensure_prefix_permissions(self.pgdata)  # the postgres user must traverse the home's parents
@@ -176,9 +153,6 @@ class EmbeddedPostgres:
         self.pgdata.chmod(0o700)
 
     def _run(self, program: str, args: list[str], timeout_s: float) -> None:
-        with _quiet_import():
-            from pgserver._commands import POSTGRES_BIN_PATH
-
         # Output goes to files: pg_ctl's detached postmaster would keep a pipe open and hang us.
         with self.log.open("ab") as out:
             try:

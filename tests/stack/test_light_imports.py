@@ -1,0 +1,65 @@
+"""What stays cheap to import: the stack's light API, ``modelops --help``, and the client image's commands.
+
+``modelops.stack`` must not import Prefect or MLflow (``use_stack_environment`` runs before they
+read their settings); ``modelops --help`` imports no command module; ``modelops ship`` / ``traffic``
+run in the client image (infra/docker/client.Dockerfile), which has no Prefect, MLflow or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from modelops.stack.apply_deployments import last_meaningful_line
+
+HEAVY = ("prefect", "mlflow", "tensorflow")
+# Not installed in the client image: importing any of them fails there as it does in this probe.
+NOT_IN_CLIENT_IMAGE = (*HEAVY, "keras", "psutil", "pgserver", "docker", "kubernetes", "scipy", "starlette")
+_CLIENT_IMAGE = f"""
+import importlib.abc, sys
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {NOT_IN_CLIENT_IMAGE!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, NotInstalled())
+"""
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def _heavy_modules_after(code: str) -> list[str]:
+    report = f"import json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    result = _python(f"{code}\n{report}")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_stack_package_imports_no_prefect_or_mlflow():
+    assert _heavy_modules_after("import modelops.stack") == []
+
+
+def test_help_imports_no_command_module():
+    code = (
+        "import contextlib, io\nfrom modelops.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])"
+    )
+    assert _heavy_modules_after(code) == []
+
+
+@pytest.mark.parametrize("command", ["ship", "traffic"])
+def test_the_client_image_commands_run_without_prefect_mlflow_or_tensorflow(command):
+    result = _python(f"{_CLIENT_IMAGE}\nfrom modelops.cli import main\nmain([{command!r}, '--help'])")
+    assert result.returncode == 0, result.stderr
+    assert f"usage: modelops {command}" in result.stdout
+
+
+def test_a_failed_deployment_is_named_by_the_last_line_prefect_printed():
+    error = "FileNotFoundError: [Errno 2] No such file: 'flows/x.py'"
+    assert last_meaningful_line(f"Traceback ...\n{error}\n\nAn exception occurred.\n") == error
+    assert last_meaningful_line("\n\n") == ""
