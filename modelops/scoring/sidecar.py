@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+import psycopg2
 
+from modelops.integrations import scoring_log
+from modelops.integrations.database import DEFAULT_SCHEMA, apply_migrations, connect, redact
 from modelops.scoring.records import InvalidRecord, copy_row
 from modelops.scoring.spool import (
     DEAD_LETTER_DIR,
@@ -38,8 +41,6 @@ from modelops.scoring.spool import (
     list_spool_files,
     read_complete_lines,
 )
-from modelops.integrations import scoring_log
-from modelops.integrations.database import DEFAULT_SCHEMA, apply_migrations, connect, redact
 
 log = logging.getLogger(__name__)
 HEARTBEAT_FILE = ".sidecar-heartbeat"
@@ -119,8 +120,6 @@ class LogShipper:
     # ------------------------------------------------------------------------------------- loop
     def run(self, once: bool = False, on_batch: Callable[[ShipStats], None] | None = None) -> ShipStats:
         """Ship until stopped (``once``: until the spool holds nothing more to ship, then return)."""
-        import psycopg2
-
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._on_batch = on_batch
         delay = self.settings.backoff_initial_s
@@ -257,8 +256,6 @@ class LogShipper:
         return batch
 
     def _commit(self, connection: Any, batch: _Batch) -> None:
-        import psycopg2
-
         schema = self.settings.schema
         inserted = 0
         try:

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from modelops.data.generator import generate_period
 from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema, SchemaError
 
 
@@ -32,8 +35,6 @@ def load_replay_records(
     drift: float = 1.0,
 ) -> ReplayRecords:
     """Records of generated period ``period`` or of ``csv`` (first ``rows`` of them if given)."""
-    import pandas as pd
-
     if isinstance(schema, str | Path):
         schema = DatasetSchema.from_yaml(schema)
     schema = schema or HMEQ_SCHEMA
@@ -44,8 +45,6 @@ def load_replay_records(
         frame = pd.read_csv(path, sep=schema.separator, keep_default_na=True)
         source = str(path)
     elif period is not None:
-        from modelops.data.generator import generate_period
-
         frame = generate_period(period, rows=rows or 5000, seed=seed, drift=drift)
         source = f"generated period {period} (seed {seed}, drift {drift})"
     else:
@@ -58,8 +57,6 @@ def load_replay_records(
 def records_from_frame(
     frame: Any, schema: DatasetSchema, period: int | None = None, source: str = "frame"
 ) -> ReplayRecords:
-    import pandas as pd
-
     missing = [c for c in schema.features if c not in frame.columns]
     if missing:
         raise SchemaError(
@@ -99,6 +96,4 @@ def records_from_frame(
 
 
 def _missing(value: Any) -> bool:
-    import pandas as pd
-
     return not isinstance(value, str) and bool(pd.isna(value))

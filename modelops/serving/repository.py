@@ -5,6 +5,10 @@ SavedModel. The version policy picks which are loaded: ``latest`` (the highest o
 default), ``all``, or an explicit list. Requests without a version go to the highest loaded one.
 Signatures are read from the SavedModel itself (input names, dtypes, shapes), never from a data set;
 each is called as a concrete function (never ``model.predict``).
+
+TensorFlow is imported inside the functions that load a model (seconds and hundreds of MB): the
+server process sets its thread counts before the first import, and importing this module for its
+types (request parsing, OpenAPI, the benchmark) stays cheap.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.json_format import MessageToDict
 
 from modelops.serving.predict_request import SUPPORTED_DTYPES, InputSpec
 
@@ -190,7 +195,6 @@ def _signature_runner(name: str, function: Any, path: Path) -> SignatureRunner:
 
 
 def _signature_def_map(path: Path) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()

@@ -20,6 +20,10 @@ from typing import Any
 
 import uvicorn
 
+from modelops.serving.app import AdminHooks, ServingSettings, build_app
+from modelops.serving.batching import InferenceEngine
+from modelops.serving.repository import choose_versions, discover_versions, load_repository
+
 log = logging.getLogger(__name__)
 
 
@@ -70,10 +74,6 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 def run_server(options: ServerOptions) -> None:
-    from modelops.serving.app import AdminHooks, ServingSettings, build_app
-    from modelops.serving.batching import InferenceEngine
-    from modelops.serving.repository import choose_versions, discover_versions, load_repository
-
     # fail on a wrong path before paying seconds for the TensorFlow import
     choose_versions(discover_versions(options.base_path), options.version_policy, options.versions)
     configure_tensorflow(options.intra_op_threads, options.inter_op_threads)
