@@ -314,7 +314,7 @@ def to_instances(records: Any, inputs: Mapping[str, str]) -> list[dict[str, Any]
 def _instance(index: int, row: Mapping[str, Any], inputs: Mapping[str, str]) -> dict[str, Any]:
     instance: dict[str, Any] = {}
     for name, dtype in inputs.items():
-        value = row.get(name)
+        value: Any = row.get(name)
         if dtype == "DT_STRING":
             instance[name] = "" if _missing(value) else str(value)
         elif _missing(value):

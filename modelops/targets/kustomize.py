@@ -133,7 +133,7 @@ def _split_image(image: str) -> tuple[str, str | None, str | None]:
 
 
 def _containers(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    found = []
+    found: list[dict[str, Any]] = []
     for obj in objects:
         pod = (obj.get("spec") or {}).get("template", {}).get("spec", {})
         found.extend(pod.get("initContainers") or [])

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.network import free_port, http_receiver
+from support.network import free_port
 
 from modelops.data.schema import HMEQ_SCHEMA
 from modelops.scoring.client import TrafficSettings, run_traffic
@@ -52,14 +54,40 @@ def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+Replies = dict[tuple[str, str], tuple[int, bytes]]
+
+
+class CannedServer(ThreadingHTTPServer):
+    """Answers ``replies[(method, path)] = (status, body bytes)``, after ``delay_s``; keeps what it got."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], replies: Replies) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.replies = replies
+        self.delay_s = 0.0
+        self.received: list[tuple[str, str, bytes]] = []
+
+
+@contextmanager
+def canned_server(
+    replies: Replies, handler: type[BaseHTTPRequestHandler] | None = None
+) -> Iterator[CannedServer]:
+    server = CannedServer(handler or CannedServing, replies)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class CannedServing(BaseHTTPRequestHandler):
-    """TF Serving's routes; each answer is ``server.replies[(method, path)] = (status, body bytes)``."""
+    server: CannedServer
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        self.server.received.append((self.command, self.path, self.rfile.read(length)))  # type: ignore[attr-defined]
-        status, body = self.server.replies.get((self.command, self.path), (404, b'{"error": "no route"}'))  # type: ignore[attr-defined]
-        delay = self.server.delay_s  # type: ignore[attr-defined]
+        self.server.received.append((self.command, self.path, self.rfile.read(length)))
+        status, body = self.server.replies.get((self.command, self.path), (404, b'{"error": "no route"}'))
+        delay = self.server.delay_s
         if delay:
             time.sleep(delay)
         try:
@@ -78,23 +106,22 @@ class CannedServing(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server() -> Iterator[ThreadingHTTPServer]:
-    with http_receiver(CannedServing) as server:
-        server.replies = {  # type: ignore[attr-defined]
-            ("GET", f"/v1/models/{MODEL}"): (200, _json(STATUS)),
-            ("GET", f"/v1/models/{MODEL}/metadata"): (200, _json(METADATA)),
-            ("POST", f"/v1/models/{MODEL}:predict"): (200, _json({"predictions": [0.25, 0.75]})),
-        }
-        server.delay_s = 0.0  # type: ignore[attr-defined]
+def server() -> Iterator[CannedServer]:
+    replies: Replies = {
+        ("GET", f"/v1/models/{MODEL}"): (200, _json(STATUS)),
+        ("GET", f"/v1/models/{MODEL}/metadata"): (200, _json(METADATA)),
+        ("POST", f"/v1/models/{MODEL}:predict"): (200, _json({"predictions": [0.25, 0.75]})),
+    }
+    with canned_server(replies) as server:
         yield server
 
 
-def _url(server: ThreadingHTTPServer) -> str:
+def _url(server: CannedServer) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def _answer_predict(server: ThreadingHTTPServer, status: int, body: bytes) -> None:
-    server.replies[("POST", f"/v1/models/{MODEL}:predict")] = (status, body)  # type: ignore[attr-defined]
+def _answer_predict(server: CannedServer, status: int, body: bytes) -> None:
+    server.replies[("POST", f"/v1/models/{MODEL}:predict")] = (status, body)
 
 
 # (id, HTTP status, body of the :predict answer, kind, a piece of the message)
@@ -190,7 +217,7 @@ def test_good_replies_in_row_and_columnar_form(server):
     url = _url(server)
     client = ServingClient(url)
     assert client.predict(MODEL, RECORDS) == [0.25, 0.75]
-    method, path, sent = server.received[-1]  # type: ignore[attr-defined]
+    method, path, sent = server.received[-1]
     assert (method, path) == ("POST", f"/v1/models/{MODEL}:predict")
     assert (
         sent == b'{"instances": [{"x": 1.0, "c": "a"}, {"x": NaN, "c": ""}]}'
@@ -198,7 +225,7 @@ def test_good_replies_in_row_and_columnar_form(server):
 
     _answer_predict(server, 200, _json({"outputs": [[0.25], [0.75]]}))
     assert client.predict(MODEL, RECORDS, columnar=True) == [0.25, 0.75]
-    assert server.received[-1][2] == b'{"inputs": {"x": [1.0, NaN], "c": ["a", ""]}}'  # type: ignore[attr-defined]
+    assert server.received[-1][2] == b'{"inputs": {"x": [1.0, NaN], "c": ["a", ""]}}'
     _answer_predict(server, 200, _json({"outputs": {"score": [0.5, 0.5], "logit": [0.0, 0.0]}}))
     assert client.predict(MODEL, RECORDS, columnar=True) == [0.5, 0.5]
     _answer_predict(
@@ -242,11 +269,11 @@ def test_metadata_without_the_signature(server):
 
 
 def test_a_record_that_cannot_be_sent_is_named_and_nothing_is_sent(server):
-    before = len(server.received)  # type: ignore[attr-defined]
+    before = len(server.received)
     with pytest.raises(ServingClientError, match="record 1: x='many' is not a number") as caught:
         ServingClient(_url(server)).predict(MODEL, [{"x": 1.0}, {"x": "many"}])
     assert caught.value.kind == "bad_record"
-    assert [r[0] for r in server.received[before:]] == ["GET"]  # type: ignore[attr-defined]  # metadata only
+    assert [r[0] for r in server.received[before:]] == ["GET"]  # metadata only
 
 
 def test_unreachable_and_slow_servers(server):
@@ -255,7 +282,7 @@ def test_unreachable_and_slow_servers(server):
         rest_client.predict(closed, MODEL, RECORDS)
     assert caught.value.kind == "connect"
 
-    server.delay_s = 1.0  # type: ignore[attr-defined]
+    server.delay_s = 1.0
     with pytest.raises(ServingClientError, match=r"no answer within 0.2 s") as caught:
         ServingClient(HttpTransport(_url(server), timeout=0.2)).status(MODEL)
     assert caught.value.kind == "timeout"
@@ -265,7 +292,7 @@ def test_smoke_test_checks_version_and_probabilities(server):
     url = _url(server)
     _answer_predict(server, 200, _json({"predictions": [[0.25]]}))
     assert rest_client.smoke_test(url, MODEL, expected_version=1) == [0.25]  # default: one all-missing record
-    assert server.received[-1][2] == b'{"instances": [{"x": NaN, "c": ""}]}'  # type: ignore[attr-defined]
+    assert server.received[-1][2] == b'{"instances": [{"x": NaN, "c": ""}]}'
     with pytest.raises(SmokeTestError, match="serves version 1, expected 2") as caught:
         rest_client.smoke_test(url, MODEL, expected_version=2)
     assert caught.value.kind == "smoke"
@@ -280,8 +307,7 @@ def test_the_version_header_is_read(tmp_path: Path) -> None:
             self.send_header("X-Model-Version", "7")
             super().end_headers()
 
-    with http_receiver(WithVersion) as server:
-        server.replies = {("POST", f"/v1/models/{MODEL}:predict"): (200, _json({"predictions": [0.5]}))}  # type: ignore[attr-defined]
-        server.delay_s = 0.0  # type: ignore[attr-defined]
+    replies: Replies = {("POST", f"/v1/models/{MODEL}:predict"): (200, _json({"predictions": [0.5]}))}
+    with canned_server(replies, WithVersion) as server:
         prediction = ServingClient(_url(server)).predict_instances(MODEL, [{"x": 1.0}])
     assert (prediction.scores, prediction.model_version) == ([0.5], "7")
