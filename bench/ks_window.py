@@ -29,8 +29,13 @@ import uuid
 from typing import Any
 
 import numpy as np
+import psycopg2
 
 from bench.report import Row, progress
+from modelops.config import WindowSettings
+from modelops.integrations.database import apply_migrations
+from modelops.integrations.performance_store import read_labelled_window
+from modelops.monitoring.ks_decision import decide_ks
 
 SERVER_DSN = os.environ.get("MODELOPS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MODEL, VERSION, SCHEMA = "bench-ks", "1", "modelops"
@@ -69,8 +74,6 @@ def generated_window(rows: int, seed: int = 11) -> tuple[np.ndarray, np.ndarray]
 
 def load_scoring_log(dsn: str, rows: int, chunk: int = 2_000_000) -> float:
     """``rows`` labelled records of MODEL/VERSION, one per 10 ms, ending now; returns seconds taken."""
-    import psycopg2
-
     started = time.perf_counter()
     connection = psycopg2.connect(dsn)
     try:
@@ -113,10 +116,6 @@ def load_scoring_log(dsn: str, rows: int, chunk: int = 2_000_000) -> float:
 
 
 def measured(dsn: str, size: int) -> dict[str, Any]:
-    from modelops.config import WindowSettings
-    from modelops.monitoring.ks_decision import decide_ks
-    from modelops.integrations.performance_store import read_labelled_window
-
     started = time.perf_counter()
     window = read_labelled_window(dsn, MODEL, VERSION, WindowSettings(kind="count", size=size), schema=SCHEMA)
     read_s = time.perf_counter() - started
@@ -133,8 +132,6 @@ def measured(dsn: str, size: int) -> dict[str, Any]:
 
 def window_cutoff(dsn: str, size: int) -> str | None:
     """The scored_at just below the newest ``size`` records (None: the window is the whole log)."""
-    import psycopg2
-
     connection = psycopg2.connect(dsn)
     try:
         with connection.cursor() as cursor:
@@ -168,8 +165,6 @@ def numpy_ks(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def floor(dsn: str, cutoff: str | None) -> dict[str, Any]:
-    import psycopg2
-
     started = time.perf_counter()
     connection = psycopg2.connect(dsn)
     buffer = io.BytesIO()
@@ -190,8 +185,6 @@ def floor(dsn: str, cutoff: str | None) -> dict[str, Any]:
 
 def explain(dsn: str, size: int) -> dict[str, str]:
     """Plans of the queries read_labelled_window issues for a count window of ``size`` (and the floor's)."""
-    import psycopg2
-
     connection = psycopg2.connect(dsn)
     try:
         with connection.cursor() as cursor:
@@ -224,10 +217,6 @@ def explain(dsn: str, size: int) -> dict[str, str]:
 
 
 def run(scales: list[int], repeat: int = 3, database_url: str = SERVER_DSN) -> dict[str, Any]:
-    import psycopg2
-
-    from modelops.integrations.database import apply_migrations
-
     name = f"modelops_bench_ks_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(database_url)
     admin.autocommit = True

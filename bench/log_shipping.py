@@ -33,12 +33,12 @@ import psycopg2
 from modelops.config import WindowSettings
 from modelops.data.generator import generate_period
 from modelops.data.schema import HMEQ_SCHEMA
+from modelops.integrations.database import apply_migrations
+from modelops.integrations.scoring_log import fetch_labelled_scores
 from modelops.scoring.records import COPY_COLUMNS, copy_row, encode_record
 from modelops.scoring.sidecar import LogShipper, ShipperSettings
 from modelops.scoring.source import records_from_frame
 from modelops.scoring.spool import SpoolWriter
-from modelops.integrations.database import apply_migrations
-from modelops.integrations.scoring_log import fetch_labelled_scores
 
 SERVER_DSN = os.environ.get("MODELOPS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

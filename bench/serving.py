@@ -10,7 +10,13 @@ with a Lua script cycling through pre-built JSON bodies; its own CPU time is rep
 Scenarios: batch-1 over 1 connection (p50/p99 vs floor), batch-1 over 16 connections with dynamic
 batching on and off, batch-64 records/s vs the in-process floor, an empty endpoint (the HTTP
 stack's ceiling), RSS per serving process, and optionally ``mlflow models serve`` as the peer.
-Prints a table and writes JSON. Goals are reported, not asserted: this is not a test.
+Prints a table and writes JSON. Goals are reported, not asserted: this is not a test. Before load,
+each ``modelops serve`` process is smoke-tested with :mod:`modelops.serving.rest_client` (wrk only
+counts HTTP errors: a server answering malformed scores must not be benchmarked).
+
+TensorFlow (through ``modelops.model``) and MLflow (the peer) are imported inside the functions that
+need them; the floor runs in its own process (:mod:`bench.serving_floor`), which must set
+TensorFlow's threads before TensorFlow loads and whose RSS is a reported figure.
 """
 
 from __future__ import annotations
@@ -26,8 +32,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
+import psutil
+
+from modelops.config import TrainingSettings
+from modelops.data.generator import generate_period, generate_training
+from modelops.data.schema import HMEQ_SCHEMA
+from modelops.serving import rest_client
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "hmeq-risk"
@@ -70,11 +85,8 @@ def free_port() -> int:
 
 def train_and_export(workdir: Path, rows: int) -> tuple[Path, Any]:
     """A real MLP from the project's trainer and exporter (default architecture, few epochs)."""
-    from modelops.config import TrainingSettings
-    from modelops.data.generator import generate_training
-    from modelops.data.schema import HMEQ_SCHEMA
-    from modelops.model.export import export_saved_model
-    from modelops.model.network import fit_model
+    from modelops.model.export import export_saved_model  # lazy: imports TensorFlow
+    from modelops.model.network import fit_model  # lazy: imports TensorFlow
 
     progress(f"training a benchmark model on {rows} generated rows (default architecture, 3 epochs)")
     fitted = fit_model(
@@ -84,13 +96,9 @@ def train_and_export(workdir: Path, rows: int) -> tuple[Path, Any]:
 
 
 def benchmark_records(count: int) -> list[dict[str, Any]]:
-    from modelops.data.generator import generate_period
-    from modelops.data.schema import HMEQ_SCHEMA
-    from modelops.serving.rest_client import to_instances
-
     frame = generate_period(1, rows=count, seed=5)
     dtypes = {n: "DT_FLOAT" for n in HMEQ_SCHEMA.numeric} | {n: "DT_STRING" for n in HMEQ_SCHEMA.categorical}
-    return to_instances(frame, dtypes)  # NaN for missing numbers, "" for missing categories
+    return rest_client.to_instances(frame, dtypes)  # NaN for missing numbers, "" for missing categories
 
 
 def write_bodies(path: Path, records: list[dict[str, Any]], batch: int) -> Path:
@@ -104,55 +112,11 @@ def write_bodies(path: Path, records: list[dict[str, Any]], batch: int) -> Path:
 # -- the floor (own process: TF threads must be set before TF runs anything) ----------------------
 
 
-def floor(model_dir: Path, records_file: Path, threads: int, seconds: float) -> dict[str, Any]:
-    import numpy as np
-
-    from modelops.serving.predict_request import parse_predict_request
-    from modelops.serving.repository import load_version
-    from modelops.serving.server import configure_tensorflow
-
-    configure_tensorflow(threads, threads)
-    version = load_version(model_dir, 1)
-    runner = version.signatures["serving_default"]
-    records = json.loads(records_file.read_text())
-    specs = version.inputs_by_signature
-
-    def columns(batch: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        return parse_predict_request({"instances": batch}, specs, 4096).columns
-
-    singles = [columns([r]) for r in records[:256]]
-    for cols in singles[:50]:
-        runner(cols)
-    latencies = []
-    deadline = time.perf_counter() + seconds
-    i = 0
-    while time.perf_counter() < deadline:
-        started = time.perf_counter()
-        runner(singles[i % len(singles)])
-        latencies.append(time.perf_counter() - started)
-        i += 1
-    batches = [columns(records[s : s + 64]) for s in range(0, len(records) - 63, 64)]
-    rows, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        runner(batches[rows // 64 % len(batches)])
-        rows += 64
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "batch1_p50_ms": 1000 * latencies[len(latencies) // 2],
-        "batch1_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
-        "batch1_calls_per_s": len(latencies) / sum(latencies),
-        "batch64_rows_per_s": rows / elapsed,
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
-
-
 def run_floor(model_dir: Path, records_file: Path, threads: int, seconds: float) -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
-        "bench.serving",
-        "--floor-only",
+        "bench.serving_floor",
         str(model_dir),
         str(records_file),
         "--threads",
@@ -168,8 +132,9 @@ def run_floor(model_dir: Path, records_file: Path, threads: int, seconds: float)
 
 
 class Server:
-    def __init__(self, command: list[str], url: str, ready_path: str, log: Path) -> None:
-        self.url, self.ready_path, self.log = url, ready_path, log
+    def __init__(self, command: list[str], url: str, ready: Callable[[str], bool], log: Path) -> None:
+        """``ready(url)`` says whether the server answers yet."""
+        self.url, self.ready, self.log = url, ready, log
         # the venv's bin first: `mlflow models serve` starts `uvicorn` by name
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         with log.open("wb") as handle:
@@ -178,29 +143,20 @@ class Server:
             )
 
     def wait_ready(self, timeout: float = 180.0) -> Server:
-        import httpx
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}; log {self.log}")
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if self.ready(self.url):
+                return self
             time.sleep(0.3)
         raise RuntimeError(f"server not ready after {timeout:.0f}s; log {self.log}")
 
     def rss_mb(self) -> float:
-        import psutil
-
         process = psutil.Process(self.process.pid)
         return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
 
     def cpu_seconds(self) -> float:
-        import psutil
-
         process = psutil.Process(self.process.pid)
         total = 0.0
         for p in [process, *process.children(recursive=True)]:
@@ -209,8 +165,6 @@ class Server:
         return total
 
     def stop(self) -> None:
-        import psutil
-
         for child in psutil.Process(self.process.pid).children(recursive=True):
             child.terminate()
         self.process.terminate()
@@ -221,7 +175,24 @@ class Server:
             self.process.wait()
 
 
-def modelops_server(base: Path, workdir: Path, batching: bool, threads: int, timeout_ms: float) -> Server:
+def model_available(url: str) -> bool:
+    """The served model reports an AVAILABLE version (the TF Serving status API)."""
+    try:
+        return rest_client.served_version(rest_client.model_status(url, MODEL, timeout=2)) is not None
+    except rest_client.ServingClientError:
+        return False
+
+
+def mlflow_ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/ping", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def modelops_server(
+    base: Path, workdir: Path, batching: bool, threads: int, timeout_ms: float, records: list[dict[str, Any]]
+) -> Server:
     port = free_port()
     command = [
         sys.executable,
@@ -243,7 +214,13 @@ def modelops_server(base: Path, workdir: Path, batching: bool, threads: int, tim
         str(threads),
     ]
     log = workdir / f"serve-{'batching' if batching else 'plain'}.log"
-    return Server(command, f"http://127.0.0.1:{port}", f"/v1/models/{MODEL}", log).wait_ready()
+    server = Server(command, f"http://127.0.0.1:{port}", model_available, log).wait_ready()
+    try:  # wrk counts HTTP errors only: the answers themselves must be scores
+        rest_client.smoke_test(server.url, MODEL, records[:64])
+    except rest_client.ServingClientError:
+        server.stop()
+        raise
+    return server
 
 
 def wrk(
@@ -319,15 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-peer", action="store_true", help="also benchmark `mlflow models serve`")
     parser.add_argument("--json", type=Path, default=None, help="where to write results (default: workdir)")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument(
-        "--floor-only", nargs=2, type=Path, metavar=("MODEL_DIR", "RECORDS_JSON"), help=argparse.SUPPRESS
-    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    if args.floor_only:
-        print(json.dumps(floor(args.floor_only[0], args.floor_only[1], args.threads, args.duration)))
-        return 0
     if shutil.which("wrk") is None:
         print("bench.serving: wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -391,7 +362,7 @@ def run(
     }
 
     progress("modelops serve, batching on")
-    server = modelops_server(base, workdir, True, threads, batch_timeout_ms)
+    server = modelops_server(base, workdir, True, threads, batch_timeout_ms, records)
     try:
         predict = f"{server.url}/v1/models/{MODEL}:predict"
         wrk(predict, bodies1, 1, 1, script)  # warm-up
@@ -411,7 +382,7 @@ def run(
         server.stop()
 
     progress("modelops serve, batching off")
-    server = modelops_server(base, workdir, False, threads, batch_timeout_ms)
+    server = modelops_server(base, workdir, False, threads, batch_timeout_ms, records)
     try:
         predict = f"{server.url}/v1/models/{MODEL}:predict"
         wrk(predict, bodies1, 1, 1, script)
@@ -439,7 +410,7 @@ def mlflow_peer(
     summary: dict[str, Any],
 ) -> list[dict[str, Any]]:
     sys.path.insert(0, str(PROJECT_ROOT))
-    from bench.serving_mlflow_peer import save_peer_model
+    from bench.serving_mlflow_peer import save_peer_model  # lazy: imports MLflow
 
     progress("MLflow peer: saving a pyfunc model around the same SavedModel")
     peer_dir = workdir / "mlflow-peer"
@@ -467,7 +438,9 @@ def mlflow_peer(
         "1",
     ]
     progress("MLflow peer: mlflow models serve --env-manager local --workers 1")
-    server = Server(command, f"http://127.0.0.1:{port}", "/ping", workdir / "mlflow-serve.log").wait_ready()
+    server = Server(
+        command, f"http://127.0.0.1:{port}", mlflow_ready, workdir / "mlflow-serve.log"
+    ).wait_ready()
     rows = []
     try:
         url = f"{server.url}/invocations"

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 
 
 class SavedModelScorer(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: only the `mlflow models serve` process runs the model
 
         self.module = tf.saved_model.load(context.artifacts["saved_model"])
         self.signature = self.module.signatures["serving_default"]
@@ -23,8 +24,7 @@ class SavedModelScorer(mlflow.pyfunc.PythonModel):
         self.dtypes = {name: spec.dtype for name, spec in specs.items()}
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        import numpy as np
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: as above
 
         feed = {}
         for name, dtype in self.dtypes.items():

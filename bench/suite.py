@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import drift_loop, ks_window, log_shipping, loop, serving
 from bench.report import Report, Row, progress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +77,6 @@ class Options:
 
 
 def serving_section(options: Options, report: Report) -> list[Row]:
-    from bench import serving
-
     seconds = options.sizes.serving_seconds
     command = f"python -m bench.serving --duration {seconds:g}" + (
         " --mlflow-peer" if options.mlflow_peer else ""
@@ -216,8 +215,6 @@ def serving_rows(summary: dict[str, Any], command: str) -> list[Row]:
 
 
 def shipping_section(options: Options, report: Report) -> list[Row]:
-    from bench import log_shipping
-
     sizes = options.sizes
     command = f"python -m bench.log_shipping --rows {sizes.shipping_rows} --repeat {sizes.shipping_repeat}"
     result = log_shipping.run(sizes.shipping_rows, sizes.shipping_repeat, database_url=options.database_url)
@@ -247,8 +244,6 @@ def shipping_section(options: Options, report: Report) -> list[Row]:
 
 
 def ks_section(options: Options, report: Report) -> list[Row]:
-    from bench import ks_window
-
     sizes = options.sizes
     scales = ",".join(str(s) for s in sizes.ks_scales)
     command = f"python -m bench.ks_window --scales {scales} --repeat {sizes.ks_repeat}"
@@ -260,16 +255,12 @@ def ks_section(options: Options, report: Report) -> list[Row]:
 def loop_and_stack_section(options: Options, report: Report) -> list[Row]:
     """One fresh stack for both: the loop timing, then its idle RSS. Own process: its environment
     (ports, home, PREFECT_API_URL) must be set before Prefect is imported."""
-    from bench import loop
-
     repeat = options.sizes.loop_repeat
     command = f"python -m bench.loop --repeat {repeat}"
     result = _run_module("bench.loop", "--repeat", str(repeat))
     report.sections["loop"] = result
     rows = loop.rows(result, command)
     if options.demo_loop and "loop" in options.only:
-        from bench import drift_loop
-
         demo = _run_module("bench.drift_loop")
         report.sections["drift_loop"] = demo
         return [r for r in rows if r.section in options.only] + drift_loop.rows(
