@@ -13,16 +13,18 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import orjson
+import pandas as pd
+import psycopg2
+import psycopg2.errors
+from psycopg2.extras import execute_values
 
 from modelops.config import WindowSettings
 from modelops.integrations.database import DEFAULT_SCHEMA, connect, validate_identifier
 from modelops.scoring.records import COPY_COLUMNS
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ def insert_copy_rows(cursor: Any, copy_text: str, schema: str = DEFAULT_SCHEMA) 
     a unique violation; then the batch goes through a temp staging table and
     ``INSERT … ON CONFLICT (request_id) DO NOTHING``. Does not commit. Data errors propagate.
     """
-    import psycopg2.errors
-
     schema = validate_identifier(schema)
     cursor.execute("SAVEPOINT modelops_copy")
     try:
@@ -86,8 +86,6 @@ def insert_rows_individually(
     The slow path for a batch the database refused as a whole (a value PostgreSQL rejects although
     the spool check let it through): good rows still ship, the bad ones are named.
     """
-    import psycopg2
-
     schema = validate_identifier(schema)
     errors: list[str | None] = []
     for row in rows:
@@ -106,8 +104,6 @@ def insert_rows_individually(
 def save_offsets(cursor: Any, offsets: dict[str, tuple[int, int]], schema: str = DEFAULT_SCHEMA) -> None:
     """Record ``{spool_key: (byte_offset, rows_shipped_now)}``; call in the transaction of the rows."""
     schema = validate_identifier(schema)
-    from psycopg2.extras import execute_values
-
     execute_values(
         cursor,
         f"INSERT INTO {schema}.spool_offsets (spool_file, byte_offset, rows_shipped) VALUES %s "
@@ -254,9 +250,6 @@ def fetch_recent_labelled_records(
 
     Oldest first. Missing numeric features come back as NaN, missing categorical ones as "".
     """
-    import orjson
-    import pandas as pd
-
     schema = validate_identifier(schema)
     where, params = _model_filter(model_name, version)
     label = "COALESCE(s.label, l.label)"
