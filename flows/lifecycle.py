@@ -20,7 +20,7 @@ from modelops.config import ModelOpsConfig, load_config
 from modelops.messages import decision_message, deploy_failed_message, deployed_message
 from modelops.pipeline.prebuild import PrebuiltModel
 from modelops.targets import DeployError, Rollout
-from tasks import events, evidence, image, registry, scoring_log, serving
+from tasks import artifacts, events, evidence, image, registry, scoring_log, serving
 from tasks.notify import notify
 
 
@@ -33,8 +33,16 @@ def deployment_stage(
     version = registry.resolve_candidate(config, model_name, candidate_version)
     comparison = evidence.collect_evidence(config, model_name, version)
     decision = request_champion_approval(
-        model_name, version, comparison, config.approval.approvers, config.approval.timeout_s
+        model_name,
+        version,
+        comparison,
+        config.approval.approvers,
+        config.approval.timeout_s,
+        notifications=config.notifications,
+        switches=switches,
+        reminder_share=config.approval.reminder_share,
     )
+    artifacts.publish_approval_decision(decision, comparison, flow_run.parent_flow_run_id)
     scoring_log.record_decision(config, decision, comparison)
     announce_decision(config, decision, switches)
     outcome: dict[str, Any] = {"model_name": model_name, "version": version, "decision": decision.as_dict()}
@@ -51,7 +59,7 @@ def release(
     """Build → deploy → promote → announce; the alias moves only after a healthy rollout."""
     image_reference = image.build_serving_image(config, model, decision.image_tag)
     rollout = roll_out(config, model, image_reference, switches)
-    registry.promote_champion(config, rollout, decision.reviewer, decision.image_tag)
+    registry.promote_champion(config, rollout, decision.reviewer, decision.image_tag, decision.comment)
     events.emit(
         "modelops.model.deployed",
         rollout.model_name,
@@ -77,7 +85,7 @@ def announce_decision(config: ModelOpsConfig, decision: ApprovalDecision, switch
             image_tag=decision.image_tag,
         )
     else:
-        registry.mark_rejected(config, name, version, decision.reviewer, decision.reason)
+        registry.mark_rejected(config, name, version, decision.reviewer, decision.reason, decision.comment)
         events.emit(
             "modelops.champion.rejected", name, version, reviewer=decision.reviewer, reason=decision.reason
         )

@@ -1,4 +1,5 @@
-"""The KS check's Markdown artifact: this check, the KS trend of recent checks, drift figures."""
+"""The KS check's Markdown artifact: this check, its charts (images stored in MLflow), the recent
+checks, drift figures."""
 
 from __future__ import annotations
 
@@ -6,28 +7,16 @@ import re
 from datetime import datetime
 from typing import Any
 
+from modelops.monitoring.charts import MonitoringCharts
 from modelops.monitoring.drift import DriftReport
 from modelops.monitoring.ks_decision import KsDecision
 
-_BAR_WIDTH = 30
 _STATUS_MARK = {"ok": "ok", "degraded": "**DEGRADED**", "insufficient_data": "insufficient data"}
 
 
-def artifact_key(model_name: str) -> str:
-    """Prefect artifact keys allow lower-case letters, digits and dashes only."""
-    return "ks-" + (re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-") or "model")
-
-
-def ks_bar(ks: float | None, threshold: float) -> str:
-    """A fixed-width text bar with the threshold marked ('|'), readable in any Markdown renderer."""
-    if ks is None:
-        return ""
-    filled = round(max(0.0, min(1.0, ks)) * _BAR_WIDTH)
-    mark = round(threshold * _BAR_WIDTH)
-    cells = ["#" if i < filled else "." for i in range(_BAR_WIDTH)]
-    if 0 <= mark < _BAR_WIDTH:
-        cells[mark] = "|"
-    return "`" + "".join(cells) + "`"
+def artifact_key(model_name: str, prefix: str = "ks") -> str:
+    """``<prefix>-<model>``: Prefect artifact keys allow lower-case letters, digits and dashes only."""
+    return f"{prefix}-" + (re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-") or "model")
 
 
 def ks_report_markdown(
@@ -37,7 +26,9 @@ def ks_report_markdown(
     window_text: str,
     trend: list[dict[str, Any]],
     drift: DriftReport | None = None,
+    charts: MonitoringCharts | None = None,
 ) -> str:
+    """This check's figures, the KS chart (embedded from MLflow), the recent checks, label-free drift."""
     lines = [
         f"# KS check: {model_name} v{version}",
         "",
@@ -51,17 +42,26 @@ def ks_report_markdown(
         f"| labelled records | {decision.n} ({decision.n_events} events) |",
         f"| window | {window_text} |",
         "",
-        f"## KS trend (last {len(trend)} checks; `|` marks the threshold)",
+        "## KS over time",
         "",
-        "| checked at (UTC) | version | status | KS | AUC | n | KS bar |",
-        "|---|---|---|---|---|---|---|",
+    ]
+    lines += _picture(
+        charts,
+        "ks_history_url",
+        "KS over time per version, with the threshold, approvals and retrains marked",
+    )
+    lines += [
+        f"## KS trend (last {len(trend)} checks)",
+        "",
+        "| checked at (UTC) | version | status | KS | AUC | n |",
+        "|---|---|---|---|---|---|",
     ]
     for row in trend:
         checked = row["checked_at"]
         when = checked.strftime("%Y-%m-%d %H:%M:%S") if isinstance(checked, datetime) else str(checked)
         lines.append(
             f"| {when} | {row['model_version']} | {_STATUS_MARK.get(row['status'], row['status'])} "
-            f"| {_fmt(row['ks'])} | {_fmt(row['auc'])} | {row['n']} | {ks_bar(row['ks'], row['threshold'])} |"
+            f"| {_fmt(row['ks'])} | {_fmt(row['auc'])} | {row['n']} |"
         )
     lines += ["", "## Label-free drift (training reference vs. this window)", ""]
     if drift is None:
@@ -71,6 +71,11 @@ def ks_report_markdown(
         lines += [
             f"{verdict} (reference n={drift.n_reference}, window n={drift.n_current}).",
             "",
+        ]
+        lines += _picture(
+            charts, "drift_url", "PSI per feature, and the score distribution: reference vs window"
+        )
+        lines += [
             "| measure | value | limit | drift |",
             "|---|---|---|---|",
             f"| score KS (reference vs. window) | {_fmt(drift.score_ks)} | {drift.score_ks_limit} "
@@ -82,6 +87,24 @@ def ks_report_markdown(
                 f"| {'yes' if name in drift.drifted_features else 'no'} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _picture(charts: MonitoringCharts | None, field: str, alt: str) -> list[str]:
+    """A picture stored in MLflow, embedded by URL, with a link to its run; or why there is none."""
+    if charts is None:
+        return ["No chart was drawn for this check.", ""]
+    url = getattr(charts, field)
+    lines = [f"![{alt}]({url})", ""] if url else []
+    where = (
+        f"[monitoring run {charts.run_id[:7]}]({charts.run_url})"
+        if charts.run_id and charts.run_url
+        else None
+    )
+    if url and where:
+        lines += [f"Stored in MLflow: {where}.", ""]
+    if charts.note:
+        lines += [f"_{charts.note}_" + (f" ({where})" if where and not url else "") + ".", ""]
+    return lines
 
 
 def _fmt(value: float | None) -> str:

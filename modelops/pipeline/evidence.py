@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import ks_2samp
 
 from modelops.approval import ApprovalEvidence, ModelEvidence
 from modelops.config import ModelOpsConfig
@@ -51,8 +52,9 @@ def _model_evidence(config: ModelOpsConfig, model_name: str, version: str) -> Mo
 
 def _window_figures(
     config: ModelOpsConfig, database_url: str, model_name: str, versions: list[str]
-) -> tuple[dict[str, tuple[float, float]], str | None]:
-    """(ks, auc) per version on the latest labelled window, and the window's description."""
+) -> tuple[dict[str, tuple[float, float, float]], str | None, float | None]:
+    """(ks, auc, mean score) per version on the latest labelled window, the window's description, and
+    the two-sample KS between the first two versions' scores (the score shift), when both scored."""
     # modelops.model.export loads TensorFlow: only a lifecycle that scores the window pays for it.
     from modelops.model.export import score_frame
 
@@ -63,15 +65,18 @@ def _window_figures(
     labels = frame["__label__"].to_numpy() if len(frame) else np.zeros(0)
     n_events = int(labels.sum())
     if len(frame) < config.monitoring.min_sample or n_events in (0, len(frame)):
-        return {}, f"not enough labelled traffic yet ({len(frame)} records, {n_events} events)"
-    figures: dict[str, tuple[float, float]] = {}
+        return {}, f"not enough labelled traffic yet ({len(frame)} records, {n_events} events)", None
+    figures: dict[str, tuple[float, float, float]] = {}
+    scored: list[np.ndarray] = []
     with tempfile.TemporaryDirectory(prefix="modelops-evidence-") as scratch:
         for version in versions:
             model_dir = download_serving_model(model_name, version, Path(scratch), config.mlflow_uri)
             schema = version_schema(model_name, version, config.mlflow_uri)
             scores = score_frame(model_dir, frame, schema)
-            figures[version] = (ks_statistic(scores, labels), auc(scores, labels))
-    return figures, f"latest {len(frame)} labelled records of the scoring log ({n_events} events)"
+            scored.append(np.asarray(scores, dtype=float))
+            figures[version] = (ks_statistic(scores, labels), auc(scores, labels), float(np.mean(scores)))
+    shift = float(ks_2samp(scored[0], scored[1]).statistic) if len(scored) > 1 else None
+    return figures, f"latest {len(frame)} labelled records of the scoring log ({n_events} events)", shift
 
 
 def collect_evidence(
@@ -85,11 +90,12 @@ def collect_evidence(
         else None
     )
     window = "no scoring log configured"
-    figures: dict[str, tuple[float, float]] = {}
+    figures: dict[str, tuple[float, float, float]] = {}
+    shift: float | None = None
     if database_url:
         versions = [candidate.version] + ([champion.version] if champion else [])
         try:
-            figures, described = _window_figures(config, database_url, model_name, versions)
+            figures, described, shift = _window_figures(config, database_url, model_name, versions)
             window = described or window
         except Exception as exc:  # noqa: BLE001 - evidence is best effort; the reviewer is told why
             log.warning("could not score the recent window: %s", exc)
@@ -98,8 +104,8 @@ def collect_evidence(
     def with_window(model: ModelEvidence | None) -> ModelEvidence | None:
         if model is None or model.version not in figures:
             return model
-        ks, area = figures[model.version]
-        return replace(model, window_ks=ks, window_auc=area)
+        ks, area, mean = figures[model.version]
+        return replace(model, window_ks=ks, window_auc=area, window_score_mean=mean)
 
     model_url = f"{config.mlflow_uri.rstrip('/')}/#/models/{model_name}"
     return ApprovalEvidence(
@@ -107,4 +113,5 @@ def collect_evidence(
         champion=with_window(champion),
         window=window,
         model_url=model_url if config.mlflow_uri.startswith("http") else None,
+        score_shift_ks=shift,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -84,6 +85,8 @@ def test_timeout_is_a_rejection(prefect_harness):
 
 
 def test_form_schema_and_description_as_the_ui_reads_them(prefect_harness):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.flow_runs import resume_flow_run
 
     model = unique_model()
@@ -96,11 +99,72 @@ def test_form_schema_and_description_as_the_ui_reads_them(prefect_harness):
     assert schema["properties"]["image_tag"]["default"] == "v3"  # initial data prefilled
     description = read_input(run.id, keyset["description"])
     assert "## Approve champion" in description
-    assert "| | candidate v3 | champion v2 |" in description
-    assert "| KS on the labelled window | 0.4700 | 0.3100 |" in description
-    assert "[abc123](http://mlflow.test/#/runs/abc123)" in description
+    assert "|  | candidate v3 | champion v2 | Δ |" in description
+    assert "| window KS | 0.470 | 0.310 | +0.160 |" in description
+    assert "[run abc123](http://mlflow.test/#/runs/abc123)" in description
     assert "one of: alice" in description
+    # the same comparison is a table artifact on the paused run, there before anyone resumes it
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    (table,) = [a for a in artifacts if a.type == "table"]
+    assert table.key == f"approval-{model}"
+    rows = json.loads(table.data)
+    assert rows[-1] == {
+        "figure": "MLflow run",
+        "candidate v3": "[run abc123](http://mlflow.test/#/runs/abc123)",
+        "champion v2": "[run def456](http://mlflow.test/#/runs/def456)",
+        "Δ": "",
+    }
+    assert {"figure": "window KS", "candidate v3": "0.470", "champion v2": "0.310", "Δ": "+0.160"} in rows
     resume_flow_run(
         run.id, run_input={"approved": False, "image_tag": "", "reviewer": "alice", "comment": ""}
     )
     finish(job)
+
+
+def test_the_decision_is_an_artifact_on_the_parent_run(prefect_harness):
+    """As in the lifecycle: the deployment stage (a subflow) records the decision on its parent run."""
+    from prefect import flow, get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.flow_runs import resume_flow_run
+    from prefect.runtime import flow_run
+    from support.approval import evidence
+
+    from tasks import artifacts
+
+    model = unique_model()
+
+    @flow(name="decision-stage")
+    def stage() -> str:
+        decision = request_approval(model)
+        artifacts.publish_approval_decision(decision, evidence(), flow_run.parent_flow_run_id)
+        return str(flow_run.id)
+
+    @flow(name="decision-lifecycle")
+    def lifecycle() -> tuple[str, str]:
+        return str(flow_run.id), stage()
+
+    job = in_background(lifecycle)
+    run = paused_run(model, job=job)
+    resume_flow_run(
+        run.id, run_input={"approved": True, "image_tag": "v3", "reviewer": "alice", "comment": "a | b"}
+    )
+    lifecycle_id, stage_id = finish(job)
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"approval-decision-{model}"]))
+        )
+    assert str(artifact.flow_run_id) == lifecycle_id != stage_id
+    markdown = artifact.data
+    assert markdown.startswith(f"# Approval of {model} v3: approved")
+    for row in (
+        "| reviewer | alice |",
+        "| image tag | v3 |",
+        r"| comment | a \| b |",
+        "| answers received | 1 |",
+    ):
+        assert row in markdown, row
+    assert f"/runs/flow-run/{run.id})" in markdown  # the approval run, in the Prefect UI
+    assert "| window KS | 0.470 | 0.310 | +0.160 |" in markdown.split("## Evidence the reviewer saw")[1]

@@ -1,11 +1,12 @@
 """A person approves a champion in the real Prefect UI: Debian's chromium, driven headless by Playwright.
 
-``prefect_test_harness`` serves the API only (no UI), so this test starts ``prefect server start`` on
-a free loopback port with its own PREFECT_HOME, like ``modelops up`` does. The approval subflow runs
-in its own process against that server and pauses; the browser opens the paused run, clicks
-*Resume*, checks that the form shows the Markdown description (candidate vs champion table, links),
-fills ``approved``, ``image_tag``, ``reviewer`` and ``comment`` and submits. The flow must then end
-with exactly those values. A screenshot of the form is kept under the test's tmp dir.
+The approval subflow runs in its own process against a ``prefect server start`` with the UI
+(:mod:`support.browser`) and pauses. At 1280 x 800, the browser opens the paused run, finds the
+evidence table artifact there before anyone resumes, clicks *Resume*, checks that every column and
+every row of the comparison (candidate, champion, Δ; short MLflow links) lies inside the dialog,
+with bounding boxes, not just in the DOM, fills ``approved``, ``image_tag``, ``reviewer`` and
+``comment`` and submits. The flow must then end with exactly those values. The form's screenshot
+is kept under the test's tmp dir (and in ``$MODELOPS_SCREENSHOT_DIR`` when set: docs/img).
 
 Needs ``scripts/install-browser.sh`` (chromium from Debian, the ``playwright`` Python package; no
 browser download). Skipped with the reason when either is missing.
@@ -15,112 +16,77 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
-from support.network import free_port
+from support.browser import (
+    chromium_page,
+    flow_environment,
+    keep_screenshot,
+    outside,
+    prefect_ui_server,
+    sync_playwright_or_skip,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PREFECT = str(Path(sys.executable).parent / "prefect")
+# Full-length (32-character) MLflow run ids: the form must show them short, or the champion's column
+# is pushed out of the dialog.
+CANDIDATE_RUN = "1a2b3c4d5e6f47a8b9c0d1e2f3a4b5c6"
+CHAMPION_RUN = "9f8e7d6c5b4a49382716a5b4c3d2e1f0"
 
 APPROVAL_SCRIPT = textwrap.dedent(
-    """
+    f"""
     import json, sys
     from flows.approval import request_champion_approval
     from modelops.approval import ApprovalEvidence, ModelEvidence
 
+    training = {{"ks": 0.52, "auc": 0.87, "gini": 0.74, "accuracy": 0.86, "log_loss": 0.3521}}
     evidence = ApprovalEvidence(
-        candidate=ModelEvidence(version="3", run_id="abc123", run_url="http://mlflow.test/#/runs/abc123",
-                                training_metrics={"ks": 0.52, "auc": 0.87}, window_ks=0.47, window_auc=0.85),
-        champion=ModelEvidence(version="2", run_id="def456", run_url="http://mlflow.test/#/runs/def456",
-                               training_metrics={"ks": 0.49, "auc": 0.86}, window_ks=0.31, window_auc=0.78),
-        window="latest 2000 labelled records (n=2000, events=430)",
+        candidate=ModelEvidence(
+            version="3", run_id="{CANDIDATE_RUN}",
+            run_url="http://mlflow.test/#/experiments/1/runs/{CANDIDATE_RUN}",
+            training_metrics=training, window_ks=0.47, window_auc=0.85, window_score_mean=0.2314,
+        ),
+        champion=ModelEvidence(
+            version="2", run_id="{CHAMPION_RUN}",
+            run_url="http://mlflow.test/#/experiments/1/runs/{CHAMPION_RUN}",
+            training_metrics={{"ks": 0.49, "auc": 0.86, "gini": 0.72, "accuracy": 0.85, "log_loss": 0.3644}},
+            window_ks=0.31, window_auc=0.78, window_score_mean=0.1877,
+        ),
+        window="latest 2000 labelled records of the scoring log (430 events)",
         model_url="http://mlflow.test/#/models/m",
+        score_shift_ks=0.1342,
     )
     decision = request_champion_approval(sys.argv[1], "3", evidence, approvers=["alice"], timeout_s=150)
     print("DECISION " + json.dumps(decision.as_dict()), flush=True)
     """
 )
-
-
-def _browser_or_skip():
-    if not CHROMIUM.exists():
-        pytest.skip(f"no chromium at {CHROMIUM}: run scripts/install-browser.sh (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the Python package playwright is missing: run scripts/install-browser.sh")
-    return sync_playwright
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop a process this test started, with the children it started (its own process group)."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
+COLUMNS = ["", "candidate v3", "champion v2", "Δ"]
+ROWS = [
+    "window KS",
+    "window AUC",
+    "window mean score",
+    "score shift (KS)",
+    "training KS",
+    "training AUC",
+    "training gini",
+    "training accuracy",
+    "training log-loss",
+    "MLflow run",
+]
 
 
 @pytest.fixture
 def prefect_ui(tmp_path):
-    """``prefect server start`` with the UI, SQLite and PREFECT_HOME in the tmp dir; yields its URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect-server"),
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="true",
-        PREFECT_UI_API_URL=f"{url}/api",
-    )
-    log = (tmp_path / "prefect-server.log").open("wb")
-    process = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, (tmp_path / "prefect-server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the Prefect server did not get healthy in 90 s"
-            time.sleep(0.5)
+    with prefect_ui_server(tmp_path) as url:
         yield url
-    finally:
-        _stop(process)
-        log.close()
 
 
 def _paused_run(api: str, model: str, job: subprocess.Popen, timeout: float = 60) -> dict:
@@ -135,17 +101,45 @@ def _paused_run(api: str, model: str, job: subprocess.Popen, timeout: float = 60
     raise AssertionError(f"no paused approval run for {model} after {timeout} s")
 
 
+def _assert_inside_dialog(page, dialog) -> None:
+    """Every header and every cell of the comparison lies inside the dialog's card, horizontally."""
+    card = page.locator(".p-modal__card").bounding_box()
+    description = dialog.locator("article.markdown-renderer").first
+    frame = description.bounding_box()
+    assert card is not None and frame is not None
+    table = dialog.locator("table")
+    assert table.count() == 1
+    headers = table.locator("th")
+    assert [h.inner_text().strip() for h in headers.all()] == COLUMNS
+    wrapper = dialog.locator(".markdown-renderer__table").first
+    scroll_width, client_width = wrapper.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert scroll_width <= client_width + 1, f"the table scrolls sideways: {scroll_width} > {client_width}"
+    for header in headers.all():
+        box = header.bounding_box()
+        assert box is not None and box["width"] > 20, header.inner_text()
+        assert not outside(box, card), f"column {header.inner_text()!r} sticks out of the dialog: {box}"
+        assert not outside(box, frame), f"column {header.inner_text()!r} is cut by the description: {box}"
+    rows = table.locator("tbody tr")
+    assert [r.locator("td").first.inner_text().strip() for r in rows.all()] == ROWS
+    for row in rows.all():
+        row.scroll_into_view_if_needed()
+        for cell in row.locator("td").all():
+            box = cell.bounding_box()
+            assert box is not None and not outside(box, card) and not outside(box, frame), (
+                f"cell {cell.inner_text()!r} of row {row.inner_text()!r} is outside the dialog: {box}"
+            )
+            # vertically, the scrolled row is inside the description's visible frame
+            assert frame["y"] - 1 <= box["y"] and box["y"] + box["height"] <= frame["y"] + frame["height"] + 1
+
+
 def test_reviewer_approves_in_the_prefect_ui_and_the_flow_continues_with_the_answer(prefect_ui, tmp_path):
-    sync_playwright = _browser_or_skip()
-    started = time.monotonic()
+    sync_playwright = sync_playwright_or_skip()
     model = f"ui-{uuid.uuid4().hex[:8]}"
     script = tmp_path / "approval.py"
     script.write_text(APPROVAL_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_API_URL=f"{prefect_ui}/api", PREFECT_HOME=str(tmp_path / "prefect-client"))
     job = subprocess.Popen(
         [sys.executable, str(script), model],
-        env=env,
+        env=flow_environment(prefect_ui, tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -154,56 +148,43 @@ def test_reviewer_approves_in_the_prefect_ui_and_the_flow_continues_with_the_ans
     screenshot = tmp_path / "approval-form.png"
     try:
         run = _paused_run(f"{prefect_ui}/api", model, job)
-        with sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"),  # a fresh profile, never the user's
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_ARGS,
-                viewport={"width": 1400, "height": 1100},
-            )
-            try:
-                page = context.new_page()
-                page.goto(f"{prefect_ui}/runs/flow-run/{run['id']}", wait_until="networkidle")
-                page.get_by_role("button", name="Resume").click()
-                dialog = page.get_by_role("dialog")
-                heading = dialog.get_by_text(f"Approve champion: {model} v3")
-                heading.wait_for(timeout=20_000)
+        with sync_playwright() as playwright, chromium_page(playwright, tmp_path, 1280, 800) as page:
+            page.goto(f"{prefect_ui}/runs/flow-run/{run['id']}", wait_until="networkidle")
 
-                # The Markdown description renders above the form: table, figures, links, instructions.
-                assert dialog.locator("table").count() == 1
-                for text in (
-                    "candidate v3",
-                    "champion v2",
-                    "0.4700",
-                    "0.3100",
-                    "latest 2000 labelled records",
-                ):
-                    assert dialog.get_by_text(text).first.is_visible(), text
-                assert dialog.get_by_role("link", name="abc123").get_attribute("href") == (
-                    "http://mlflow.test/#/runs/abc123"
-                )
-                assert dialog.get_by_role("link", name="Registered model in MLflow").is_visible()
-                assert "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}" in dialog.locator("code").first.inner_text()
+            # Before anyone resumes, the run page lists the evidence as a table artifact.
+            page.get_by_text("Artifacts", exact=True).first.click()
+            page.get_by_text(f"approval-{model}", exact=True).wait_for(timeout=20_000)
 
-                # The form: a switch and three text fields, in the order of ChampionApproval.
-                for label in ("Approved", "Image Tag", "Reviewer", "Comment"):
-                    assert dialog.get_by_text(label, exact=False).first.is_visible(), label
-                fields = dialog.locator("textarea")
-                assert fields.count() == 3
-                image_tag, reviewer, comment = (fields.nth(i) for i in range(3))
-                assert image_tag.input_value() == "v3"  # the flow's default tag, as initial data
-                switch = dialog.get_by_role("switch")
-                switch.click()
-                assert dialog.locator("input[type=checkbox]").is_checked()
-                image_tag.fill("v3-browser")
-                reviewer.fill("alice")
-                comment.fill("looked at the window figures in the UI")
-                page.screenshot(path=str(screenshot))
-                dialog.get_by_role("button", name="Submit").click()
-                page.wait_for_timeout(500)
-            finally:
-                context.close()
+            page.get_by_role("button", name="Resume").click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_text(f"Approve champion: {model} v3").wait_for(timeout=20_000)
+            _assert_inside_dialog(page, dialog)
+
+            # Short links to MLflow, not the 32-character run ids.
+            link = dialog.get_by_role("link", name=f"run {CANDIDATE_RUN[:7]}")
+            assert link.get_attribute("href") == f"http://mlflow.test/#/experiments/1/runs/{CANDIDATE_RUN}"
+            assert dialog.get_by_role("link", name=f"run {CHAMPION_RUN[:7]}").is_visible()
+            assert CANDIDATE_RUN not in dialog.inner_text()
+            assert "latest 2000 labelled records" in dialog.inner_text()
+            assert dialog.get_by_role("link", name="Registered model in MLflow").count() == 1
+            assert "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}" in dialog.locator("code").first.inner_text()
+
+            # The form: a switch and three text fields, in the order of ChampionApproval.
+            for label in ("Approved", "Image Tag", "Reviewer", "Comment"):
+                assert dialog.get_by_text(label, exact=False).first.is_visible(), label
+            fields = dialog.locator("textarea")
+            assert fields.count() == 3
+            image_tag, reviewer, comment = (fields.nth(i) for i in range(3))
+            assert image_tag.input_value() == "v3"  # the flow's default tag, as initial data
+            dialog.get_by_role("switch").click()
+            assert dialog.locator("input[type=checkbox]").is_checked()
+            image_tag.fill("v3-browser")
+            reviewer.fill("alice")
+            comment.fill("looked at the window figures in the UI")
+            dialog.locator("article.markdown-renderer").first.evaluate("e => e.scrollTo(0, 0)")
+            page.locator(".p-modal__card").screenshot(path=str(screenshot))
+            dialog.get_by_role("button", name="Submit").click()
+            page.wait_for_timeout(500)
         output, _ = job.communicate(timeout=60)
     finally:
         if job.poll() is None:
@@ -217,10 +198,6 @@ def test_reviewer_approves_in_the_prefect_ui_and_the_flow_continues_with_the_ans
     assert decision["reviewer"] == "alice"
     assert decision["comment"] == "looked at the window figures in the UI"
     assert decision["attempts"] == 1 and decision["flow_run_id"] == run["id"]
+    assert decision["decided_at"]
     assert screenshot.stat().st_size > 10_000
-    keep = os.environ.get("MODELOPS_KEEP_SCREENSHOT")
-    if keep:
-        shutil.copy(screenshot, keep)
-    print(
-        f"\napproval form screenshot: {screenshot} ({time.monotonic() - started:.0f} s in the browser part)"
-    )
+    keep_screenshot(screenshot, "approval-form.png")

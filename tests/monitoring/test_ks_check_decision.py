@@ -13,7 +13,7 @@ from support.scoring_log import insert_scores, labelled_sample
 from modelops.config import WindowSettings
 from modelops.monitoring.drift import drift_report
 from modelops.monitoring.ks_decision import decide_ks
-from modelops.monitoring.report import artifact_key, ks_bar
+from modelops.monitoring.report import artifact_key
 
 
 def test_ks_equals_scipy_on_known_scores():
@@ -51,8 +51,7 @@ def test_drift_report_flags_shifted_feature_and_scores():
 
 def test_report_helpers():
     assert artifact_key("HMEQ_Risk.v2") == "ks-hmeq-risk-v2"
-    assert ks_bar(0.5, 0.3) == "`#########|#####...............`"  # 15 of 30 filled, threshold at 9
-    assert ks_bar(None, 0.3) == ""
+    assert artifact_key("HMEQ_Risk.v2", "approval") == "approval-hmeq-risk-v2"
 
 
 def test_window_reader_matches_scipy_and_reads_the_latest_records(scoring_db):

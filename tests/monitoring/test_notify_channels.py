@@ -252,3 +252,152 @@ def test_inside_a_flow_the_message_reaches_the_flow_log(prefect_harness, teams_r
     assert any(m.startswith("notification [performance_ok] all good: model=hmeq-risk") for m in messages)
     assert "teams: sent (message card)" in messages
     assert not any(SECRET_MARK in m for m in messages)
+
+
+# ------------------------------------------------------------------ "approval requested" + reminder
+def _wait_for(condition, timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_approval_request_and_reminder_reach_teams_and_email_with_the_form_link(
+    prefect_harness, teams_receiver, smtp_server
+):
+    """Both Teams kinds (URLs kept in Prefect blocks) and SMTP get the request, then the reminder.
+
+    The Workflow URL sits in a Microsoft Teams Webhook block, the connector URL in a Secret block
+    (Prefect's Teams block refuses it); the connector card goes out through ``pymsteams``' send().
+    """
+    import threading
+    import uuid
+
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_UI_URL
+    from support.approval import evidence, finish, in_background, paused_run
+
+    from flows.approval import request_champion_approval
+    from modelops.integrations.notify import save_teams_block
+
+    tag = uuid.uuid4().hex[:8]
+    base = f"http://127.0.0.1:{teams_receiver.server_port}"
+    workflow_url = f"{base}/workflows/{tag}/triggers/manual/paths/invoke?sig={SECRET_MARK}"
+    connector_url = f"{base}/webhookb2/{SECRET_MARK}/IncomingWebhook/{tag}/y"
+    assert save_teams_block(f"teams-workflow-{tag}", workflow_url) == "ms-teams-webhook"
+    assert save_teams_block(f"teams-connector-{tag}", connector_url) == "secret"
+    email = _email(smtp_server.port).email
+    by_workflow = NotificationSettings(
+        teams=TeamsSettings(enabled=True, block=f"teams-workflow-{tag}"), email=email
+    )
+    by_connector = NotificationSettings(teams=TeamsSettings(enabled=True, block=f"teams-connector-{tag}"))
+    models = {"workflow": f"nw-{tag}", "connector": f"nc-{tag}"}
+
+    def ask(model: str, settings: NotificationSettings):
+        return request_champion_approval(
+            model, "3", evidence(), approvers=["alice"], timeout_s=40, notifications=settings,
+            switches={"teams": True, "email": True}, reminder_share=0.25,
+        )  # fmt: skip
+
+    jobs = {
+        "workflow": in_background(ask, models["workflow"], by_workflow),
+        "connector": in_background(ask, models["connector"], by_connector),
+    }
+    runs = {kind: paused_run(models[kind], job=jobs[kind]) for kind in jobs}
+    forms = {kind: f"{PREFECT_UI_URL.value()}/runs/flow-run/{run.id}" for kind, run in runs.items()}
+
+    def posts(kind: str) -> list[dict]:
+        marker = "/workflows/" if kind == "workflow" else "/IncomingWebhook/"
+        return [body for path, body in teams_receiver.received if marker in path and tag in path]
+
+    # request, then the reminder at 25 % of the 40 s timeout: nobody has answered yet
+    _wait_for(lambda: len(posts("workflow")) >= 2 and len(posts("connector")) >= 2, 60, "request + reminder")
+    _wait_for(lambda: len(smtp_server.messages) >= 2, 30, "two e-mails")
+
+    request, reminder = (p["attachments"][0]["content"] for p in posts("workflow"))
+    assert request["body"][0]["text"] == f"{models['workflow']} v3 waits for your approval"
+    assert request["body"][1]["text"] == "stage: approval_requested"
+    assert request["actions"] == [
+        {"type": "Action.OpenUrl", "title": "Open the approval form", "url": forms["workflow"]}
+    ]
+    facts = {f["title"]: f["value"] for f in request["body"][2]["facts"]}
+    assert facts["approval form"] == forms["workflow"]
+    assert facts["window KS"] == "0.470 (champion 0.310)" and facts["approvers"] == "alice"
+    assert reminder["body"][0]["text"].startswith(f"Reminder: {models['workflow']} v3 still waits")
+    assert reminder["actions"][0]["url"] == forms["workflow"]
+
+    card, second = posts("connector")
+    assert (
+        card["@type"] == "MessageCard"
+        and card["title"] == f"{models['connector']} v3 waits for your approval"
+    )
+    assert card["potentialAction"] == [
+        {
+            "@context": "http://schema.org",
+            "@type": "ViewAction",
+            "name": "Open the approval form",
+            "target": [forms["connector"]],
+        }
+    ]
+    assert second["title"].startswith("Reminder:") and second["text"] == "stage: approval_reminder"
+
+    # a long subject is folded onto a continuation line; unfolding leaves the leading space
+    subjects = [str(message_from_bytes(raw)["Subject"]).strip() for _, _, raw in smtp_server.messages]
+    assert subjects[0] == f"[modelops] {models['workflow']} v3 waits for your approval"
+    assert subjects[1].startswith(f"[modelops] Reminder: {models['workflow']} v3 still waits")
+    body = message_from_bytes(smtp_server.messages[0][2]).get_payload(decode=True).decode()
+    assert f"Open the approval form: {forms['workflow']}" in body
+
+    for kind, run in runs.items():
+        resume_flow_run(run.id, run_input={"approved": True, "image_tag": "v3", "reviewer": "alice"})
+        assert finish(jobs[kind]).approved
+    # the answer cancels the reminder: no timer thread is left, and nothing more was sent
+    assert not [t for t in threading.enumerate() if t.name.startswith("modelops-notify-")]
+    assert len(posts("workflow")) == len(posts("connector")) == 2 and len(smtp_server.messages) == 2
+
+
+@pytest.mark.slow
+def test_an_answer_before_the_reminder_cancels_it(prefect_harness, teams_receiver, monkeypatch):
+    import threading
+    import uuid
+
+    from prefect.flow_runs import resume_flow_run
+    from support.approval import evidence, finish, in_background, paused_run
+
+    from flows.approval import request_champion_approval
+
+    model = f"nr-{uuid.uuid4().hex[:8]}"
+    settings = _teams(monkeypatch, f"http://127.0.0.1:{teams_receiver.server_port}/workflows/{model}")
+    job = in_background(
+        lambda: request_champion_approval(
+            model, "3", evidence(), timeout_s=600, notifications=settings, reminder_share=0.9
+        )
+    )
+    run = paused_run(model, job=job)
+    assert [t for t in threading.enumerate() if t.name == "modelops-notify-approval_reminder"]
+    resume_flow_run(run.id, run_input={"approved": False, "reviewer": "bob", "comment": "no"})
+    assert not finish(job).approved
+    _wait_for(
+        lambda: not [t for t in threading.enumerate() if t.name == "modelops-notify-approval_reminder"],
+        10,
+        "the reminder timer to stop",
+    )
+    stages = [body["attachments"][0]["content"]["body"][1]["text"] for _, body in teams_receiver.received]
+    assert stages == ["stage: approval_requested"]
+
+
+def test_teams_block_that_does_not_exist_names_the_command(monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    settings = NotificationSettings(teams=TeamsSettings(enabled=True, block="no-such-teams-block"))
+    from modelops.integrations import notify as channels
+
+    def missing(name: str):
+        raise ValueError(f"Unable to find block document named {name}")
+
+    monkeypatch.setattr(channels.MicrosoftTeamsWebhook, "load", missing)
+    monkeypatch.setattr(channels.Secret, "load", missing)
+    assert notify("approval_requested", "x", FACTS, settings)["teams"] == "failed"
+    assert "modelops notify-setup --block no-such-teams-block" in caplog.text
