@@ -85,7 +85,7 @@ def prefect_ui_server(home: Path) -> Iterator[str]:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while True:
             assert process.poll() is None, log_path.read_text()[-2000:]
             try:
@@ -93,7 +93,7 @@ def prefect_ui_server(home: Path) -> Iterator[str]:
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "the Prefect server did not get healthy in 90 s"
+            assert time.monotonic() < deadline, "the Prefect server did not get healthy in 180 s"
             time.sleep(0.5)
         yield url
     finally:

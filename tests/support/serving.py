@@ -173,7 +173,7 @@ class ServerProcess:
         with self.log.open("wb") as handle:
             self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 90.0) -> ServerProcess:
+    def wait_ready(self, timeout: float = 300.0) -> ServerProcess:  # TF loads slowly on a busy machine
         import time
 
         from modelops.serving import rest_client

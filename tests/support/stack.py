@@ -73,7 +73,7 @@ class MlflowServer:
         self.starts = 0
         (root / "artifacts").mkdir(parents=True, exist_ok=True)
 
-    def start(self, wait: bool = True, timeout: float = 120.0) -> None:
+    def start(self, wait: bool = True, timeout: float = 300.0) -> None:
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         command = [
             str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
@@ -89,7 +89,7 @@ class MlflowServer:
         if wait:
             self.wait_ready(timeout)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 300.0) -> None:
         def healthy() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"mlflow server exited ({self.process.returncode}):\n{self.tail()}")

@@ -66,7 +66,7 @@ class FakeKubernetesApiServer:
 
     def __enter__(self) -> FakeKubernetesApiServer:
         self._thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not self._server.started:
             if time.monotonic() > deadline:
                 raise RuntimeError("the fake Kubernetes API server did not start")
