@@ -75,7 +75,7 @@ def stub_server(tmp_path: Path, port: int):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             try:
                 httpx.get(f"{url}/v1/models/{MODEL}", timeout=1)

@@ -38,7 +38,7 @@ def is_loopback(ip: str) -> bool:
     return ipaddress.ip_address(ip.split("%")[0]).is_loopback
 
 
-def wait_listening(pid: int, timeout: float = 10) -> dict[tuple[str, int], str]:
+def wait_listening(pid: int, timeout: float = 60) -> dict[tuple[str, int], str]:
     deadline = time.monotonic() + timeout
     while True:
         found = listening_addresses(pid)

@@ -36,7 +36,7 @@ def test_status_reports_the_model_server_and_notices_when_it_dies(tmp_path):
         assert row.detail == "version 1" and row.rss_bytes > 0
 
         os.kill(row.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while psutil.pid_exists(row.pid) and psutil.Process(row.pid).status() != psutil.STATUS_ZOMBIE:
             assert time.monotonic() < deadline, "the killed server did not go away"
             time.sleep(0.1)
