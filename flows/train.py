@@ -1,5 +1,8 @@
 """The ``train`` flow: load data → split → fit → evaluate → log & register (alias ``challenger``).
 
+The registered version carries its training data set and a training reference (a sample of the
+training split with the model's scores), which ``ks-check`` finds for label-free drift.
+
 ``train_on_frame`` is the same recipe on a DataFrame, for the retrain flow.
 """
 
@@ -71,6 +74,8 @@ def train_on_frame(
         data_source=data_source,
         n_train=len(train_part),
         extra_tags=extra_tags,
+        train_frame=train_part,
+        seed=settings.seed,
     )
     events.emit(
         "modelops.model.registered",

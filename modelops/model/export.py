@@ -4,7 +4,8 @@ A :class:`ServingModule` holds the frozen preprocessing and the trained network.
 ``serving_default`` signature takes one input per feature, named as the feature (numeric features
 ``float32 [None]`` with ``NaN`` for missing, categorical ``string [None]`` with ``""`` for missing)
 and returns ``{"score": float32 [None]}``, the event probability. ``__call__`` is the same
-``tf.function`` (MLflow's tensorflow flavour needs a callable module).
+``tf.function``. MLflow registers this SavedModel inside a ``python_function`` model
+(:mod:`modelops.model.pyfunc`), so MLflow's own tools score raw records with it too.
 
 Layout for TF Serving: ``<export_base>/<model_name>/<version>/saved_model.pb``.
 """
@@ -57,9 +58,13 @@ def export_saved_model(
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    module = ServingModule(fitted)
+    return save_serving_module(ServingModule(fitted), target)
+
+
+def save_serving_module(module: ServingModule, target: str | Path) -> Path:
+    """Write ``module`` as a SavedModel folder with its ``serving_default`` signature."""
     tf.saved_model.save(module, str(target), signatures={SIGNATURE_KEY: module.__call__})
-    return target
+    return Path(target)
 
 
 def load_signature(saved_model_dir: str | Path) -> Any:

@@ -16,8 +16,10 @@ import pandas as pd
 from modelops.data.generator import generate_training
 from modelops.data.loading import load_dataset
 from modelops.data.schema import DatasetSchema
-from modelops.integrations.registry import RegisteredVersion, log_and_register
+from modelops.integrations.registry import LoggedDataset, RegisteredVersion, log_and_register
 from modelops.model.evaluation import Evaluation, save_curves
+
+REFERENCE_ROWS = 2000  # training records (with scores) logged as the version's drift reference
 
 if TYPE_CHECKING:
     from modelops.model.network import FittedModel
@@ -43,8 +45,15 @@ def register_fitted_model(
     data_source: str,
     n_train: int,
     extra_tags: dict[str, Any] | None,
+    train_frame: pd.DataFrame | None = None,
+    reference_rows: int = REFERENCE_ROWS,
+    seed: int = 42,
 ) -> RegisteredVersion:
-    """One MLflow run with the parameters, hold-out metrics, curves and the model; a new version."""
+    """One MLflow run with the parameters, hold-out metrics, curves, data sets and the model; a new version.
+
+    ``train_frame`` (the training split) is logged as the run's training data set, and a sample of
+    ``reference_rows`` of it with the model's scores as the training reference of the version.
+    """
     # The serving module is a tf.Module: importing it loads TensorFlow, which only this step needs.
     from modelops.model.export import serving_module
 
@@ -76,16 +85,47 @@ def register_fitted_model(
             data_digest=data_digest,
             data_source=data_source,
             extra_tags=extra_tags,
+            datasets=training_datasets(train_frame, schema, data_source),
+            reference=None
+            if train_frame is None
+            else reference_sample(fitted, train_frame, reference_rows, seed),
         )
 
 
-def input_example(fitted: FittedModel) -> dict[str, Any]:
-    """Two raw records in the signature's wire format: one typical, one with every field missing."""
-    example: dict[str, Any] = {}
+def input_example(fitted: FittedModel) -> pd.DataFrame:
+    """Raw records as a caller sends them: one typical, one with every value missing, one unseen category."""
+    # modelops.model.pyfunc imports MLflow: only the registration step needs it.
+    from modelops.model.pyfunc import example_frame
+
+    typical: dict[str, Any] = {}
     for spec in fitted.spec.numeric:
-        typical = math.expm1(spec.mean) if spec.log else spec.mean
-        example[spec.name] = np.array([round(typical, 4), np.nan], dtype=np.float32)
+        typical[spec.name] = round(math.expm1(spec.mean) if spec.log else spec.mean, 4)
     for category in fitted.spec.categorical:
         known = [v for v in category.vocabulary if v]
-        example[category.name] = np.array([known[0] if known else "", ""], dtype=object)
-    return example
+        typical[category.name] = known[0] if known else ""
+    return example_frame(typical, fitted.schema)
+
+
+def reference_sample(fitted: FittedModel, train_frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    """Up to ``rows`` records of the training split: their features and the model's ``score``.
+
+    ``modelops ks-check`` compares the live window with it (score KS, PSI per feature).
+    """
+    sample = train_frame.sample(n=min(rows, len(train_frame)), random_state=seed)
+    reference = sample[list(fitted.schema.features)].reset_index(drop=True)
+    reference["score"] = np.asarray(fitted.score(reference), dtype=float)
+    return reference
+
+
+def training_datasets(
+    train_frame: pd.DataFrame | None, schema: DatasetSchema, data_source: str
+) -> list[LoggedDataset]:
+    """The training split as an MLflow data set (``log_input``, context ``training``)."""
+    if train_frame is None:
+        return []
+    frame = train_frame[[*schema.features, schema.target]].reset_index(drop=True)
+    return [
+        LoggedDataset(
+            frame, "training", "training", targets=schema.target, tags={"source": data_source[:250]}
+        )
+    ]
