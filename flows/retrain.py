@@ -1,7 +1,8 @@
 """The ``retrain`` flow: launched by the automation on ``modelops.performance.degraded``.
 
     guard → ETL from the scoring log (+ reference data) → train (same recipe) → compare on the
-    recent hold-out → register (alias challenger, lineage tags) → notify → start ``lifecycle``
+    recent hold-out → register (alias challenger, lineage tags) → ``mlflow.models.evaluate``
+    against the champion → notify → start ``lifecycle``
 
 The new version goes back to a person for approval: the lifecycle deployment is started as its own
 run (not a subflow), the seed's loop back to "approve champion".
@@ -59,6 +60,7 @@ def retrain(
     versions = {"candidate": result.version} | ({"champion": champion} if champion else {})
     figures = evidence.compare_on_recent_holdout(cfg, name, versions, schema, dataset)
     registry.tag_version(name, result.version, holdout_tags(figures), cfg.mlflow_uri)
+    evaluation = registry.evaluate_against_champion(cfg, name, result.version, champion, schema, dataset)
     events.emit(
         "modelops.model.retrained",
         name,
@@ -75,6 +77,7 @@ def retrain(
         "version": result.version,
         "run_id": result.run_id,
         "recent_holdout": figures,
+        "evaluation": evaluation,
         "lifecycle_run_id": review_run,
         "lineage": lineage,
     }

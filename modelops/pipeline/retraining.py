@@ -33,10 +33,13 @@ from modelops.integrations.database import resolve_database_url
 from modelops.integrations.registry import (
     CHALLENGER,
     CHAMPION,
+    LoggedDataset,
     client_for,
     download_serving_model,
+    evaluate_against_baseline,
     get_alias_version,
     resolve_version,
+    set_version_tags,
 )
 from modelops.integrations.scoring_log import fetch_recent_labelled_records
 from modelops.model.metrics import auc, ks_statistic
@@ -217,3 +220,44 @@ def holdout_tags(figures: dict[str, dict[str, float]]) -> dict[str, str]:
         for key, value in role_figures.items()
         if key != "version"
     }
+
+
+def recent_records(dataset: RetrainingSet, schema: DatasetSchema) -> pd.DataFrame:
+    """The retrain's recent labelled records: the recent part of the training set, then the hold-out."""
+    columns = [*schema.features, schema.target]
+    return pd.concat(
+        [dataset.train.iloc[: dataset.n_recent][columns], dataset.recent_holdout[columns]], ignore_index=True
+    )
+
+
+def evaluate_against_champion(
+    config: ModelOpsConfig,
+    model_name: str,
+    version: str,
+    champion: str,
+    schema: DatasetSchema,
+    dataset: RetrainingSet,
+) -> dict[str, Any]:
+    """``mlflow.models.evaluate`` of the retrained version, the champion as baseline, on the recent hold-out.
+
+    Logged on the new version's run with the recent window as a data set (``log_input``); the verdict
+    also becomes version tags, so the model card shows it.
+    """
+    recent = LoggedDataset(
+        recent_records(dataset, schema),
+        "recent-window",
+        "recent_window",
+        targets=schema.target,
+        tags={"window": dataset.window[:250]},
+    )
+    holdout = dataset.recent_holdout[[*schema.features, schema.target]].reset_index(drop=True)
+    outcome = evaluate_against_baseline(
+        model_name, version, champion, holdout, schema.target, config.mlflow_uri, datasets=[recent]
+    )
+    set_version_tags(
+        model_name,
+        version,
+        {"evaluation_vs_champion": outcome["verdict"][:500], "evaluation_baseline_version": champion},
+        config.mlflow_uri,
+    )
+    return outcome

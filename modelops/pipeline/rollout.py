@@ -16,6 +16,7 @@ from modelops.integrations.registry import (
     CHAMPION,
     delete_alias,
     get_alias_version,
+    refresh_model_card,
     set_alias,
     set_version_tags,
 )
@@ -42,34 +43,70 @@ def deploy(config: ModelOpsConfig, model: PrebuiltModel, image: str | None) -> R
     return make_target(config).deploy(model.model_name, model.version, model.model_dir, image)
 
 
-def promote_champion(config: ModelOpsConfig, rollout: Rollout, approved_by: str, image_tag: str) -> None:
+def promote_champion(
+    config: ModelOpsConfig, rollout: Rollout, approved_by: str, image_tag: str, comment: str = ""
+) -> None:
+    """Move ``champion`` to the rollout's version and keep ``validation_status`` current.
+
+    The new champion is tagged ``approved`` (who, when, comment, where it runs); the version that
+    was champion until now is tagged ``superseded`` (by which version, when). Both model cards are
+    re-rendered.
+    """
     uri = config.mlflow_uri
+    name, version = rollout.model_name, str(rollout.version)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    previous = get_alias_version(name, CHAMPION, uri)
     set_version_tags(
-        rollout.model_name,
-        rollout.version,
+        name,
+        version,
         {
+            "validation_status": "approved",
             "approved_by": approved_by,
+            "approved_at": now,
+            **({"approval_comment": comment} if comment else {}),
             "image_tag": image_tag,
-            "deployed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "deployed_at": now,
             "target": rollout.target,
             "serving_url": rollout.url,
             **({"image": rollout.image} if rollout.image else {}),
         },
         uri,
     )
-    set_alias(rollout.model_name, CHAMPION, rollout.version, uri)
-    if get_alias_version(rollout.model_name, CHALLENGER, uri) == rollout.version:
-        delete_alias(rollout.model_name, CHALLENGER, uri)
-    log.info("promote: %s version %s is the champion", rollout.model_name, rollout.version)
+    set_alias(name, CHAMPION, version, uri)
+    if get_alias_version(name, CHALLENGER, uri) == version:
+        delete_alias(name, CHALLENGER, uri)
+    if previous and previous != version:
+        set_version_tags(
+            name,
+            previous,
+            {"validation_status": "superseded", "superseded_by": version, "superseded_at": now},
+            uri,
+        )
+    refresh_model_card(name, version, uri)  # its aliases moved
+    log.info(
+        "promote: %s version %s is the champion%s",
+        name,
+        version,
+        f" (supersedes {previous})" if previous else "",
+    )
 
 
-def mark_rejected(config: ModelOpsConfig, model_name: str, version: str, reviewer: str, reason: str) -> None:
+def mark_rejected(
+    config: ModelOpsConfig, model_name: str, version: str, reviewer: str, reason: str, comment: str = ""
+) -> None:
     """Tag the version rejected and free the ``challenger`` alias, so a later retrain may propose anew."""
     set_version_tags(
         model_name,
         version,
-        {"validation_status": "rejected", "rejected_by": reviewer or "(nobody)", "rejection_reason": reason},
+        {
+            "validation_status": "rejected",
+            "rejected_by": reviewer or "(nobody)",
+            "rejection_reason": reason,
+            "rejected_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **({"rejection_comment": comment} if comment else {}),
+        },
         config.mlflow_uri,
     )
     if get_alias_version(model_name, CHALLENGER, config.mlflow_uri) == str(version):
         delete_alias(model_name, CHALLENGER, config.mlflow_uri)
+        refresh_model_card(model_name, version, config.mlflow_uri)  # its alias went
