@@ -2,8 +2,9 @@
 
 ``ks_check`` reads the champion's labelled scoring log over the configured window, computes KS and
 AUC, stores a ``ks_checks`` row, emits ``modelops.performance.ok`` or ``.degraded`` (an automation
-retrains on the latter), publishes a Markdown artifact ``ks-<model>`` with the KS trend and, when a
-training reference is given, label-free drift (score KS, PSI per feature) → ``modelops.drift.detected``.
+retrains on the latter), publishes a Markdown artifact ``ks-<model>`` with the KS trend and
+label-free drift (score KS, PSI per feature) against the training reference → ``modelops.drift.detected``.
+The reference is the one logged with the version in MLflow unless one is given.
 
 When the check itself fails (database down, no champion) it emits ``modelops.monitoring.failed``,
 notifies, and pauses in a ``monitoring-review`` subflow whose form lets a person acknowledge or
@@ -45,8 +46,9 @@ def ks_check(
 
     ``notify_ok``: also notify when KS is fine (off by default: a check runs every few minutes).
     ``reference``: a CSV/Parquet path or DataFrame of training rows (feature columns, optional
-    ``score``) for label-free drift. ``review_timeout_s``: how long a failed check waits for a
-    person (default ``approval.timeout_s``; 0 = no review step).
+    ``score``) for label-free drift; default: the version's training reference from MLflow.
+    ``review_timeout_s``: how long a failed check waits for a person (default ``approval.timeout_s``;
+    0 = no review step).
     """
     cfg = config if isinstance(config, ModelOpsConfig) else load_config(config)
     model = model_name or cfg.model.name
@@ -89,6 +91,8 @@ def check_once(
     """Read the window → decide → drift → store → emit and notify → publish the report."""
     dsn = resolve_database_url(cfg, explicit=database_url)
     version = str(version) if version else champion_of(model, cfg)
+    if reference is None:  # the training reference logged with the version, found from the registry
+        reference = registry.training_reference(model, version, cfg.mlflow_uri)
     window = scoring_log.read_labelled_window(dsn, model, version, cfg)
     decision = decide_ks(window.scores, window.labels, cfg.monitoring.ks_threshold, cfg.monitoring.min_sample)
     drift = scoring_log.measure_drift(dsn, model, version, reference, cfg) if reference is not None else None
