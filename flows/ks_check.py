@@ -23,7 +23,7 @@ from modelops.integrations.database import resolve_database_url
 from modelops.messages import ks_message, monitoring_error_message
 from modelops.monitoring.ks_decision import decide_ks
 from modelops.monitoring.review import MonitoringError, MonitoringReview, describe_error, review_description
-from tasks import artifacts, events, registry, scoring_log
+from tasks import artifacts, charts, events, registry, scoring_log
 from tasks.notify import notify
 
 MAX_RERUNS = 3
@@ -108,7 +108,8 @@ def check_once(
     if drift is not None and drift.detected:
         events.emit("modelops.drift.detected", model, version, **drift.event_payload())
     trend = scoring_log.read_ks_trend(dsn, model, TREND_LENGTH, cfg)
-    key = artifacts.publish_ks_report(model, version, decision, window.describe(), trend, drift)
+    pictures = charts.draw_ks_charts(cfg, dsn, model, version, check_id, decision, reference, drift)
+    key = artifacts.publish_ks_report(model, version, decision, window.describe(), trend, drift, pictures)
     return {
         "model": model,
         "version": version,

@@ -160,6 +160,9 @@ class MonitoringSettings(_Section):
 class TeamsSettings(_Section):
     enabled: bool = False
     webhook: SecretRef | None = None
+    # Or the name of a Prefect block holding the URL (`modelops notify-setup`): a Microsoft Teams
+    # Webhook block for a Workflow URL, a Secret block for a legacy connector URL.
+    block: str | None = None
     # auto: decide by the URL (Power Automate Workflow -> Adaptive Card; legacy .../webhookb2/... ->
     # MessageCard). Set it explicitly for a receiver whose URL says neither (a proxy, a test server).
     kind: Literal["auto", "workflow", "connector"] = "auto"
@@ -184,6 +187,8 @@ class NotificationSettings(_Section):
 class ApprovalSettings(_Section):
     approvers: tuple[str, ...] = ()  # empty: anyone may approve
     timeout_s: int = Field(3600, ge=1)
+    # A reminder goes out when this share of timeout_s has passed with no answer (0: no reminder).
+    reminder_share: float = Field(0.75, ge=0, lt=1)
 
 
 class ModelOpsConfig(_Section):

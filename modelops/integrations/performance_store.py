@@ -344,3 +344,23 @@ def record_approval(
             return int(cursor.fetchone()[0])
     finally:
         connection.close()
+
+
+def read_decisions(
+    dsn: str, model_name: str, since: datetime | None = None, schema: str = DEFAULT_SCHEMA
+) -> list[dict[str, Any]]:
+    """Approval decisions of a model (approvals audit) since ``since``, oldest first: the chart's marks."""
+    schema = validate_identifier(schema)  # interpolated into SQL below: never trust the caller
+    connection = connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT decided_at, model_version, approved, reviewer FROM {schema}.approvals"
+                " WHERE model_name = %s AND decided_at >= %s ORDER BY decided_at, id",
+                (model_name, since or datetime(1970, 1, 1, tzinfo=UTC)),
+            )
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        connection.close()
+    return rows

@@ -28,11 +28,12 @@ if TYPE_CHECKING:
 MarkerKind = Literal["approved", "rejected", "retrained"]
 WIDTH_IN, HEIGHT_IN, DPI = 7.2, 3.4, 100  # 720 x 340 px: fits the Prefect artifact page at 1280 px
 MAX_FEATURES = 12  # PSI bars drawn (the highest)
-MIN_PAD = timedelta(minutes=2)  # time-axis margin around the checks
+MIN_SPAN = timedelta(minutes=4)  # the shortest time axis drawn
+MARKER_REACH = 0.1  # marks this share of the checks' span before or after them are drawn too
 _MARK_STYLE: dict[str, dict[str, Any]] = {
-    "approved": {"color": "#2e8b57", "linestyle": "-", "linewidth": 1.2},
-    "rejected": {"color": "#808080", "linestyle": ":", "linewidth": 1.2},
-    "retrained": {"color": "#e08a00", "linestyle": "-.", "linewidth": 1.2},
+    "approved": {"color": "#2e8b57", "linestyle": "-", "linewidth": 1.2, "zorder": 1.5},
+    "rejected": {"color": "#808080", "linestyle": ":", "linewidth": 1.2, "zorder": 1.5},
+    "retrained": {"color": "#e08a00", "linestyle": "-.", "linewidth": 1.4, "zorder": 1.6},  # over an approval
 }
 
 
@@ -67,7 +68,7 @@ def ks_history_png(
 
     ``checks`` are ``ks_checks`` rows oldest first (``checked_at``, ``model_version``, ``ks``,
     ``status``, ``threshold``); checks without a KS (too little data) are left out. Markers outside
-    the checks' time span are not drawn.
+    the checks' time span (beyond :data:`MARKER_REACH` of it) are not drawn.
     """
     figure, axes = _figure()
     try:
@@ -87,9 +88,13 @@ def ks_history_png(
             label=f"threshold {checks[-1]['threshold']:.2f}",
         )
         start, end = min(times), max(times)
-        _draw_markers(axes, markers, start, end)
-        pad = max((end - start) * 0.05, MIN_PAD)  # a few checks seconds apart still get a readable axis
+        reach = (end - start) * MARKER_REACH  # e.g. the approval just before the first check
+        near = [m for m in markers if start - reach <= m.at <= end + reach]
+        start, end = min([start] + [m.at for m in near]), max([end] + [m.at for m in near])
+        # 4 % either side; a few checks seconds apart still get a readable axis of MIN_SPAN
+        pad = max((end - start) * 0.04, (MIN_SPAN - (end - start)) / 2)
         axes.set_xlim(start - pad, end + pad)
+        _draw_markers(axes, near, start - pad, end + pad)
         top = max(max(c["ks"] for c in drawn), max(c["threshold"] for c in checks))
         axes.set_ylim(0, min(1.0, top * 1.25 + 0.02))
         axes.set_ylabel("KS")
@@ -163,20 +168,25 @@ def _has_degraded(checks: Sequence[Mapping[str, Any]], version: str) -> bool:
     return any(str(c["model_version"]) == version and c.get("status") == "degraded" for c in checks)
 
 
-def _draw_markers(axes: Axes, markers: Sequence[ChartMarker], start: datetime, end: datetime) -> None:
-    span = max((end - start) * 0.05, MIN_PAD)
+def _draw_markers(axes: Axes, markers: Sequence[ChartMarker], left: datetime, right: datetime) -> None:
+    """Vertical lines with rotated labels; a label that would overlap the previous one moves right."""
+    width_pt = WIDTH_IN * 72 * 0.85  # the plot area, roughly, in points
     shown: set[str] = set()
+    last_label = float("-inf")
     for marker in sorted(markers, key=lambda m: m.at):
-        if not (start - span <= marker.at <= end + span):
+        if not (left <= marker.at <= right):
             continue
         style = _MARK_STYLE[marker.kind]
         axes.axvline(marker.at, label=marker.kind if marker.kind not in shown else None, **style)  # type: ignore[arg-type]
         shown.add(marker.kind)
+        at_pt = (marker.at - left) / (right - left) * width_pt
+        label_pt = max(at_pt + 2, last_label + 9)  # 7-point text, rotated: ~9 points wide
+        last_label = label_pt
         axes.annotate(
             marker.label,
             xy=(marker.at, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(2, -3),
+            xytext=(label_pt - at_pt, -3),
             textcoords="offset points",
             rotation=90,
             va="top",
