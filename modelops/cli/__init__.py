@@ -62,6 +62,9 @@ COMMANDS: dict[str, Command] = {
     "labels": Command(
         "labels", "load true labels that arrived after scoring: a CSV with columns request_id,label"
     ),
+    "notify-setup": Command(
+        "notify_setup", "keep the Teams webhook URL in a Prefect block (notifications.teams.block)"
+    ),
     "ks-check": Command(
         "ks_check", "run one KS check now on the champion's labelled scoring log and print the result"
     ),

@@ -401,3 +401,36 @@ def test_teams_block_that_does_not_exist_names_the_command(monkeypatch, caplog):
     monkeypatch.setattr(channels.Secret, "load", missing)
     assert notify("approval_requested", "x", FACTS, settings)["teams"] == "failed"
     assert "modelops notify-setup --block no-such-teams-block" in caplog.text
+
+
+@pytest.mark.slow
+def test_notify_setup_keeps_each_kind_of_url_in_a_prefect_block_and_never_prints_it(
+    prefect_harness, monkeypatch, capsys
+):
+    import uuid
+
+    from prefect.blocks.notifications import MicrosoftTeamsWebhook
+    from prefect.blocks.system import Secret
+
+    from modelops.cli import main
+
+    tag = uuid.uuid4().hex[:8]
+    workflow = f"https://prod-1.westeurope.logic.azure.com/workflows/{tag}/triggers/manual/paths/invoke?sig={SECRET_MARK}"
+    connector = f"https://contoso.webhook.office.com/webhookb2/{SECRET_MARK}/IncomingWebhook/{tag}/y"
+    monkeypatch.setenv("MODELOPS_TEAMS_WEBHOOK_URL", workflow)
+    assert main(["notify-setup", "--block", f"wf-{tag}"]) == 0
+    monkeypatch.setenv("MODELOPS_TEAMS_WEBHOOK_URL", connector)
+    assert main(["notify-setup", "--block", f"conn-{tag}"]) == 0
+    assert main(["notify-setup", "--block", f"conn-{tag}"]) == 2  # exists: refused without --overwrite
+    assert main(["notify-setup", "--block", f"conn-{tag}", "--overwrite"]) == 0
+    out, err = capsys.readouterr()
+    assert f"saved in the Prefect block ms-teams-webhook/wf-{tag}" in out
+    assert f"saved in the Prefect block secret/conn-{tag}" in out
+    assert f"teams: {{enabled: true, block: wf-{tag}}}" in out and "--overwrite" in err
+    assert SECRET_MARK not in out + err
+    assert MicrosoftTeamsWebhook.load(f"wf-{tag}").url.get_secret_value() == workflow
+    assert Secret.load(f"conn-{tag}").get() == connector
+    settings = NotificationSettings(teams=TeamsSettings(enabled=True, block=f"conn-{tag}"))
+    from modelops.integrations.notify import teams_url
+
+    assert teams_url(settings) == connector
