@@ -136,8 +136,8 @@ def forget_offsets(connection: Any, keys: Iterable[str], schema: str = DEFAULT_S
             cursor.execute(f"DELETE FROM {schema}.spool_offsets WHERE spool_file = ANY(%s)", (keys,))
 
 
-def load_labels(dsn: str, rows: Iterable[tuple[str, int]], schema: str = DEFAULT_SCHEMA) -> int:
-    """Store late labels ``(request_id, 0|1)``; a later label for the same request replaces the earlier."""
+def load_labels(dsn: str, rows: Iterable[tuple[str, int | str]], schema: str = DEFAULT_SCHEMA) -> int:
+    """Store late labels ``(request_id, 0|1)`` (or "0"/"1" from a CSV); a later label replaces the earlier."""
     schema = validate_identifier(schema)
     buffer = io.StringIO()
     count = 0
