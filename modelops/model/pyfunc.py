@@ -3,9 +3,11 @@
 A registered version is an MLflow ``python_function`` model whose artifact is the SavedModel that
 TF Serving (and ``modelops serve``) serves, under ``artifacts/saved_model/``. Its
 :class:`SavedModelScorer` takes a DataFrame of raw records (numeric columns with NaN or None for a
-missing value, categorical columns with None or ``""``; unseen categories are fine), builds one
-named tensor per feature and calls the SavedModel's ``serving_default`` signature: the scores are
-the SavedModel's, computed by the same :func:`modelops.model.export.score_frame`.
+missing value, categorical columns with None or ``""``; unseen categories are fine; an absent
+column is missing everywhere), builds one named tensor per feature and calls the SavedModel's
+``serving_default`` signature: the scores are the SavedModel's, computed by the same
+:func:`modelops.model.export.score_frame`. MLflow checks the columns' types first: numbers as
+floats (``15000.0``; MLflow refuses to convert a Python/NumPy ``int64`` column to double).
 
 The model is logged "from code" (``pyfunc_model.py`` names the class): nothing is pickled, and
 the model loads wherever ``modelops`` is installed. This module imports MLflow at its top (the
@@ -49,7 +51,9 @@ class SavedModelScorer(PythonModel):
 
         if self._signature is None or self._schema is None:
             raise RuntimeError("the SavedModel is not loaded: MLflow calls load_context before predict")
-        return score_frame(self._signature, pd.DataFrame(model_input), self._schema)
+        # Every column is optional in the signature: an absent one is missing in every record.
+        frame = pd.DataFrame(model_input).reindex(columns=list(self._schema.features))
+        return score_frame(self._signature, frame, self._schema)
 
 
 def signature_schema(signature: Any) -> DatasetSchema:

@@ -33,6 +33,7 @@ from modelops.data.schema import HMEQ_SCHEMA
 pytestmark = pytest.mark.slow
 
 MODEL = "hmeq-mlflow"
+PARTIAL_RECORD = {"LOAN": 15000, "DEBTINC": None, "REASON": "HomeImp", "JOB": "Astronaut"}
 MLFLOW = Path(sys.executable).parent / "mlflow"
 
 
@@ -92,6 +93,7 @@ def saved_model_scores(registry: dict[str, Any], frame: pd.DataFrame, tmp_path: 
     from modelops.integrations.registry import download_serving_model
     from modelops.model.export import score_frame
 
+    frame = frame.reindex(columns=list(HMEQ_SCHEMA.features))  # TF Serving gets every input
     folder = download_serving_model(MODEL, "champion", tmp_path / "models", registry["uri"])
     assert folder.parent == tmp_path / "models" / MODEL and (folder / "saved_model.pb").is_file()
     return score_frame(folder, frame, HMEQ_SCHEMA)
@@ -109,6 +111,8 @@ def test_pyfunc_load_model_scores_raw_records_like_the_saved_model(registry, tmp
     assert scores.shape == (1000,)
     np.testing.assert_array_equal(scores, expected)
     assert 0.02 < scores.std(), "the records really are scored differently"
+    partial = pd.DataFrame([PARTIAL_RECORD | {"LOAN": 15000.0}])  # absent columns: missing
+    np.testing.assert_array_equal(model.predict(partial), saved_model_scores(registry, partial, tmp_path))
 
 
 def test_input_example_and_signature_come_from_raw_records_with_missing_values(registry, tmp_path):
@@ -173,6 +177,8 @@ def test_mlflow_models_serve_answers_with_the_saved_model_scores(registry, tmp_p
     try:
         _wait_ready(f"http://127.0.0.1:{port}/ping", server, log)
         records = json.loads(frame.to_json(orient="records"))  # NaN and None travel as null
+        records.append(PARTIAL_RECORD)  # an integer, absent columns
+        expected = np.append(expected, saved_model_scores(registry, pd.DataFrame([PARTIAL_RECORD]), tmp_path))
         body = json.dumps({"dataframe_records": records}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
