@@ -113,7 +113,7 @@ class Report:
         ]
         lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
         met = [r for r in self.rows if r.met is not None]
-        lines.append(f"goals met: {sum(r.met for r in met)}/{len(met)}")
+        lines.append(f"goals met: {sum(1 for r in met if r.met)}/{len(met)}")
         notes = [r for r in self.rows if r.note]
         if notes:
             lines.append("notes:")

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The README's test command runs this: make sure PostgreSQL and a Docker engine + registry are up,
-# then run the whole pytest suite. Extra arguments go to pytest.
+# The README's test command runs this: the static checks (scripts/lint.sh), then, with PostgreSQL
+# and a Docker engine + registry up, the whole pytest suite. Extra arguments go to pytest. A lint
+# failure does not stop the tests, but fails the run at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+lint_status=0
+./scripts/lint.sh || lint_status=$?
 ./scripts/ensure-postgres.sh
 ./scripts/install-browser.sh || echo "test: no chromium here; the browser test will skip with the reason" >&2
 if [ -x scripts/docker-engine.sh ] && [ "${MODELOPS_SKIP_DOCKER:-0}" != 1 ]; then
@@ -10,4 +13,10 @@ if [ -x scripts/docker-engine.sh ] && [ "${MODELOPS_SKIP_DOCKER:-0}" != 1 ]; the
   trap './scripts/docker-engine.sh stop' EXIT
   export MODELOPS_REQUIRE_DOCKER=1   # the container tests must run here, not skip
 fi
-.venv/bin/python -m pytest "$@"
+test_status=0
+.venv/bin/python -m pytest "$@" || test_status=$?
+if [ "$lint_status" != 0 ]; then
+  echo "test: the tests ran, but the static checks failed (scripts/lint.sh)" >&2
+fi
+[ "$test_status" = 0 ] && exit "$lint_status"
+exit "$test_status"
