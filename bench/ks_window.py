@@ -352,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, plan in result["explain"].items():
         print(f"EXPLAIN ({name}, {min(scales):,} rows):\n{plan}\n")
     for row in rows(result, "python -m bench.ks_window --scales " + args.scales):
-        measured = row.floor and row.value is not None
-        ratio = f"  ({row.value / row.floor:.2f}x floor {row.floor:.3f})" if measured else ""
+        ratio = ""
+        if row.floor and row.value is not None:
+            ratio = f"  ({row.value / row.floor:.2f}x floor {row.floor:.3f})"
         print(f"{row.figure}: {row.value:.3f} {row.unit}{ratio}  goal {row.goal}: {row.met}")
     if args.json:
         with open(args.json, "w") as handle:
