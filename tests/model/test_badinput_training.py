@@ -1,6 +1,6 @@
 """Training CSVs that would otherwise give a silently bad model: each is an error or a documented handling.
 
-tests/test_data_loading.py covers the basic checks (separator, missing feature columns, target
+tests/data/test_data_loading.py covers the basic checks (separator, missing feature columns, target
 values, non-numeric values, all-missing and constant warnings). This file adds the cases where
 pandas alone would guess silently (a column named twice, a row longer than the header, ``inf``),
 a missing target column, file encodings, and proves with a real (tiny) training that a column that

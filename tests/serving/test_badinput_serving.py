@@ -1,6 +1,6 @@
 """Bad input against the real ``modelops serve`` process over real HTTP: 4xx in TF Serving's format, no 5xx.
 
-tests/test_serving_api.py holds the catalogue of named client mistakes; this file adds what it
+tests/serving/test_serving_api.py holds the catalogue of named client mistakes; this file adds what it
 lacks (columnar-format mistakes, lone surrogates, values beyond float32, non-UTF-8 bodies, bad
 requests mixed with good ones inside one dynamic batch) and a fuzz run of more than 1,000 requests
 (hypothesis: mutated valid requests, arbitrary JSON and bytes, random routes and verbs) that must
