@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support.network import free_port
@@ -42,6 +44,24 @@ def _log_handlers_outlive_captured_streams() -> Iterator[None]:
                 console = getattr(handler, "console", None)
                 if console is not None:
                     console.file = sys.__stderr__
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _relocated_stack_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Remove the PostgreSQL data this session's stack homes got under /var/lib/modelops.
+
+    As root, a stack home under pytest's mode-700 temp directory keeps its PostgreSQL data in
+    ``/var/lib/modelops/postgres-<hash>`` (``modelops.stack.postgres.place``); ``down`` keeps data.
+    """
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    for marker in Path("/var/lib/modelops").glob("postgres-*/stack-home"):
+        try:
+            home = marker.read_text().strip()
+        except OSError:
+            continue
+        if home.startswith(base + os.sep):
+            shutil.rmtree(marker.parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -24,7 +24,14 @@ from modelops.config import ModelOpsConfig
 from modelops.integrations.postgres import apply_migrations, redact
 from modelops.serving.rest_client import model_status
 from modelops.stack import components as comp
-from modelops.stack.postgres import EmbeddedPostgres, PostgresError, check_reachable
+from modelops.stack.postgres import (
+    POSTGRES_BIN_PATH,
+    EmbeddedPostgres,
+    Placement,
+    PostgresError,
+    check_reachable,
+    place,
+)
 from modelops.stack.processes import (
     find_process,
     log_tail,
@@ -109,7 +116,7 @@ def _roll_back(
         echo(f"stopping what this call started: {', '.join(started)}")
         for name in reversed(ORDER):
             if name in started:
-                _stop_component(config, state.components.pop(name), echo=lambda _m: None)
+                _stop_component(config, state, state.components.pop(name), echo=lambda _m: None)
     if any(not record.external for record in state.components.values()):
         save_state(state)
     else:
@@ -133,7 +140,7 @@ def _forget_dead(state: StackState, config: ModelOpsConfig, echo: Echo) -> None:
         if record.external:
             continue
         if name == comp.POSTGRES:
-            alive = _embedded_postgres(config).running_pid() == record.pid
+            alive = _embedded_postgres(config, state).running_pid() == record.pid
         else:
             alive = find_process(record.pid, record.create_time) is not None
         if not alive:
@@ -192,7 +199,9 @@ def _postgres_to_start(config: ModelOpsConfig, state: StackState, echo: Echo) ->
     if record is not None:
         echo(f"{comp.POSTGRES}: already running (pid {record.pid}) at {record.url}")
         return None
-    pg = _embedded_postgres(config)
+    pg = _embedded_postgres(config, None)
+    if pg.placement.note:
+        echo(f"{comp.POSTGRES}: {pg.placement.note}")
     if pg.running_pid() is not None:
         _adopt_postgres(pg, state, echo)  # left over by an interrupted `up`: same data dir, ours
         return None
@@ -252,6 +261,7 @@ def _start_postgres(
         ) from None
     state.components[comp.POSTGRES] = _record(comp.POSTGRES, pg.dsn, pid, str(pg.log), pg.port)
     state.database_url = pg.dsn
+    _record_placement(pg, state)
     started.append(comp.POSTGRES)
     save_state(state)
 
@@ -295,7 +305,12 @@ def _adopt_postgres(pg: EmbeddedPostgres, state: StackState, echo: Echo) -> None
     assert pid is not None
     state.components[comp.POSTGRES] = _record(comp.POSTGRES, pg.dsn, pid, str(pg.log), pg.port)
     state.database_url = pg.dsn
+    _record_placement(pg, state)
     echo(f"{comp.POSTGRES}: already running (pid {pid}) at {pg.dsn}")
+
+
+def _record_placement(pg: EmbeddedPostgres, state: StackState) -> None:
+    state.postgres_bin, state.postgres_data, state.postgres_log = map(str, (pg.bin_dir, pg.pgdata, pg.log))
 
 
 def _wait_healthy(
@@ -389,8 +404,18 @@ def _read_report(deploy: _Deployments) -> tuple[list[str], dict[str, str]]:
     return list(report.get("applied", [])), dict(report.get("failed", {}))
 
 
-def _embedded_postgres(config: ModelOpsConfig) -> EmbeddedPostgres:
-    return EmbeddedPostgres(config.stack_home, config.stack.host, config.stack.postgres_port)
+def _embedded_postgres(config: ModelOpsConfig, state: StackState | None) -> EmbeddedPostgres:
+    """The server recorded in ``state``; without one (``up``), where it goes now (``place``)."""
+    home = config.stack_home
+    if state is None:
+        placement = place(home)
+    else:
+        placement = Placement(
+            Path(state.postgres_bin) if state.postgres_bin else POSTGRES_BIN_PATH,
+            Path(state.postgres_data) if state.postgres_data else home / "postgres" / "data",
+            Path(state.postgres_log) if state.postgres_log else home / "logs" / "postgres.log",
+        )
+    return EmbeddedPostgres(placement, config.stack.host, config.stack.postgres_port)
 
 
 # ---------------------------------------------------------------- status
@@ -491,7 +516,7 @@ def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
             record = state.components.get(name)
             if record is None:
                 continue
-            if _stop_component(config, record, echo):
+            if _stop_component(config, state, record, echo):
                 stopped.append(name)
             del state.components[name]
             save_state(state)
@@ -513,7 +538,7 @@ def _stop_local_serving(config: ModelOpsConfig, echo: Echo) -> list[str]:
     return stopped
 
 
-def _stop_component(config: ModelOpsConfig, record: ComponentRecord, echo: Echo) -> bool:
+def _stop_component(config: ModelOpsConfig, state: StackState, record: ComponentRecord, echo: Echo) -> bool:
     if record.external:
         echo(f"{record.name}: external ({record.url}), left running")
         return False
@@ -524,7 +549,7 @@ def _stop_component(config: ModelOpsConfig, record: ComponentRecord, echo: Echo)
     t0 = time.monotonic()
     if record.name == comp.POSTGRES:
         try:
-            _embedded_postgres(config).stop()
+            _embedded_postgres(config, state).stop()
         except PostgresError as exc:
             echo(f"{record.name}: pg_ctl stop failed ({exc}); stopping pid {record.pid} directly")
     stop_tree(process, grace_s=3.0 if record.name == comp.WORKER else 10.0)

@@ -7,15 +7,26 @@ the host network) can use, so we drive the same binaries directly: ``initdb`` on
 ``pg_ctl start`` which detaches the postmaster into its own session (it keeps running after we exit;
 its PID is the first line of ``<pgdata>/postmaster.pid``), and ``pg_ctl stop -m fast`` to stop it.
 PostgreSQL refuses to run as root, so as root the server runs as the ``pgserver`` system user, like
-``pgserver`` itself does.
+``pgserver`` itself does. That user may not be able to enter the directories above the virtualenv or
+the stack home (a root home is mode 700). Then, instead of opening those directories (what
+``pgserver.utils.ensure_prefix_permissions`` does, silently, up to ``/``), :func:`place` copies the
+binaries once per pgserver version to ``/var/lib/modelops/pgserver-<version>`` and puts the data
+directory and log in ``/var/lib/modelops/postgres-<hash of the stack home>``, and says so in one line.
+No directory that exists before ``up`` has its permissions changed. Not as root, nothing moves: the
+server runs as the invoking user, from the wheel, with its data under the stack home.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
 import pwd
+import shutil
+import stat
 import subprocess
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -24,11 +35,13 @@ import psycopg2
 with warnings.catch_warnings():  # pgserver's package import warns about XDG_RUNTIME_DIR: unused here
     warnings.simplefilter("ignore")
     from pgserver._commands import POSTGRES_BIN_PATH  # where the wheel keeps initdb, pg_ctl
-    from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+    from pgserver.utils import ensure_user_exists
 
 DATABASE = "modelops"
 SUPERUSER = "postgres"
 SYSTEM_USER_WHEN_ROOT = "pgserver"
+SYSTEM_DIR = Path("/var/lib/modelops")  # root-owned, 0755: where the server's user can always reach
+HOME_MARKER = "stack-home"  # in a relocated data folder: the stack home it belongs to
 
 
 class PostgresError(RuntimeError):
@@ -52,12 +65,148 @@ def check_reachable(dsn: str, timeout_s: int = 3) -> str | None:
         connection.close()
 
 
-class EmbeddedPostgres:
-    """A PostgreSQL data directory under the stack home, served on ``host:port``."""
+def system_user() -> str | None:
+    """The user the server runs as when it cannot run as the invoking one (root)."""
+    return SYSTEM_USER_WHEN_ROOT if os.geteuid() == 0 else None
 
-    def __init__(self, home: Path, host: str, port: int) -> None:
-        self.pgdata = home / "postgres" / "data"
-        self.log = home / "logs" / "postgres.log"
+
+def relocated_dir(home: Path) -> Path:
+    """Where the data and log of the stack in ``home`` go when the server's user cannot enter it."""
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
+    return SYSTEM_DIR / f"postgres-{digest}"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the server's binaries, data and log are; ``note`` says why when not where expected."""
+
+    bin_dir: Path
+    pgdata: Path
+    log: Path
+    note: str | None = None
+
+
+def place(home: Path) -> Placement:
+    """Decide (and, as root, prepare) where the server of the stack in ``home`` runs from.
+
+    As root, the ``pgserver`` user must reach the binaries and the data directory. Whatever it cannot
+    reach is moved out (binaries copied, data under :data:`SYSTEM_DIR`), never opened up in place.
+    Data already relocated by an earlier ``up`` stays where it is.
+    """
+    in_home = Placement(POSTGRES_BIN_PATH, home / "postgres" / "data", home / "logs" / "postgres.log")
+    user = system_user()
+    if user is None:
+        return in_home
+    ensure_user_exists(user)
+    bins_ok = _reachable_by(user, POSTGRES_BIN_PATH / "initdb")
+    outside = relocated_dir(home)
+    data_ok = not (outside / "data" / "PG_VERSION").exists() and _reachable_by(user, home)
+    if bins_ok and data_ok:
+        return in_home
+    bin_dir = POSTGRES_BIN_PATH if bins_ok else _copy_binaries()
+    moved = [] if bins_ok else [f"its binaries are copied to {bin_dir.parents[2]}"]
+    pgdata, log = in_home.pgdata, in_home.log
+    if not data_ok:
+        pgdata, log = outside / "data", outside / "postgres.log"
+        moved.append(f"its data and log are under {outside}")
+        _make_system_dir(outside)
+        (outside / HOME_MARKER).write_text(f"{home.resolve()}\n")
+    blocked = _blocking_dir(user, home if not data_ok else POSTGRES_BIN_PATH)
+    if blocked is not None:
+        mode = stat.S_IMODE(blocked.stat().st_mode)
+        why = f"cannot enter {blocked} (mode {mode:o})"
+        unchanged = f" (nothing in {blocked} changed)"
+    else:
+        why, unchanged = "keeps using the copy an earlier `up` made", ""
+    note = f"runs as user {user}, which {why}: {' and '.join(moved)}{unchanged}"
+    return Placement(bin_dir, pgdata, log, note)
+
+
+def _reachable_by(user: str, path: Path) -> bool:
+    """Can ``user`` reach ``path`` (search permission on it and every directory above)?"""
+    result = subprocess.run(
+        ["test", "-x", str(path)], user=user, cwd="/", stdin=subprocess.DEVNULL, capture_output=True
+    )
+    return result.returncode == 0
+
+
+def _blocking_dir(user: str, path: Path) -> Path | None:
+    """The first directory on the way to ``path`` that ``user`` may not enter (by its mode bits)."""
+    entry = pwd.getpwnam(user)
+    for directory in [*reversed(path.parents), path]:
+        try:
+            info = directory.stat()
+        except OSError:
+            return None
+        if not stat.S_ISDIR(info.st_mode):
+            continue
+        if info.st_uid == entry.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == entry.pw_gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return directory
+    return None
+
+
+def _make_system_dir(path: Path) -> None:
+    """Create ``path`` (root-owned, 0755) if missing; an existing directory is left as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    path.chmod(0o755)
+
+
+def _copy_binaries() -> Path:
+    """Copy pgserver's ``pginstall`` (bin, lib, share) and its ``pgserver.libs`` once per version.
+
+    The copy keeps the wheel's layout (``<root>/pgserver/pginstall/bin`` next to
+    ``<root>/pgserver.libs``): the binaries find their libraries through ``$ORIGIN/../../..``.
+    """
+    version = importlib.metadata.version("pgserver")
+    root = SYSTEM_DIR / f"pgserver-{version}"
+    bin_dir = root / "pgserver" / "pginstall" / "bin"
+    if (root / ".complete").exists():
+        return bin_dir
+    _make_system_dir(SYSTEM_DIR)
+    staging = SYSTEM_DIR / f".pgserver-{version}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    pginstall = POSTGRES_BIN_PATH.parent
+    for part in ("bin", "lib", "share"):
+        shutil.copytree(pginstall / part, staging / "pgserver" / "pginstall" / part, symlinks=True)
+    libs = pginstall.parent.parent / "pgserver.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, staging / "pgserver.libs", symlinks=True)
+    for directory, _dirs, files in os.walk(staging):  # our copy: readable (and runnable) by all
+        os.chmod(directory, 0o755)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                extra = stat.S_IRGRP | stat.S_IROTH
+                if mode & stat.S_IXUSR:
+                    extra |= stat.S_IXGRP | stat.S_IXOTH
+                os.chmod(path, stat.S_IMODE(mode) | extra)
+    (staging / ".complete").write_text(version + "\n")
+    try:
+        os.rename(staging, root)
+    except OSError:  # another `up` copied it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return bin_dir
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL data directory (see :func:`place`), served on ``host:port``."""
+
+    def __init__(self, placement: Placement, host: str, port: int) -> None:
+        self.placement = placement
+        self.bin_dir = placement.bin_dir
+        self.pgdata = placement.pgdata
+        self.log = placement.log
         self.host = host
         self.port = port
 
@@ -135,20 +284,20 @@ class EmbeddedPostgres:
             connection.close()
 
     def _system_user(self) -> str | None:
-        return SYSTEM_USER_WHEN_ROOT if os.geteuid() == 0 else None
+        return system_user()
 
     def _prepare_directories(self) -> None:
+        user = self._system_user()
+        relocated = self.pgdata.parent.parent == SYSTEM_DIR  # its folder is root's, made by place()
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.touch(exist_ok=True)
-        user = self._system_user()
         if user is None:
             self.pgdata.chmod(0o700)
             return
-        ensure_user_exists(user)
         entry = pwd.getpwnam(user)
-        ensure_prefix_permissions(self.pgdata)  # the postgres user must traverse the home's parents
-        for path in (self.pgdata.parent, self.pgdata, self.log):
+        owned = (self.pgdata, self.log) if relocated else (self.pgdata.parent, self.pgdata, self.log)
+        for path in owned:  # only what we created for the server; never a directory above them
             os.chown(path, entry.pw_uid, entry.pw_gid)
         self.pgdata.chmod(0o700)
 
@@ -157,7 +306,7 @@ class EmbeddedPostgres:
         with self.log.open("ab") as out:
             try:
                 result = subprocess.run(
-                    [str(POSTGRES_BIN_PATH / program), *args],
+                    [str(self.bin_dir / program), *args],
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,

