@@ -6,6 +6,8 @@ Only the module of the command being run is imported: ``modelops --help`` import
 and ``modelops ship`` / ``traffic`` run where Prefect, MLflow and TensorFlow are not installed
 (the client image). Errors a user can fix are raised as :class:`UserError` (or ``ConfigError`` /
 ``SchemaError``) and printed as one line naming the problem and the fix, with a non-zero exit.
+Any other exception is printed as one line too (:func:`modelops.cli.errors.one_line`: the component,
+cause and fix of an environment failure, else "unexpected <Type>"); ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import inspect
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import NamedTuple
 
-from modelops.cli.errors import UserError
+from modelops.cli.errors import UserError, one_line
 from modelops.config import ConfigError
 from modelops.data.schema import SchemaError
 
@@ -88,7 +91,9 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="environment name under infra/config/ or a YAML path (default: $MODELOPS_CONFIG or 'local')",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and the traceback of an error"
+    )
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
@@ -150,6 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"modelops {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback only with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(one_line(args.command, exc, verbose=args.verbose), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
