@@ -121,7 +121,11 @@ def evaluate_against_champion(
     if not champion:
         log.info("no champion: the evaluation against a baseline (mlflow.models.evaluate) is skipped")
         return None
-    outcome = retraining.evaluate_against_champion(config, model_name, version, champion, schema, dataset)
+    try:
+        outcome = retraining.evaluate_against_champion(config, model_name, version, champion, schema, dataset)
+    except Exception as exc:  # noqa: BLE001 - a record for MLflow: the challenger still goes to review
+        log.warning("mlflow.models.evaluate of v%s against champion v%s failed: %s", version, champion, exc)
+        return None
     log.info("mlflow.models.evaluate of v%s against champion v%s: %s", version, champion, outcome["verdict"])
     return outcome
 

@@ -475,40 +475,47 @@ def evaluate_against_baseline(
         "extra_metrics": extra_metrics,
         "evaluator_config": {"metric_prefix": EVALUATION_PREFIX},
     }
-    with mlflow.start_run(run_id=candidate.run_id), _no_integer_column_hint():
-        for dataset in datasets:
-            log_dataset(dataset)
-        candidate_result = mlflow.models.evaluate(
-            model=f"models:/{model_name}/{candidate.version}", **settings
-        )
-        with mlflow.start_run(run_name=f"baseline: {model_name} version {baseline.version}", nested=True):
-            mlflow.set_tags({"model_name": model_name, "baseline_version": str(baseline.version)})
-            baseline_result = mlflow.models.evaluate(
-                model=f"models:/{model_name}/{baseline.version}", **settings
+    # Not a `with` block: a failed evaluation must not mark the (successful) training run FAILED.
+    mlflow.start_run(run_id=candidate.run_id)
+    try:
+        with _no_integer_column_hint():
+            for dataset in datasets:
+                log_dataset(dataset)
+            candidate_result = mlflow.models.evaluate(
+                model=f"models:/{model_name}/{candidate.version}", **settings
             )
-        thresholds = {
-            f"{EVALUATION_PREFIX}{name}": MetricThreshold(min_absolute_change=1e-9, greater_is_better=True)
-            for name in ("ks", "auc")
-        }
-        try:
-            mlflow.validate_evaluation_results(thresholds, candidate_result, baseline_result)
-            passed = True
-        except MlflowException as exc:
-            passed = False
-            logger.info(
-                "candidate v%s against baseline v%s: %s", candidate.version, baseline.version, exc.message
+            with mlflow.start_run(run_name=f"baseline: {model_name} version {baseline.version}", nested=True):
+                mlflow.set_tags({"model_name": model_name, "baseline_version": str(baseline.version)})
+                baseline_result = mlflow.models.evaluate(
+                    model=f"models:/{model_name}/{baseline.version}", **settings
+                )
+            thresholds = {
+                f"{EVALUATION_PREFIX}{name}": MetricThreshold(
+                    min_absolute_change=1e-9, greater_is_better=True
+                )
+                for name in ("ks", "auc")
+            }
+            try:
+                mlflow.validate_evaluation_results(thresholds, candidate_result, baseline_result)
+                passed = True
+            except MlflowException as exc:
+                passed = False
+                logger.info(
+                    "candidate v%s against baseline v%s: %s", candidate.version, baseline.version, exc.message
+                )
+            mine, theirs = candidate_result.metrics, baseline_result.metrics
+            figures = ", ".join(
+                f"{name.upper()} {mine[key]:.4f} vs {theirs[key]:.4f}"
+                for name in ("ks", "auc")
+                if (key := f"{EVALUATION_PREFIX}{name}") in mine and key in theirs
             )
-        mine, theirs = candidate_result.metrics, baseline_result.metrics
-        figures = ", ".join(
-            f"{name.upper()} {mine[key]:.4f} vs {theirs[key]:.4f}"
-            for name in ("ks", "auc")
-            if (key := f"{EVALUATION_PREFIX}{name}") in mine and key in theirs
-        )
-        outcome = "passed" if passed else "failed"
-        verdict = f"{outcome}: {figures} on {len(data)} recent records (must beat the baseline on both)"
-        mlflow.set_tags(
-            {"evaluation_vs_champion": verdict, "evaluation_baseline_version": str(baseline.version)}
-        )
+            outcome = "passed" if passed else "failed"
+            verdict = f"{outcome}: {figures} on {len(data)} recent records (must beat the baseline on both)"
+            mlflow.set_tags(
+                {"evaluation_vs_champion": verdict, "evaluation_baseline_version": str(baseline.version)}
+            )
+    finally:
+        mlflow.end_run()
     return {
         "candidate": {k: float(v) for k, v in candidate_result.metrics.items()},
         "baseline": {k: float(v) for k, v in baseline_result.metrics.items()},

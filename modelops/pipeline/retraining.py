@@ -222,6 +222,20 @@ def holdout_tags(figures: dict[str, dict[str, float]]) -> dict[str, str]:
     }
 
 
+def model_input_types(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
+    """Numbers as float64 (MLflow's signature refuses an int64 column for a double), categories as text.
+
+    Scoring-log records keep the JSON types their callers sent: a column of whole numbers comes back
+    as int64.
+    """
+    typed = frame.reset_index(drop=True).copy()
+    for name in schema.numeric:
+        typed[name] = pd.to_numeric(typed[name], errors="coerce").astype("float64")
+    for name in schema.categorical:
+        typed[name] = typed[name].astype(object)
+    return typed
+
+
 def recent_records(dataset: RetrainingSet, schema: DatasetSchema) -> pd.DataFrame:
     """The retrain's recent labelled records: the recent part of the training set, then the hold-out."""
     columns = [*schema.features, schema.target]
@@ -250,7 +264,7 @@ def evaluate_against_champion(
         targets=schema.target,
         tags={"window": dataset.window[:250]},
     )
-    holdout = dataset.recent_holdout[[*schema.features, schema.target]].reset_index(drop=True)
+    holdout = model_input_types(dataset.recent_holdout[[*schema.features, schema.target]], schema)
     outcome = evaluate_against_baseline(
         model_name, version, champion, holdout, schema.target, config.mlflow_uri, datasets=[recent]
     )
