@@ -159,12 +159,6 @@ def connector_card(
     return card
 
 
-def message_card(stage: str, title: str, facts: dict[str, Any], link: Link | None = None) -> dict[str, Any]:
-    """The MessageCard payload :func:`connector_card` sends."""
-    payload: dict[str, Any] = connector_card("https://invalid.example/", stage, title, facts, link).payload
-    return payload
-
-
 def email_message(
     stage: str,
     title: str,
