@@ -38,14 +38,14 @@ def publish_approval_evidence(model_name: str, evidence: ApprovalEvidence) -> st
     return key
 
 
-@task("publish-approval-decision")
 def publish_approval_decision(
     decision: ApprovalDecision, evidence: ApprovalEvidence, on_flow_run: str | None
 ) -> str:
     """The Markdown artifact ``approval-decision-<model>``: who decided what, when, on which evidence.
 
     ``on_flow_run``: the run whose page shows it (the lifecycle run, parent of the deployment
-    stage); None: the current flow run.
+    stage); None: the current flow run. Not a task, for the same reason as
+    :func:`publish_approval_evidence`: it is listed as the run's own artifact.
     """
     key = artifact_key(decision.model_name, "approval-decision")
     MarkdownArtifact(

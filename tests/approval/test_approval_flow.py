@@ -157,6 +157,7 @@ def test_the_decision_is_an_artifact_on_the_parent_run(prefect_harness):
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"approval-decision-{model}"]))
         )
     assert str(artifact.flow_run_id) == lifecycle_id != stage_id
+    assert artifact.task_run_id is None  # listed as the lifecycle run's own artifact, not a task's
     markdown = artifact.data
     assert markdown.startswith(f"# Approval of {model} v3: approved")
     for row in (

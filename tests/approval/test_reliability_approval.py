@@ -71,6 +71,16 @@ def test_lifecycle_ends_cleanly_when_nobody_approves(trained, postgres_url, monk
         cursor.execute("SELECT approved, reviewer FROM modelops.approvals WHERE model_name = %s", (name,))
         assert cursor.fetchall() == [(False, "(nobody: timeout)")], "the audit row says nobody answered"
     connection.close()
+    # the lifecycle run's page records the decision (the approval happened in its deployment stage)
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        (record,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"approval-decision-{name}"]))
+        )
+    assert record.flow_run_id == state.state_details.flow_run_id and record.task_run_id is None
+    assert record.data.startswith(f"# Approval of {name} v1: not answered in time")
     print(f"\napproval timeout ({TIMEOUT_S} s): lifecycle Completed in {took:.1f} s, version tagged rejected")
 
 
