@@ -9,10 +9,12 @@ lint_status=0
 ./scripts/ensure-postgres.sh
 ./scripts/install-browser.sh || echo "test: no chromium here; the browser test will skip with the reason" >&2
 if [ -x scripts/docker-engine.sh ] && [ "${MODELOPS_SKIP_DOCKER:-0}" != 1 ]; then
-  if ./scripts/docker-engine.sh status >/dev/null 2>&1; then
-    echo "test: using the Docker engine that already runs (left running afterwards)" >&2
+  already_running=0
+  ./scripts/docker-engine.sh status >/dev/null 2>&1 && already_running=1
+  ./scripts/docker-engine.sh start   # idempotent: also builds the stand-in base image when absent
+  if [ "$already_running" = 1 ]; then
+    echo "test: the Docker engine was already running: it is left running afterwards" >&2
   else
-    ./scripts/docker-engine.sh start
     trap './scripts/docker-engine.sh stop' EXIT   # stop only what this run started
   fi
   export MODELOPS_REQUIRE_DOCKER=1   # the container tests must run here, not skip
