@@ -15,10 +15,20 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "infra" / "config"
@@ -30,12 +40,24 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
+def _model_name(value: str) -> str:
+    if not _MODEL_NAME.match(value):
+        raise ValueError("a model name must match [A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+    return value
+
+
+ModelName = Annotated[str, AfterValidator(_model_name)]
+
+
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names file, key and allowed values."""
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_S = TypeVar("_S", bound=_Section)
 
 
 class SecretRef(_Section):
@@ -174,6 +196,50 @@ class EmailSettings(_Section):
     smtp_port: int = Field(25, ge=1, le=65535)
     sender: str = "modelops@localhost"
     recipients: tuple[str, ...] = ()
+def _overrides_of(section: type[_Section], leave_out: tuple[str, ...] = ()) -> type[_Section]:
+    """``section`` with every field optional (None: inherit the top-level value), with the same checks."""
+    fields: dict[str, Any] = {}
+    for name, info in section.model_fields.items():
+        if name in leave_out:
+            continue
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            annotation = _overrides_of(annotation)
+        fields[name] = (typing.Optional[annotation], FieldInfo.merge_field_infos(info, default=None))  # noqa: UP045
+    return create_model(f"{section.__name__.removesuffix('Settings')}Overrides", __base__=_Section, **fields)
+
+
+def _apply_overrides(base: _S, overrides: _Section) -> _S:
+    """``base`` with the fields ``overrides`` sets (nested sections field by field)."""
+    update: dict[str, Any] = {}
+    for name in overrides.model_fields_set:
+        value = getattr(overrides, name)
+        if isinstance(value, _Section):
+            value = _apply_overrides(getattr(base, name), value)
+        if value is not None:
+            update[name] = value
+    return base.model_copy(update=update)
+
+
+# A model's own monitoring and training settings (models.<name> in the config). The schedule is the
+# ks-check deployment's, one for every model, so it has no per-model value. mypy sees the full
+# sections: the generated classes have the same fields, all optional.
+if typing.TYPE_CHECKING:
+    MonitoringOverrides = MonitoringSettings
+    TrainingOverrides = TrainingSettings
+else:
+    MonitoringOverrides = _overrides_of(MonitoringSettings, leave_out=("schedule_cron", "demo_interval_s"))
+    TrainingOverrides = _overrides_of(TrainingSettings)
+
+
+class ModelOverrides(_Section):
+    """``models.<name>``: what differs for this model; every key left out is the top-level value."""
+
+    monitoring: MonitoringOverrides = MonitoringOverrides()
+    training: TrainingOverrides = TrainingOverrides()
+    serving_port: int | None = Field(None, ge=1, le=65535)  # the local target's port for this model
+
+
     username: str | None = None
     password: SecretRef | None = None
     starttls: bool = False
@@ -220,6 +286,39 @@ class ModelOpsConfig(_Section):
     @property
     def prefect_ui_url(self) -> str:
         return self.prefect.ui_url or self.prefect_api_url.removesuffix("/api")
+    models: dict[ModelName, ModelOverrides] = {}
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _empty_entries(cls, value: Any) -> Any:
+        """``models: {hmeq-real: }`` (a model listed with nothing of its own) means all defaults."""
+        if isinstance(value, dict):
+            return {name: {} if entry is None else entry for name, entry in value.items()}
+        return {} if value is None else value
+
+    def monitoring_for(self, model_name: str) -> MonitoringSettings:
+        """The model's monitoring settings: ``models.<name>.monitoring`` over ``monitoring``."""
+        overrides = self.models.get(model_name)
+        return _apply_overrides(self.monitoring, overrides.monitoring) if overrides else self.monitoring
+
+    def training_for(self, model_name: str) -> TrainingSettings:
+        """The model's training settings: ``models.<name>.training`` over ``training``."""
+        overrides = self.models.get(model_name)
+        return _apply_overrides(self.training, overrides.training) if overrides else self.training
+
+    def serving_port_for(self, model_name: str) -> int | None:
+        """``models.<name>.serving_port``, or None when the model has none of its own."""
+        overrides = self.models.get(model_name)
+        return overrides.serving_port if overrides else None
+
+    def for_model(self, model_name: str) -> ModelOpsConfig:
+        """This config with the model's own monitoring and training settings as the top-level ones.
+
+        Code that reads ``config.monitoring`` / ``config.training`` then works for any model.
+        """
+        return self.model_copy(
+            update={"monitoring": self.monitoring_for(model_name), "training": self.training_for(model_name)}
+        )
 
     @property
     def serving_url(self) -> str:
@@ -289,9 +388,11 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def _allowed_keys(location: tuple[str | int, ...]) -> list[str]:
     model: type[BaseModel] = ModelOpsConfig
-    for part in location[:-1]:
-        field = model.model_fields.get(str(part))
-        section = _section_model(getattr(field, "annotation", None))
+    parts = list(location[:-1])
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
+        annotation = getattr(field, "annotation", None)
+        section = _section_model(annotation)
         if section is None:
             return []
         model = section
@@ -311,6 +412,10 @@ def _explain(path: Path, exc: ValidationError, overrides: dict[str, Any], enviro
     for error in exc.errors():
         location = tuple(error["loc"])
         key = ".".join(str(p) for p in location)
+        if typing.get_origin(annotation) is dict:
+            if not parts:
+                return []  # the location is a key of the mapping (a model name): any name is allowed
+            parts.pop(0)
         source = _override_name(location, environ or {}) if _in(overrides, location) else str(path)
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(location))
