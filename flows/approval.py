@@ -19,10 +19,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime, tags
+from prefect import get_run_logger, runtime, tags
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 
+from flows.base import flow
 from modelops.approval import (
     APPROVAL_FLOW_NAME,
     POLL_INTERVAL_S,

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, tags
+from prefect import get_run_logger, tags
 from prefect.flow_runs import pause_flow_run
 
+from flows.base import flow
 from modelops.config import ModelOpsConfig, load_config
 from modelops.integrations.database import resolve_database_url
 from modelops.messages import ks_message, monitoring_error_message

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from prefect import flow, get_run_logger, tags
+from prefect import get_run_logger, tags
 from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.approval import request_champion_approval
+from flows.base import flow
 from modelops.approval import ApprovalDecision
 from modelops.config import ModelOpsConfig, load_config
 from modelops.messages import decision_message, deploy_failed_message, deployed_message

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
+from flows.base import flow
 from flows.train import train_on_frame
 from modelops.config import load_config
 from modelops.messages import retrained_message, retraining_started_message

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
+from flows.base import flow
 from modelops.config import load_config
 from modelops.scoring.client import TrafficSettings, run_traffic
 from modelops.scoring.source import load_replay_records

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
-from prefect import flow
 
+from flows.base import flow
 from modelops.config import TrainingSettings, load_config
 from modelops.data.loading import dataset_digest, validate_frame
 from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema
