@@ -1,17 +1,23 @@
 """The ``local`` serving target: the model served by a ``modelops serve`` process on this machine.
 
-A rollout never interrupts what serves now and clients keep one URL (``serving.host:port``):
+Each model has its own port and so its own URL (``serving.host:<port>``): the first model gets
+``serving.port``, later ones the next free port, sticky in ``<stack_home>/serving/ports.json``
+(:mod:`modelops.stack.serving_ports`). A rollout never interrupts what serves now and clients keep
+the model's URL:
 
 1. the SavedModel is copied to ``<stack_home>/serving/models/<model>/<version>/``;
 2. a NEW server process starts (its own session, log under ``<stack_home>/serving/logs/``) pinned to
    that version, listening only on a private admin port;
 3. through the private port the target waits for the version to be AVAILABLE and smoke-tests it;
-4. the new process then also listens on the public port with ``SO_REUSEPORT``, beside the old one,
-   and the old process is stopped gracefully (it finishes the requests it holds).
+4. the new process then also listens on the model's port with ``SO_REUSEPORT``, beside the old one
+   (the same model's previous version), and the old process is stopped gracefully (it finishes the
+   requests it holds).
 
 If anything fails before step 4 the new process is killed, its version folder removed, and
 :class:`DeployError` is raised: the old process was never touched. State (pid, version, ports) is a
 JSON file under the stack home, so ``current()`` and ``stop()`` work from any process.
+``suspend()`` stops a server but keeps its record (``modelops down``); ``revive()`` serves the recorded
+version again from the served copy on the same port (``modelops up``, the supervisor after a crash).
 
 Why SO_REUSEPORT and not a proxy: a proxy adds a hop to every request; here the kernel hands new
 connections to either listener while both run. A connection still waiting in the old socket's
@@ -34,7 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,7 @@ import psutil
 
 from modelops.config import ModelOpsConfig, load_config
 from modelops.serving.rest_client import HttpTransport, ServingClient, ServingClientError
+from modelops.stack.serving_ports import configured_port, port_map
 from modelops.targets.base import DeployError, Rollout, ServingTarget
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,7 @@ class ServingProcess:
     log: str
     started_at: float
     previous_version: str | None = None
+    stopped: bool = False  # suspended by `modelops down`: `up` serves it again
 
     @property
     def url(self) -> str:
@@ -90,7 +98,7 @@ class LocalTarget(ServingTarget):
         self.config = config or load_config()
         self.home = (home or self.config.stack_home / "serving").resolve()
         self.host = self.config.serving.host
-        self.port = self.config.serving.port
+        self.ports = port_map(self.config, self.home)
         self.smoke_records = smoke_records
         self.startup_timeout_s = startup_timeout_s or self.config.serving.rollout_timeout_s
         self.extra_args = extra_args
@@ -99,6 +107,24 @@ class LocalTarget(ServingTarget):
 
     def base_path(self, model_name: str) -> Path:
         return self.home / "models" / model_name
+
+    def port_for(self, model_name: str) -> int:
+        """The model's own port (sticky; allocated on first use)."""
+        return self.ports.port_for(model_name, configured_port(self.config, model_name))
+
+    def url_for(self, model_name: str) -> str:
+        return f"http://{self.host}:{self.port_for(model_name)}"
+
+    def models(self) -> list[str]:
+        """Every model with a serving record (running, crashed or suspended)."""
+        return sorted(path.stem for path in (self.home / "state").glob("*.json"))
+
+    def record(self, model_name: str) -> ServingProcess | None:
+        """What the state file says about the model's server (alive or not)."""
+        return self._read_state(model_name)
+
+    def served_copy(self, model_name: str, version: str) -> Path:
+        return self.base_path(model_name) / version
 
     def _state_file(self, model_name: str) -> Path:
         return self.home / "state" / f"{model_name}.json"
@@ -121,20 +147,62 @@ class LocalTarget(ServingTarget):
         os.replace(tmp, path)
 
     @contextlib.contextmanager
-    def _lock(self, model_name: str) -> Iterator[None]:
+    def _lock(self, model_name: str, blocking: bool = True) -> Iterator[bool]:
+        """Held for a whole rollout; ``blocking=False`` yields False when another one holds it."""
         path = self.home / "state" / f"{model_name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
 
     # -- the interface --------------------------------------------------------------------------
 
     def current(self, model_name: str) -> Rollout | None:
         state = self._read_state(model_name)
-        if state is None or not _alive(state.pid, state.create_time):
+        if state is None or state.stopped or not _alive(state.pid, state.create_time):
             return None
         return self._rollout(state)
+
+    def suspend(self, model_name: str) -> ServingProcess | None:
+        """Stop the model's server but keep its record, so :meth:`revive` can serve it again."""
+        with self._lock(model_name):
+            state = self._read_state(model_name)
+            if state is None:
+                return None
+            _terminate(state.pid, state.create_time)
+            self._write_state(replace(state, stopped=True))
+            log.info("suspended %s version %s (pid %d)", model_name, state.version, state.pid)
+            return state
+
+    def revive(self, model_name: str, *, blocking: bool = True) -> Rollout | None:
+        """Serve the recorded version again from the served copy, on the model's port.
+
+        For a server that died or was suspended. Returns the running rollout (unchanged when it is
+        alive), or None when there is no record or, with ``blocking=False``, a rollout is under way.
+        Raises :class:`DeployError` when the served copy is gone or the server does not come up.
+        """
+        with self._lock(model_name, blocking) as acquired:
+            state = self._read_state(model_name) if acquired else None
+            if state is None:
+                return None
+            if not state.stopped and _alive(state.pid, state.create_time):
+                return self._rollout(state)
+            source = self.served_copy(model_name, state.version)
+            if not (source / "saved_model.pb").is_file():
+                raise DeployError(
+                    f"cannot serve {model_name} version {state.version} again: its served copy {source} "
+                    "is gone; deploy the champion again (modelops up does so from the registry)"
+                )
+            revived = self._roll_out(model_name, state.version, None, None)
+            log.info(
+                "revived %s version %s on %s (pid %d; was pid %d)",
+                model_name, state.version, revived.url, revived.pid, state.pid,
+            )  # fmt: skip
+            return self._rollout(revived)
 
     def stop(self, model_name: str) -> None:
         with self._lock(model_name):
@@ -162,19 +230,7 @@ class LocalTarget(ServingTarget):
                 old = None
             placed = _Placement(self.base_path(model_name), version, model_dir)
             placed.put()
-            process: subprocess.Popen[bytes] | None = None
-            try:
-                process, state = self._start(model_name, version, old)
-                self._check(state, process)
-                _post(f"{state.admin_url}/-/open-public", self.startup_timeout_s)
-            except Exception as exc:
-                if process is not None:
-                    _terminate(process.pid, None, grace_s=2)
-                placed.undo()
-                if isinstance(exc, DeployError):
-                    raise
-                raise DeployError(f"deploying {model_name} version {version} failed: {exc}") from exc
-            self._write_state(state)
+            state = self._roll_out(model_name, version, old, placed)
             placed.commit()
             if old is not None:
                 _terminate(old.pid, old.create_time)
@@ -190,10 +246,31 @@ class LocalTarget(ServingTarget):
 
     # -- steps ----------------------------------------------------------------------------------
 
+    def _roll_out(
+        self, model_name: str, version: str, old: ServingProcess | None, placed: _Placement | None
+    ) -> ServingProcess:
+        """Start, check and open a server for the placed version; record it. Undoes itself on failure."""
+        process: subprocess.Popen[bytes] | None = None
+        try:
+            process, state = self._start(model_name, version, old)
+            self._check(state, process)
+            _post(f"{state.admin_url}/-/open-public", self.startup_timeout_s)
+        except Exception as exc:
+            if process is not None:
+                _terminate(process.pid, None, grace_s=2)
+            if placed is not None:
+                placed.undo()
+            if isinstance(exc, DeployError):
+                raise
+            raise DeployError(f"deploying {model_name} version {version} failed: {exc}") from exc
+        self._write_state(state)
+        return state
+
     def _start(
         self, model_name: str, version: str, old: ServingProcess | None
     ) -> tuple[subprocess.Popen[bytes], ServingProcess]:
         serving = self.config.serving
+        port = self.port_for(model_name)
         admin_port = _free_port(self.host)
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -212,7 +289,7 @@ class LocalTarget(ServingTarget):
             "--host",
             self.host,
             "--port",
-            str(self.port),
+            str(port),
             "--admin-port",
             str(admin_port),
             "--defer-public",
@@ -246,7 +323,7 @@ class LocalTarget(ServingTarget):
             pid=process.pid,
             create_time=psutil.Process(process.pid).create_time(),
             host=self.host,
-            port=self.port,
+            port=port,
             admin_port=admin_port,
             base_path=str(self.base_path(model_name)),
             log=str(log_path),

@@ -126,10 +126,11 @@ def test_bad_arguments_are_refused_before_anything_starts(target, tmp_path):
 def test_public_port_held_by_another_process_fails_the_deploy(target, models):
     import socket
 
+    port = target.port_for(MODEL)  # the model's own port (the first model's is serving.port)
     with socket.socket() as squatter:  # no SO_REUSEPORT: the new server cannot share the port
-        squatter.bind((target.host, target.port))
+        squatter.bind((target.host, port))
         squatter.listen()
-        with pytest.raises(DeployError, match=f"cannot listen on {target.host}:{target.port}"):
+        with pytest.raises(DeployError, match=f"cannot listen on {target.host}:{port}"):
             target.deploy(MODEL, "1", models["v1"])
     assert target.current(MODEL) is None
     assert not (target.base_path(MODEL) / "1").exists()
