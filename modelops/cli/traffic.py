@@ -12,6 +12,7 @@ from modelops.cli.ship import spool_directory
 from modelops.config import ModelOpsConfig, load_config
 from modelops.scoring.client import TrafficSettings, run_traffic
 from modelops.scoring.source import load_replay_records
+from modelops.stack.serving_ports import local_serving_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     target = parser.add_argument_group("where and how fast")
     target.add_argument(
-        "--url", default=None, help="TF Serving REST base URL (default: the config's serving URL)"
+        "--url",
+        default=None,
+        help="TF Serving REST base URL (default: the model's URL on the local target, else the one "
+        "recorded on its champion version, else the config's serving URL)",
     )
     target.add_argument("--model", default=None, help="model name (default: config model.name)")
     target.add_argument(
@@ -48,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     target.add_argument("--batch-size", type=int, default=1, help="records per request (default 1)")
     target.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    target.add_argument(
+        "--retry-for",
+        type=float,
+        default=15.0,
+        help="resend requests that find no server for up to this many seconds per outage, e.g. while "
+        "the stack restarts a killed server (default 15; 0 = never)",
+    )
     target.add_argument(
         "--spool", default=None, help="spool directory (default: $MODELOPS_SPOOL or <stack home>/spool)"
     )
@@ -64,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
     records = load_replay_records(
         period=args.period, csv=args.csv, schema=args.schema, rows=args.rows, seed=args.seed, drift=args.drift
     )
-    settings = _settings(args, config)
+    url, where = _serving_url(args, config)
+    settings = _settings(args, config, url)
     print(
-        f"traffic: replaying {len(records)} records of {records.source} to {settings.url} "
+        f"traffic: replaying {len(records)} records of {records.source} to {settings.url} ({where}) "
         f"(model {settings.model_name}, rate {settings.rate or 'max'}/s, concurrency {settings.concurrency}, "
         f"batch {settings.batch_size}); spool {settings.spool_dir}",
         file=sys.stderr,
@@ -83,10 +95,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace, config: ModelOpsConfig) -> TrafficSettings:
+def _serving_url(args: argparse.Namespace, config: ModelOpsConfig) -> tuple[str, str]:
+    """The URL to send to, and where it came from."""
+    if args.url:
+        return args.url, "--url"
+    model = args.model or config.model.name
+    local = local_serving_url(config, model)
+    if local:
+        return local, "the local target's port for the model"
+    recorded = _champion_url(config, model)
+    if recorded:
+        return recorded, "the champion version's serving_url tag"
+    return config.serving_url, "the config's serving URL"
+
+
+def _champion_url(config: ModelOpsConfig, model: str) -> str | None:
+    try:
+        from modelops.integrations.serving_url import champion_serving_url
+    except ImportError:  # the client image has no MLflow: --url or the config's URL
+        return None
+    return champion_serving_url(model, config.mlflow_uri)
+
+
+def _settings(args: argparse.Namespace, config: ModelOpsConfig, url: str) -> TrafficSettings:
     try:
         return TrafficSettings(
-            url=(args.url or config.serving_url).rstrip("/"),
+            url=url.rstrip("/"),
             model_name=args.model or config.model.name,
             spool_dir=Path(spool_directory(args.spool, config)),
             decision_threshold=config.model.decision_threshold,
@@ -96,6 +130,7 @@ def _settings(args: argparse.Namespace, config: ModelOpsConfig) -> TrafficSettin
             timeout_s=args.timeout,
             labels_file=Path(args.labels_later) if args.labels_later else None,
             progress_every_s=args.progress_every,
+            retry_window_s=args.retry_for,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -14,6 +14,13 @@ non-numeric score). Every scored record becomes one spool line (see
 :mod:`modelops.scoring.records`); a failed request is counted by kind, logged (the first few of
 each kind) and written to ``<spool>/errors/``, never to the scores, and never stops the run.
 
+With ``retry_window_s`` > 0 (``modelops traffic`` sets 15 s) a request that finds no server
+(``connect``: refused, reset, dropped while in flight) is sent again until the server answers or
+the outage has lasted the window, so a server restarted by the stack's supervisor loses no record.
+Scoring is idempotent and the request ids are the client's, so a resend never duplicates a line.
+The window is per outage, shared by all workers: once it has passed, requests fail at once (and
+are spooled as errors) until the server answers again.
+
 The pieces: :class:`VersionTracker` (which version serves), :class:`ReplaySpool` (what is
 written), :class:`ReplayStats` (what is counted) and ``_Replay`` (workers, pacing, progress).
 """
@@ -40,6 +47,7 @@ from modelops.scoring.spool import ERRORS_DIR, SpoolWriter
 from modelops.serving.rest_client import (
     AsyncHttpTransport,
     AsyncServingClient,
+    Prediction,
     ServingClientError,
     model_path,
     served_version,
@@ -63,12 +71,15 @@ class TrafficSettings:
     version_refresh_s: float = 5.0
     progress_every_s: float = 5.0
     spool_max_age_s: float = 10.0
+    retry_window_s: float = 0.0  # resend on `connect` failures for this long per outage (0: never)
 
     def __post_init__(self) -> None:
         if self.rate < 0:
             raise ValueError(f"rate {self.rate} must be >= 0 records/s (0 = as fast as possible)")
         if not 1 <= self.concurrency <= 1024:
             raise ValueError(f"concurrency {self.concurrency} must be between 1 and 1024")
+        if self.retry_window_s < 0:
+            raise ValueError(f"retry window {self.retry_window_s} must be >= 0 seconds (0 = no retries)")
         if not 1 <= self.batch_size <= 10_000:
             raise ValueError(f"batch size {self.batch_size} must be between 1 and 10000 records per request")
 
@@ -79,6 +90,7 @@ class TrafficSummary:
     ok: int = 0
     errors: int = 0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
+    retries: int = 0  # requests sent again after a `connect` failure
     p50_ms: float | None = None
     p99_ms: float | None = None
     seconds: float = 0.0
@@ -98,6 +110,7 @@ class TrafficSummary:
             ("sent", str(self.sent)),
             ("ok", str(self.ok)),
             ("errors", f"{self.errors} {self.errors_by_kind or ''}".strip()),
+            ("retries (server unreachable)", str(self.retries)),
             ("latency p50 / p99 (ms)", f"{p50} / {p99}"),
             ("throughput (records/s)", f"{self.records_per_s:.0f} in {self.seconds:.1f} s"),
             ("model versions", ", ".join(f"{v}: {n}" for v, n in sorted(self.versions.items())) or "-"),
@@ -160,6 +173,7 @@ class ReplayStats:
         self.failed_requests: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.latencies: list[float] = []
+        self.retries = 0
 
     def scored(self, count: int, version: str, latency_ms: float) -> None:
         self.ok += count
@@ -188,6 +202,7 @@ class ReplayStats:
             ok=self.ok,
             errors=self.errors,
             errors_by_kind=dict(self.errors_by_kind),
+            retries=self.retries,
             seconds=seconds,
             records_per_s=self.ok / seconds if seconds else 0.0,
             versions=dict(self.versions),
@@ -281,6 +296,28 @@ def batches_of(count: int, batch_size: int) -> list[range]:
     return [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
 
 
+class Outage:
+    """How long the server has been unreachable, shared by the workers: decides whether to resend."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.since: float | None = None
+
+    def may_retry(self, failure: ServingClientError) -> bool:
+        if failure.kind != "connect" or self.window_s <= 0:
+            return False
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            log.warning("server unreachable (%s); resending for up to %.0f s", failure, self.window_s)
+        return now - self.since < self.window_s
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.info("server answers again after %.1f s", time.monotonic() - self.since)
+            self.since = None
+
+
 def _log_failure(failure: ServingClientError, failed_so_far: int) -> None:
     if failed_so_far <= _LOGGED_PER_KIND:
         log.warning("request failed (%s): %s", failure.kind, failure)
@@ -305,6 +342,7 @@ class _Replay:
         self.spool = spool
         self.stats = stats
         self.tracker = VersionTracker(serving, settings.model_name, settings.version_refresh_s)
+        self.outage = Outage(settings.retry_window_s)
         self.started = time.monotonic()
 
     async def run(self) -> None:
@@ -333,18 +371,33 @@ class _Replay:
         instances = [self.records.instances[i] for i in indices]
         request_ids = [str(uuid.uuid4()) for _ in indices]
         self.stats.sent += len(indices)
-        t0 = time.perf_counter()
         try:
-            prediction = await self.serving.predict_instances(self.settings.model_name, instances)
+            prediction, latency_ms = await self._predict(instances)
         except ServingClientError as failure:
             _log_failure(failure, self.stats.failed(len(indices), failure.kind))
             self.spool.failed(request_ids, indices, failure)
             await self.tracker.refresh(force=True)
             return
-        latency_ms = (time.perf_counter() - t0) * 1000
         version = prediction.model_version or await self.tracker.refresh()
         self.spool.scored(request_ids, indices, prediction.scores, version, latency_ms)
         self.stats.scored(len(indices), version, latency_ms)
+
+    async def _predict(self, instances: list[dict[str, Any]]) -> tuple[Prediction, float]:
+        """The prediction and the latency of the attempt that got it; resends while the outage allows."""
+        delay = 0.1
+        while True:
+            t0 = time.perf_counter()
+            try:
+                prediction = await self.serving.predict_instances(self.settings.model_name, instances)
+            except ServingClientError as failure:
+                if not self.outage.may_retry(failure):
+                    raise
+                self.stats.retries += 1
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+                continue
+            self.outage.over()
+            return prediction, (time.perf_counter() - t0) * 1000
 
     async def _report_progress(self, done: asyncio.Event) -> None:
         while not done.is_set():
