@@ -16,7 +16,7 @@ from pydantic import Field
 
 from flows.approval import request_champion_approval
 from flows.base import flow
-from modelops.approval import ApprovalDecision
+from modelops.approval import ApprovalDecision, approval_window
 from modelops.config import ModelOpsConfig, load_config
 from modelops.messages import decision_message, deploy_failed_message, deployed_message
 from modelops.pipeline.prebuild import PrebuiltModel
@@ -27,21 +27,28 @@ from tasks.notify import notify
 
 @flow(name="deployment-stage", flow_run_name="deployment-stage-{model_name}-v{candidate_version}")
 def deployment_stage(
-    model_name: str, candidate_version: str, config_name: str | None, switches: dict[str, bool]
+    model_name: str,
+    candidate_version: str,
+    config_name: str | None,
+    switches: dict[str, bool],
+    approval_deadline: str | None = None,
 ) -> dict[str, Any]:
     """Approve champion → prebuild → build → deploy → promote (alias moves only after a healthy rollout)."""
     config = load_config(config_name)
     version = registry.resolve_candidate(config, model_name, candidate_version)
     comparison = evidence.collect_evidence(config, model_name, version)
+    timeout_s, reminder_share = approval_window(
+        config.approval.timeout_s, config.approval.reminder_share, approval_deadline
+    )
     decision = request_champion_approval(
         model_name,
         version,
         comparison,
         config.approval.approvers,
-        config.approval.timeout_s,
+        timeout_s,
         notifications=config.notifications,
         switches=switches,
-        reminder_share=config.approval.reminder_share,
+        reminder_share=reminder_share,
     )
     artifacts.publish_approval_decision(decision, comparison, flow_run.parent_flow_run_id)
     scoring_log.record_decision(config, decision, comparison)
@@ -137,17 +144,20 @@ def lifecycle(
     notify_teams: bool = False,
     notify_email: bool = False,
     config: str | None = None,
+    approval_deadline: str | None = None,
 ) -> dict[str, Any]:
     """The seed's start form: model, candidate (version or alias), KS threshold, notification switches.
 
     Runs ``deployment_stage`` then, when a new champion is live, ``production_stage``.
+    ``approval_deadline`` (ISO time) is set when the stack's reconciler reopens an approval whose
+    run died in a restart: the approvers keep the answer-by time they were first given.
     """
     cfg = load_config(config)
     name = model_name or cfg.model.name
     threshold = ks_threshold if ks_threshold is not None else cfg.monitoring.ks_threshold
     switches = {"teams": notify_teams, "email": notify_email}
     with tags("modelops", f"model:{name}"):
-        outcome = deployment_stage(name, str(candidate_version), config, switches)
+        outcome = deployment_stage(name, str(candidate_version), config, switches, approval_deadline)
         if outcome["deployed"]:
             outcome["production"] = production_stage(name, outcome["version"], threshold, config, switches)
     outcome["lifecycle_run_id"] = str(flow_run.id) if flow_run.id else None

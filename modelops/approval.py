@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect.input import RunInput
@@ -112,6 +113,26 @@ def validate_answer(answer: ChampionApproval, approvers: Sequence[str]) -> str |
     if answer.image_tag:  # a rejection needs no tag, but a given one must still be sane for the audit
         return validate_image_tag(answer.image_tag)
     return None
+
+
+def approval_window(
+    timeout_s: int, reminder_share: float, deadline: str | None, now: datetime | None = None
+) -> tuple[int, float]:
+    """(seconds left to answer, share of them after which the reminder goes out) for one request.
+
+    A first request gets the whole ``timeout_s``. A request reopened after a restart (``deadline``:
+    the ISO answer-by time the approvers were first given) keeps that time: the seconds left (at
+    least 1, so a deadline already past times out at once) and the reminder at its original moment,
+    or none if that moment has passed.
+    """
+    if not deadline:
+        return timeout_s, reminder_share
+    now = now or datetime.now(UTC)
+    left = max(1, int((datetime.fromisoformat(deadline) - now).total_seconds()))
+    if reminder_share <= 0:
+        return left, 0.0
+    reminder_in = left - timeout_s * (1 - reminder_share)
+    return left, reminder_in / left if reminder_in > 0 else 0.0
 
 
 def approval_description(

@@ -250,11 +250,28 @@ class NotificationSettings(_Section):
     email: EmailSettings = EmailSettings()
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 class ApprovalSettings(_Section):
+    """``timeout_s`` takes seconds (259200) or a readable duration (``3d``, ``36h``, ``90m``), at most
+    366 days."""
+
     approvers: tuple[str, ...] = ()  # empty: anyone may approve
-    timeout_s: int = Field(3600, ge=1)
+    timeout_s: int = Field(3600, ge=1, le=366 * 86400)
     # A reminder goes out when this share of timeout_s has passed with no answer (0: no reminder).
     reminder_share: float = Field(0.75, ge=0, lt=1)
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration: use seconds (259200) or 3d, 36h, 90m, 45s")
+        return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 class ModelOpsConfig(_Section):

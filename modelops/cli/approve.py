@@ -6,7 +6,7 @@ import argparse
 
 from modelops.approval import ChampionApproval, validate_answer
 from modelops.cli.errors import UserError
-from modelops.config import load_config
+from modelops.config import ModelOpsConfig, load_config
 from modelops.integrations.approvals import (
     ApprovalError,
     find_paused_approval,
@@ -43,14 +43,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"answer not sent: {problem}")
     try:
         with use_prefect_api(config), prefect_api_reachable():
-            return _answer(args, answer, args.model or config.model.name)
+            return _answer(args, answer, args.model or config.model.name, config)
     except (ApprovalError, PrefectUnreachable) as exc:
         raise UserError(str(exc)) from None
 
 
-def _answer(args: argparse.Namespace, answer: ChampionApproval, model_name: str) -> int:
+def _answer(
+    args: argparse.Namespace, answer: ChampionApproval, model_name: str, config: ModelOpsConfig
+) -> int:
     run_id = args.run or find_paused_approval(model_name)
-    answered_key = resume_approval(run_id, answer.model_dump())
+    answered_key = resume_approval(run_id, answer.model_dump(), stack=config)
     verb = "rejected" if args.reject else f"approved with image tag {args.tag}"
     print(f"approval run {run_id}: {verb} by {args.reviewer}")
     if not args.no_wait:

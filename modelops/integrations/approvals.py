@@ -15,6 +15,8 @@ from uuid import UUID
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
     FlowRunFilter,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -24,8 +26,10 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
-from modelops.approval import approval_tags
+from modelops.approval import APPROVAL_FLOW_NAME, approval_tags
+from modelops.config import ModelOpsConfig
 from modelops.integrations.prefect_api import unreachable_message
+from modelops.stack.reconcile import reopened_approval, replacement_run_id, why_orphaned
 
 DESCRIPTION_KEY = "description"  # the run-input key of the Markdown shown above the form
 # The first line of a description after an answer the flow did not accept (modelops.approval).
@@ -37,15 +41,17 @@ class ApprovalError(RuntimeError):
 
 
 def find_paused_approval(model_name: str) -> str:
-    """The id of the one paused approval run tagged ``model:<name>``."""
+    """The id of the one paused ``approve-champion`` run tagged ``model:<name>`` (other flows that
+    pause for a person, such as a KS review, carry the model's tag too)."""
     wanted = approval_tags(model_name)[-1]
     with get_client(sync_client=True) as client:
         try:
             runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[APPROVAL_FLOW_NAME])),
                 flow_run_filter=FlowRunFilter(
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
                     tags=FlowRunFilterTags(all_=[wanted]),
-                )
+                ),
             )
         except Exception as exc:  # noqa: BLE001 - any failure here means the API is not usable
             raise ApprovalError(
@@ -64,15 +70,22 @@ def find_paused_approval(model_name: str) -> str:
     return str(runs[0].id)
 
 
-def resume_approval(run_id: str, run_input: dict[str, Any]) -> str | None:
+def resume_approval(
+    run_id: str, run_input: dict[str, Any], stack: ModelOpsConfig | None = None
+) -> str | None:
     """Resume the paused run with the answer; returns the key of the description it answered.
 
     Prefect answers HTTP 200 even when it refuses (status REJECT, with a reason), so the returned
     status is what counts: anything but ACCEPT raises :class:`ApprovalError`.
+
+    With ``stack`` (the client talks to that stack's API), a run with no process behind it is not
+    answered: Prefect would accept the answer and nothing would ever act on it.
     """
     flow_run_id = _flow_run_id(run_id)
     with get_client(sync_client=True) as client:
         flow_run = _paused_run(client, flow_run_id)
+        if stack is not None and _same_api(str(client.api_url), stack.prefect_api_url):
+            _refuse_orphan(client, stack, flow_run)
         keyset = flow_run.state.state_details.run_input_keyset if flow_run.state else None
         answered_key = (keyset or {}).get(DESCRIPTION_KEY)
         result = client.resume_flow_run(flow_run_id, run_input=run_input)
@@ -101,11 +114,37 @@ def _paused_run(client: SyncPrefectClient, flow_run_id: UUID) -> FlowRun:
     state = flow_run.state
     if state is None or state.type != StateType.PAUSED:
         current = state.name if state else "no state"
+        replacement = replacement_run_id(state.message if state else None)
+        if replacement:
+            raise ApprovalError(
+                f"flow run {flow_run_id} ended ({current}) in a restart, and its approval was reopened in "
+                f"lifecycle run {replacement}: {_reopened_hint(client, replacement)}; nothing was sent"
+            )
         raise ApprovalError(
             f"flow run {flow_run_id} is not waiting for an answer (state {current}): "
             "it was already answered or has ended; nothing was sent"
         )
     return flow_run
+
+
+def _reopened_hint(client: SyncPrefectClient, lifecycle_run_id: str) -> str:
+    approval = reopened_approval(client, lifecycle_run_id)
+    if approval is not None and approval.state is not None and approval.state.type == StateType.PAUSED:
+        return f"answer that one (--run {approval.id}, or --model)"
+    return "it has not paused for the answer yet; try again in a moment (--model finds it)"
+
+
+def _refuse_orphan(client: SyncPrefectClient, stack: ModelOpsConfig, flow_run: FlowRun) -> None:
+    reason = why_orphaned(client, stack, flow_run.id)
+    if reason is not None:
+        raise ApprovalError(
+            f"approval run {flow_run.id} has no process behind it ({reason}); nothing was sent: run "
+            "`modelops up`, which reopens the approval in a new lifecycle run, then answer again"
+        )
+
+
+def _same_api(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
 
 
 def watch_for_refusal(run_id: str, answered_key: str | None, seconds: float) -> str | None:
