@@ -112,6 +112,27 @@ class StackSettings(_Section):
     worker_query_seconds: float = Field(2.0, gt=0, le=60)
     startup_timeout_s: float = Field(120.0, gt=0)
     prefect_file: Path = Path("prefect.yaml")  # applied by `modelops up`; relative to the project root
+    # Where the Prefect server and MLflow keep their own state: databases on the stack's PostgreSQL
+    # (the embedded server, or the server of database.url), or SQLite files under the home.
+    backend: Literal["postgres", "sqlite"] = "postgres"
+    # Their database names (postgres backend). None: "prefect" / "mlflow" on the embedded server,
+    # "<database>_prefect" / "<database>_mlflow" next to the database of a configured database.url.
+    prefect_database: str | None = None
+    mlflow_database: str | None = None
+    # The prefect.toml `up` writes so Python and the `prefect` CLI run from its folder use the stack.
+    # None: the project root's when the home is inside the project, else <home>/prefect.toml.
+    prefect_toml: Path | None = None
+    # The embedded PostgreSQL's bin directory (initdb, pg_ctl). None: pgserver's, which lacks the
+    # pg_trgm extension the Prefect server's schema needs (then the Prefect server stays on SQLite).
+    # E.g. /usr/lib/postgresql/15/bin with postgresql-contrib. Choose it before a home's first `up`.
+    postgres_bin: Path | None = None
+
+    @field_validator("prefect_database", "mlflow_database")
+    @classmethod
+    def _database_name(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError("a database name must match [a-z_][a-z0-9_]{0,62}")
+        return value
 
 
 class MlflowSettings(_Section):

@@ -9,19 +9,30 @@ import time
 from modelops.cli.errors import UserError
 from modelops.config import ModelOpsConfig, load_config
 from modelops.integrations.postgres import redact
-from modelops.stack import endpoints, manager
+from modelops.stack import endpoints, manager, prefect_toml
 from modelops.stack.manager import StackError
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     if name == "status":
         parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    if name == "up":
+        parser.add_argument(
+            "--sqlite",
+            action="store_true",
+            help="keep the Prefect server's and MLflow's state in SQLite files under the stack home "
+            "instead of their PostgreSQL databases (same as stack.backend: sqlite)",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config()
     try:
         if args.command == "up":
+            if getattr(args, "sqlite", False):
+                config = config.model_copy(
+                    update={"stack": config.stack.model_copy(update={"backend": "sqlite"})}
+                )
             return _up(config)
         if args.command == "status":
             return _status(config, as_json=getattr(args, "json", False))
@@ -43,6 +54,9 @@ def _up(config: ModelOpsConfig) -> int:
     print(f"  Prefect API  {ends.prefect_api_url}")
     print(f"  MLflow       {ends.mlflow_uri}")
     print(f"  PostgreSQL   {redact(ends.database_url)}")
+    toml = prefect_toml.prefect_toml_path(config)
+    if prefect_toml.is_ours(toml, config):
+        print(f"  prefect.toml {toml} (Python and `prefect` run from {toml.parent} use this stack)")
     return 0
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from flows.base import require_prefect_api
 from flows.train import train
 from modelops.cli.errors import UserError
 from modelops.config import load_config
 from modelops.data.loading import load_dataset
 from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema
+from modelops.integrations.prefect_api import PrefectUnreachable, use_prefect_api
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -47,19 +48,22 @@ def run(args: argparse.Namespace) -> int:
     config = load_config()
     if args.csv:  # fail fast, before the flow starts, on a file the flow would reject anyway
         _check_csv(args.csv, args.schema)
-    api = os.environ.get("PREFECT_API_URL")
-    prefect = api or "none set: starting a temporary local server (slow)"
     model_name = args.model_name or config.model.name
-    print(f"train: model {model_name}, MLflow {config.mlflow_uri}, Prefect API {prefect}", flush=True)
-    print("train: running the train flow (TensorFlow and MLflow load on first use) ...", flush=True)
-    started = time.perf_counter()
-    result = train(
-        csv=str(args.csv) if args.csv else None,
-        schema=str(args.schema) if args.schema else None,
-        model_name=args.model_name,
-        extra_tags=dict(args.tag) or None,
-        rows=args.rows,
-    )
+    try:
+        with use_prefect_api(config):  # the stack's server (PREFECT_API_URL, if set, wins)
+            api = require_prefect_api()
+            print(f"train: model {model_name}, MLflow {config.mlflow_uri}, Prefect API {api}", flush=True)
+            print("train: running the train flow (TensorFlow and MLflow load on first use) ...", flush=True)
+            started = time.perf_counter()
+            result = train(
+                csv=str(args.csv) if args.csv else None,
+                schema=str(args.schema) if args.schema else None,
+                model_name=args.model_name,
+                extra_tags=dict(args.tag) or None,
+                rows=args.rows,
+            )
+    except PrefectUnreachable as exc:
+        raise UserError(str(exc)) from None
     _print_result(result, time.perf_counter() - started)
     return 0
 

@@ -2,10 +2,13 @@
 
 Every server binds ``config.stack.host`` (127.0.0.1) and keeps its files under the stack home:
 
-    <home>/prefect/   PREFECT_HOME and the SQLite database of the Prefect server
-    <home>/mlflow/    mlflow.db (tracking + registry) and artifacts/ (served by the server)
+    <home>/prefect/   PREFECT_HOME (and prefect.db with stack.backend: sqlite)
+    <home>/mlflow/    artifacts/ served by the server (and mlflow.db with stack.backend: sqlite)
     <home>/postgres/  the embedded PostgreSQL data directory
     <home>/logs/      one log file per component
+
+With ``stack.backend: postgres`` (the default) the Prefect server's and MLflow's state live in their
+own databases on the stack's PostgreSQL (:func:`backend_stores`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 from modelops.config import PROJECT_ROOT, ModelOpsConfig
+from modelops.stack.postgres import database_url as database_on_server
 
 PREFECT_SERVER = "prefect-server"
 MLFLOW = "mlflow"
@@ -59,6 +64,49 @@ def home_paths(config: ModelOpsConfig) -> dict[str, Path]:
     }
 
 
+@dataclass(frozen=True)
+class BackendStores:
+    """Where the Prefect server and MLflow keep their own state (the URLs may hold a password)."""
+
+    kind: str  # "postgres" | "sqlite"
+    prefect: str  # PREFECT_API_DATABASE_CONNECTION_URL
+    mlflow: str  # MLflow's backend store URI
+    databases: tuple[str, ...] = ()  # postgres: the Prefect and MLflow database names
+
+
+def backend_stores(
+    config: ModelOpsConfig,
+    database_url: str | None,
+    kind: str | None = None,
+    *,
+    prefect_on_postgres: bool = True,
+) -> BackendStores:
+    """The stores for backend ``kind`` (default ``stack.backend``) next to ``database_url``.
+
+    ``database_url`` is the embedded server's DSN; a configured ``database.url`` wins over it, and its
+    server gets ``<database>_prefect`` / ``<database>_mlflow`` so stacks sharing a server never share one.
+    ``prefect_on_postgres=False`` (the server lacks pg_trgm) keeps the Prefect server on SQLite.
+    """
+    kind = kind or config.stack.backend
+    paths = home_paths(config)
+    prefect_sqlite = f"sqlite+aiosqlite:///{paths['prefect_home'] / 'prefect.db'}"
+    if kind == "sqlite":
+        return BackendStores(kind, prefect_sqlite, f"sqlite:///{paths['mlflow'] / 'mlflow.db'}")
+    dsn = config.database.url or database_url
+    if not dsn:
+        raise ValueError("the postgres backend needs the stack's PostgreSQL, and none is known")
+    stem = f"{urlsplit(dsn).path.lstrip('/') or 'modelops'}_" if config.database.url else ""
+    prefect_db = config.stack.prefect_database or f"{stem}prefect"
+    mlflow_db = config.stack.mlflow_database or f"{stem}mlflow"
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed: name psycopg2.
+    mlflow = database_on_server(dsn, mlflow_db, "postgresql+psycopg2")
+    if not prefect_on_postgres:
+        return BackendStores(kind, prefect_sqlite, mlflow, (mlflow_db,))
+    return BackendStores(
+        kind, database_on_server(dsn, prefect_db, "postgresql+asyncpg"), mlflow, (prefect_db, mlflow_db)
+    )
+
+
 def prefect_file(config: ModelOpsConfig) -> Path:
     path = config.stack.prefect_file
     return path if path.is_absolute() else PROJECT_ROOT / path
@@ -70,12 +118,12 @@ def deployment_names(path: Path) -> list[str]:
     return [d["name"] for d in spec.get("deployments") or [] if isinstance(d, dict) and d.get("name")]
 
 
-def prefect_server(config: ModelOpsConfig) -> ProcessSpec:
+def prefect_server(config: ModelOpsConfig, stores: BackendStores) -> ProcessSpec:
     paths = home_paths(config)
     host, port = config.stack.host, config.stack.prefect_port
     env = _base_env(config)
     env.update(
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{paths['prefect_home'] / 'prefect.db'}",
+        PREFECT_API_DATABASE_CONNECTION_URL=stores.prefect,
         PREFECT_SERVER_API_HOST=host,
         PREFECT_SERVER_API_PORT=str(port),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -93,7 +141,7 @@ def prefect_server(config: ModelOpsConfig) -> ProcessSpec:
     )
 
 
-def mlflow_server(config: ModelOpsConfig) -> ProcessSpec:
+def mlflow_server(config: ModelOpsConfig, stores: BackendStores) -> ProcessSpec:
     paths = home_paths(config)
     host, port = config.stack.host, config.stack.mlflow_port
     (paths["mlflow"] / "artifacts").mkdir(parents=True, exist_ok=True)
@@ -101,6 +149,7 @@ def mlflow_server(config: ModelOpsConfig) -> ProcessSpec:
     # The job runner (GenAI jobs) adds ~7 huey processes and ~550 MB RSS; the loop never uses it.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env.pop("MLFLOW_TRACKING_URI", None)  # the server is the store: a client setting means nothing here
+    env["MLFLOW_BACKEND_STORE_URI"] = stores.mlflow  # not on the command line: it may hold a password
     return ProcessSpec(
         name=MLFLOW,
         argv=[
@@ -110,8 +159,6 @@ def mlflow_server(config: ModelOpsConfig) -> ProcessSpec:
             host,
             "--port",
             str(port),
-            "--backend-store-uri",
-            f"sqlite:///{paths['mlflow'] / 'mlflow.db'}",
             "--serve-artifacts",
             "--artifacts-destination",
             str(paths["mlflow"] / "artifacts"),

@@ -1,8 +1,11 @@
 """``up`` / ``status`` / ``down`` for the embedded stack.
 
-``up`` checks every port it needs first (nothing is started when one is taken), starts the Prefect
-server, MLflow and (unless a DSN is configured) PostgreSQL side by side, waits for their health
-endpoints, then starts the worker and applies ``prefect.yaml``. A component that dies or never gets
+``up`` checks every port it needs first (nothing is started when one is taken), starts PostgreSQL
+(unless a DSN is configured) and creates the Prefect server's and MLflow's databases on it, then
+starts those two side by side (with ``stack.backend: sqlite``, all three at once) while the
+scoring-log schema is migrated, waits for their health endpoints, then starts the worker, applies
+``prefect.yaml`` and writes the ``prefect.toml`` that points Python and the ``prefect`` CLI at the
+stack (:mod:`modelops.stack.prefect_toml`; ``down`` removes it first). A component that dies or never gets
 healthy fails ``up`` with its name and log tail, and everything this call started is stopped again.
 """
 
@@ -24,12 +27,15 @@ from modelops.config import ModelOpsConfig
 from modelops.integrations.postgres import apply_migrations, redact
 from modelops.serving.rest_client import model_status
 from modelops.stack import components as comp
+from modelops.stack import prefect_toml
 from modelops.stack.postgres import (
     POSTGRES_BIN_PATH,
     EmbeddedPostgres,
     Placement,
     PostgresError,
     check_reachable,
+    ensure_database,
+    has_extension,
     place,
 )
 from modelops.stack.processes import (
@@ -95,15 +101,26 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
         deploy: _Deployments | None = None
         try:
             worker_pending, t_worker = _start_all(config, state, started, echo)
-            _apply_schema(config, state, echo)
             deploy = _launch_deployments(config, state, echo)  # does not need the worker: overlap them
             _wait_healthy(worker_pending, state, config, t_worker, echo)
         except BaseException:
             _roll_back(config, state, started, deploy, echo)
             raise
         save_state(state)
+        _write_prefect_toml(config, echo)
     _finish_deployments(deploy, config, echo)
     return state
+
+
+def _write_prefect_toml(config: ModelOpsConfig, echo: Echo) -> None:
+    path, written = prefect_toml.write(config)
+    if written:
+        echo(f"prefect.toml: {path} points Python and the prefect CLI run from {path.parent} at this stack")
+    else:
+        echo(
+            f"prefect.toml: {path} was not written by modelops and is left as it is; add "
+            f'[api] url = "{config.prefect_api_url}" to it, or set PREFECT_API_URL'
+        )
 
 
 def _roll_back(
@@ -152,24 +169,84 @@ def _start_all(
     config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo
 ) -> tuple[dict[str, comp.ProcessSpec], float]:
     """Start what is missing and wait for it, except the worker: returns it (if started) to wait for."""
-    specs = [comp.prefect_server(config), comp.mlflow_server(config)]
-    to_start = [spec for spec in specs if spec.name not in state.components]
-    pending = _already_running(specs, state, echo)
     pg = _postgres_to_start(config, state, echo)
-    _check_ports(config, to_start, pg)  # every port first, so a taken port starts nothing
+    _choose_backend(config, state, echo)
+    on_postgres = state.backend == "postgres"
+    sqlite = comp.backend_stores(config, None, "sqlite")
+    known = [comp.prefect_server(config, sqlite), comp.mlflow_server(config, sqlite)]  # ports, health
+    to_start = [spec.name for spec in known if spec.name not in state.components]
+    pending = _already_running(known, state, echo)
+    _check_ports(config, [spec for spec in known if spec.name in to_start], pg)  # a taken port starts nothing
     _check_configured_database(config, state, echo)
     t0 = time.monotonic()
-    for spec in to_start:
-        echo(f"{spec.name}: starting on {spec.url} (log {spec.log})")
+    if pg is not None and on_postgres:  # the servers' stores live on it: it must answer first
+        _start_postgres(pg, config, state, started, echo)
+        echo(f"{comp.POSTGRES}: healthy in {time.monotonic() - t0:.1f} s")
+    stores = _backend_stores(config, state, echo) if on_postgres and to_start else sqlite
+    for spec in [comp.prefect_server(config, stores), comp.mlflow_server(config, stores)]:
+        if spec.name not in to_start:
+            continue
+        store = stores.prefect if spec.name == comp.PREFECT_SERVER else stores.mlflow
+        echo(f"{spec.name}: starting on {spec.url}, state in {_store_name(store)} (log {spec.log})")
         _launch(spec, state, started)
         pending[spec.name] = spec
     save_state(state)
-    if pg is not None:
+    if pg is not None and not on_postgres:
         _start_postgres(pg, config, state, started, echo)
         echo(f"{comp.POSTGRES}: healthy in {time.monotonic() - t0:.1f} s")
+    _apply_schema(config, state, echo)  # while the servers start
     _wait_healthy(pending, state, config, t0, echo)
     t1 = time.monotonic()
     return _start_worker(config, state, started, echo), t1
+
+
+def _choose_backend(config: ModelOpsConfig, state: StackState, echo: Echo) -> None:
+    """``stack.backend``, unless the Prefect server or MLflow still run on the other store."""
+    requested = config.stack.backend
+    running = [name for name in (comp.PREFECT_SERVER, comp.MLFLOW) if name in state.components]
+    current = state.backend or "sqlite"  # a state file older than the field: SQLite was the only store
+    if running and current != requested:
+        echo(
+            f"stack: {' and '.join(running)} run on {current}, so the stack stays on {current}; "
+            f"`modelops down` first to move it to {requested}"
+        )
+        state.backend = current
+        return
+    state.backend = requested
+
+
+def _backend_stores(config: ModelOpsConfig, state: StackState, echo: Echo) -> comp.BackendStores:
+    """The Prefect and MLflow databases on the stack's PostgreSQL, created if missing.
+
+    The Prefect server's schema needs the pg_trgm extension; on a server without it (pgserver's
+    build) the Prefect server keeps SQLite, and ``up`` says how to move it.
+    """
+    dsn = config.database.url or state.database_url
+    assert dsn, "the postgres backend is chosen only with a PostgreSQL"
+    try:
+        trigrams = has_extension(dsn, "pg_trgm")
+        stores = comp.backend_stores(config, dsn, "postgres", prefect_on_postgres=trigrams)
+        created = [name for name in stores.databases if ensure_database(dsn, name)]
+    except PostgresError as exc:
+        raise StackError(
+            f"{comp.POSTGRES}: {exc} (server of {redact(dsn)}); create the database, or keep the Prefect "
+            "server and MLflow on SQLite (modelops up --sqlite, or stack.backend: sqlite)"
+        ) from None
+    what = f"created {', '.join(created)}" if created else "present"
+    echo(f"{comp.POSTGRES}: database(s) {', '.join(stores.databases)} for the stack's servers ({what})")
+    if not trigrams:
+        echo(
+            f"{comp.POSTGRES}: this server has no pg_trgm extension, which the Prefect server's schema "
+            "needs: the Prefect server keeps SQLite. To move it, use a PostgreSQL with contrib: "
+            "stack.postgres_bin (e.g. /usr/lib/postgresql/15/bin) for a new stack home, or database.url"
+        )
+    return stores
+
+
+def _store_name(url: str) -> str:
+    if url.startswith("sqlite"):
+        return f"SQLite {url.split(':///', 1)[1]}"
+    return f"PostgreSQL database {url.rsplit('/', 1)[1].split('?', 1)[0]}"
 
 
 def _already_running(
@@ -408,7 +485,7 @@ def _embedded_postgres(config: ModelOpsConfig, state: StackState | None) -> Embe
     """The server recorded in ``state``; without one (``up``), where it goes now (``place``)."""
     home = config.stack_home
     if state is None:
-        placement = place(home)
+        placement = place(home, config.stack.postgres_bin)
     else:
         placement = Placement(
             Path(state.postgres_bin) if state.postgres_bin else POSTGRES_BIN_PATH,
@@ -492,10 +569,13 @@ def _external_database_status(config: ModelOpsConfig, record: ComponentRecord) -
 
 
 def _spec_of(config: ModelOpsConfig, state: StackState, name: str) -> comp.ProcessSpec:
-    if name == comp.PREFECT_SERVER:
-        return comp.prefect_server(config)
-    if name == comp.MLFLOW:
-        return comp.mlflow_server(config)
+    if name in (comp.PREFECT_SERVER, comp.MLFLOW):
+        try:
+            stores = comp.backend_stores(config, state.database_url, state.backend or "sqlite")
+        except (ValueError, PostgresError):  # the DSN is gone from this environment: health needs none
+            stores = comp.backend_stores(config, None, "sqlite")
+        spec = comp.prefect_server if name == comp.PREFECT_SERVER else comp.mlflow_server
+        return spec(config, stores)
     return comp.worker(config, state.database_url, started_after=0.0)
 
 
@@ -506,6 +586,9 @@ def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
     """Stop every recorded process (worker first) and remove the state file; returns stopped names."""
     home = config.stack_home
     with _locked(home):
+        removed = prefect_toml.remove(config)  # first: clients now fail clearly, not on a dying server
+        if removed is not None:
+            echo(f"prefect.toml: removed {removed}")
         served = _stop_local_serving(config, echo)
         state = load_state(home)
         if state is None:

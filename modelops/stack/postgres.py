@@ -1,4 +1,7 @@
-"""The scoring-log PostgreSQL: a configured DSN (only checked), or an embedded server from ``pgserver``.
+"""The stack's PostgreSQL: a configured DSN (only checked), or an embedded server from ``pgserver``.
+
+It holds the scoring log and, with ``stack.backend: postgres``, the Prefect server's and MLflow's own
+databases (:func:`ensure_database` creates them on first ``up``).
 
 ``pgserver`` ships real PostgreSQL binaries. Its own ``get_server`` listens on a unix socket only and
 stops the server from an ``atexit`` hook of the last Python process holding a handle. The stack needs
@@ -28,9 +31,11 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import psycopg2
+import psycopg2.errors
 
 with warnings.catch_warnings():  # pgserver's package import warns about XDG_RUNTIME_DIR: unused here
     warnings.simplefilter("ignore")
@@ -65,6 +70,58 @@ def check_reachable(dsn: str, timeout_s: int = 3) -> str | None:
         connection.close()
 
 
+def database_url(dsn: str, database: str, scheme: str = "postgresql") -> str:
+    """``dsn`` (a ``postgresql://`` URL) naming ``database`` on the same server, as ``scheme`` (a driver)."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise PostgresError(
+            "the database DSN must be a URL like postgresql://user@host:port/database to place the "
+            "Prefect and MLflow databases next to it (or use stack.backend: sqlite)"
+        )
+    return urlunsplit((scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+
+def ensure_database(dsn: str, database: str) -> bool:
+    """Create ``database`` on the server of ``dsn`` unless it exists; True when it was created."""
+    try:
+        connection = psycopg2.connect(dsn, connect_timeout=5)
+    except psycopg2.Error as exc:
+        raise PostgresError(_first_line(exc)) from None
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cursor.fetchone() is not None:
+                return False
+            cursor.execute(f'CREATE DATABASE "{database}"')
+            return True
+    except psycopg2.errors.DuplicateDatabase:
+        return False  # another `up` created it a moment ago
+    except psycopg2.Error as exc:
+        raise PostgresError(f"cannot create database {database}: {_first_line(exc)}") from None
+    finally:
+        connection.close()
+
+
+def has_extension(dsn: str, extension: str) -> bool:
+    """Can the server of ``dsn`` create ``extension`` (its files are installed)?"""
+    try:
+        connection = psycopg2.connect(dsn, connect_timeout=5)
+    except psycopg2.Error as exc:
+        raise PostgresError(_first_line(exc)) from None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (extension,))
+            return cursor.fetchone() is not None
+    finally:
+        connection.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def system_user() -> str | None:
     """The user the server runs as when it cannot run as the invoking one (root)."""
     return SYSTEM_USER_WHEN_ROOT if os.geteuid() == 0 else None
@@ -86,24 +143,29 @@ class Placement:
     note: str | None = None
 
 
-def place(home: Path) -> Placement:
+def place(home: Path, binaries: Path | None = None) -> Placement:
     """Decide (and, as root, prepare) where the server of the stack in ``home`` runs from.
 
+    ``binaries``: a PostgreSQL ``bin`` directory (``stack.postgres_bin``); default pgserver's.
     As root, the ``pgserver`` user must reach the binaries and the data directory. Whatever it cannot
-    reach is moved out (binaries copied, data under :data:`SYSTEM_DIR`), never opened up in place.
-    Data already relocated by an earlier ``up`` stays where it is.
+    reach is moved out (pgserver's binaries copied, data under :data:`SYSTEM_DIR`), never opened up
+    in place. Data already relocated by an earlier ``up`` stays where it is.
     """
-    in_home = Placement(POSTGRES_BIN_PATH, home / "postgres" / "data", home / "logs" / "postgres.log")
+    wheel = POSTGRES_BIN_PATH
+    bin_dir = binaries or wheel
+    in_home = Placement(bin_dir, home / "postgres" / "data", home / "logs" / "postgres.log")
     user = system_user()
     if user is None:
         return in_home
     ensure_user_exists(user)
-    bins_ok = _reachable_by(user, POSTGRES_BIN_PATH / "initdb")
+    bins_ok = _reachable_by(user, bin_dir / "initdb")
+    if not bins_ok and bin_dir != wheel:
+        raise PostgresError(f"user {user} cannot run {bin_dir / 'initdb'} (stack.postgres_bin)")
     outside = relocated_dir(home)
     data_ok = not (outside / "data" / "PG_VERSION").exists() and _reachable_by(user, home)
     if bins_ok and data_ok:
         return in_home
-    bin_dir = POSTGRES_BIN_PATH if bins_ok else _copy_binaries()
+    bin_dir = bin_dir if bins_ok else _copy_binaries()
     moved = [] if bins_ok else [f"its binaries are copied to {bin_dir.parents[2]}"]
     pgdata, log = in_home.pgdata, in_home.log
     if not data_ok:
@@ -111,7 +173,7 @@ def place(home: Path) -> Placement:
         moved.append(f"its data and log are under {outside}")
         _make_system_dir(outside)
         (outside / HOME_MARKER).write_text(f"{home.resolve()}\n")
-    blocked = _blocking_dir(user, home if not data_ok else POSTGRES_BIN_PATH)
+    blocked = _blocking_dir(user, home if not data_ok else wheel)
     if blocked is not None:
         mode = stat.S_IMODE(blocked.stat().st_mode)
         why = f"cannot enter {blocked} (mode {mode:o})"
@@ -271,17 +333,7 @@ class EmbeddedPostgres:
         )
 
     def _ensure_database(self) -> None:
-        connection = psycopg2.connect(
-            f"postgresql://{SUPERUSER}@{self.host}:{self.port}/postgres", connect_timeout=5
-        )
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-                if cursor.fetchone() is None:
-                    cursor.execute(f'CREATE DATABASE "{DATABASE}"')
-        finally:
-            connection.close()
+        ensure_database(f"postgresql://{SUPERUSER}@{self.host}:{self.port}/postgres", DATABASE)
 
     def _system_user(self) -> str | None:
         return system_user()

@@ -40,6 +40,9 @@ class StackState:
     postgres_bin: str | None = None
     postgres_data: str | None = None
     postgres_log: str | None = None
+    # Where the Prefect server and MLflow keep their state ("postgres" | "sqlite"): fixed while any
+    # of them runs, so a restart never moves a server to an empty store. None in an older file: sqlite.
+    backend: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -55,6 +58,7 @@ class StackState:
             postgres_bin=raw.get("postgres_bin"),
             postgres_data=raw.get("postgres_data"),
             postgres_log=raw.get("postgres_log"),
+            backend=raw.get("backend"),
         )
 
 
