@@ -21,11 +21,19 @@ from modelops.config import ModelOpsConfig, load_config
 from modelops.messages import decision_message, deploy_failed_message, deployed_message
 from modelops.pipeline.prebuild import PrebuiltModel
 from modelops.targets import DeployError, Rollout
-from tasks import artifacts, events, evidence, image, registry, scoring_log, serving
+from tasks import artifacts, events, evidence, image, registry, runs, scoring_log, serving
 from tasks.notify import notify
 
 
-@flow(name="deployment-stage", flow_run_name="deployment-stage-{model_name}-v{candidate_version}")
+def stage_run_name() -> str:
+    """``deployment-stage-<model>-v<N>`` (renamed so once an alias is resolved)."""
+    parameters = flow_run.parameters
+    return (
+        f"deployment-stage-{parameters['model_name']}-{runs.version_label(parameters['candidate_version'])}"
+    )
+
+
+@flow(name="deployment-stage", flow_run_name=stage_run_name)
 def deployment_stage(
     model_name: str,
     candidate_version: str,
@@ -36,6 +44,8 @@ def deployment_stage(
     """Approve champion → prebuild → build → deploy → promote (alias moves only after a healthy rollout)."""
     config = load_config(config_name)
     version = registry.resolve_candidate(config, model_name, candidate_version)
+    runs.name_this_run(f"deployment-stage-{model_name}-v{version}", model_name)
+    runs.name_parent_run(f"lifecycle-{model_name}-v{version}", model_name)
     comparison = evidence.collect_evidence(config, model_name, version)
     timeout_s, reminder_share = approval_window(
         config.approval.timeout_s, config.approval.reminder_share, approval_deadline
@@ -118,7 +128,7 @@ def production_stage(
     model_name: str, version: str, ks_threshold: float, config_name: str | None, switches: dict[str, bool]
 ) -> dict[str, Any]:
     """The champion is live: the scheduled ``ks-check`` deployment now watches it against the threshold."""
-    config = load_config(config_name)
+    config = load_config(config_name).for_model(model_name)
     get_run_logger().info(
         "%s v%s is monitored by the ks-check deployment (threshold %.2f, window %s %s, min sample %d)",
         model_name,
@@ -136,7 +146,14 @@ def production_stage(
     }
 
 
-@flow(name="lifecycle", flow_run_name="lifecycle-{model_name}-{candidate_version}")
+def lifecycle_run_name() -> str:
+    """``lifecycle-<model>-<candidate>``; the deployment stage renames it ``lifecycle-<model>-v<N>``."""
+    parameters = flow_run.parameters
+    model = parameters.get("model_name") or "default-model"
+    return f"lifecycle-{model}-{runs.version_label(parameters.get('candidate_version', 'challenger'))}"
+
+
+@flow(name="lifecycle", flow_run_name=lifecycle_run_name)
 def lifecycle(
     model_name: str | None = None,
     candidate_version: str = "challenger",
@@ -154,7 +171,7 @@ def lifecycle(
     """
     cfg = load_config(config)
     name = model_name or cfg.model.name
-    threshold = ks_threshold if ks_threshold is not None else cfg.monitoring.ks_threshold
+    threshold = ks_threshold if ks_threshold is not None else cfg.monitoring_for(name).ks_threshold
     switches = {"teams": notify_teams, "email": notify_email}
     with tags("modelops", f"model:{name}"):
         outcome = deployment_stage(name, str(candidate_version), config, switches, approval_deadline)

@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
+from prefect.runtime import flow_run
 
 from flows.base import flow
 from modelops.config import TrainingSettings, load_config
 from modelops.data.loading import dataset_digest, validate_frame
 from modelops.data.schema import HMEQ_SCHEMA, DatasetSchema
 from modelops.model.evaluation import split_holdout
-from tasks import events, registry, training
+from tasks import events, registry, runs, training
 
 # Prefect builds a pydantic model of the flow's parameters; the public parameter name ``schema``
 # shadows a BaseModel attribute, which pydantic reports once per call. Harmless here.
@@ -99,7 +100,12 @@ def train_on_frame(
     )
 
 
-@flow(name="train", log_prints=True)
+def train_run_name() -> str:
+    """``train-<model>``; ``-v<version>`` is added once the version is registered."""
+    return f"train-{flow_run.parameters.get('model_name') or 'default-model'}"
+
+
+@flow(name="train", flow_run_name=train_run_name, log_prints=True)
 def train(
     csv: str | None = None,
     schema: str | None = None,
@@ -108,8 +114,14 @@ def train(
     extra_tags: dict[str, Any] | None = None,
     rows: int | None = None,
 ) -> dict[str, Any]:
-    """Train on a CSV + schema YAML (or generated HMEQ-like data) and register the model."""
-    cfg = load_config(config)
+    """Train on a CSV + schema YAML (or generated HMEQ-like data) and register the model.
+
+    The model's own training settings (``models.<name>.training`` over ``training``) apply.
+    """
+    base = load_config(config)
+    name = model_name or base.model.name
+    cfg = base.for_model(name)
+    runs.name_this_run(f"train-{name}", name)
     dataset_schema = DatasetSchema.from_yaml(schema) if schema else HMEQ_SCHEMA
     frame, source = training.load_training_data(
         csv, dataset_schema, rows or cfg.training.train_rows, cfg.training.seed
@@ -118,11 +130,12 @@ def train(
         frame,
         dataset_schema,
         cfg.training,
-        model_name or cfg.model.name,
+        name,
         extra_tags,
         tracking_uri=cfg.mlflow_uri,
-        experiment=cfg.model.experiment if not model_name or model_name == cfg.model.name else model_name,
+        experiment=cfg.model.experiment if name == cfg.model.name else name,
         data_source=source,
         decision_threshold=cfg.model.decision_threshold,
     )
+    runs.name_this_run(f"train-{name}-v{result.version}")
     return result.as_dict()

@@ -12,6 +12,7 @@ from modelops.data.schema import DatasetSchema
 from modelops.integrations.registry import (
     CHAMPION,
     RegisteredVersion,
+    champions,
     client_for,
     get_alias_version,
     resolve_version,
@@ -51,6 +52,15 @@ def resolve_candidate(config: ModelOpsConfig, model_name: str, candidate_version
 def current_champion(model_name: str, tracking_uri: str) -> str | None:
     """The version the ``champion`` alias points to, or None."""
     return get_alias_version(model_name, CHAMPION, tracking_uri)
+
+
+@task("list-champions", retries=2, retry_delay_seconds=3)
+def list_champions(tracking_uri: str) -> dict[str, str]:
+    """``{model: version}`` of every registered model with a ``champion`` alias (what ks-check watches)."""
+    unreachable = tracking_server_unreachable(tracking_uri)
+    if unreachable:  # MLflow's client would retry for minutes
+        raise ConnectionError(f"cannot list the champions: {unreachable}")
+    return champions(tracking_uri)
 
 
 @task("retrain-guard")

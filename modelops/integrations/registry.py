@@ -346,6 +346,22 @@ def get_alias_version(model_name: str, alias: str, tracking_uri: str | None = No
         return None
 
 
+def champions(tracking_uri: str | None = None) -> dict[str, str]:
+    """``{model name: version}`` of every registered model whose ``champion`` alias is set, by name."""
+    client = client_for(tracking_uri)
+    found: dict[str, str] = {}
+    page_token = None
+    while True:
+        page = client.search_registered_models(max_results=100, page_token=page_token)
+        for model in page:
+            version = dict(getattr(model, "aliases", None) or {}).get(CHAMPION)
+            if version is not None:
+                found[model.name] = str(version)
+        page_token = page.token
+        if not page_token:
+            return dict(sorted(found.items()))
+
+
 def set_alias(model_name: str, alias: str, version: str | int, tracking_uri: str | None = None) -> None:
     resolve_version(client_for(tracking_uri), model_name, str(version))
     client_for(tracking_uri).set_registered_model_alias(model_name, alias, str(version))

@@ -3,6 +3,7 @@ checks, drift figures."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from typing import Any
@@ -15,8 +16,15 @@ _STATUS_MARK = {"ok": "ok", "degraded": "**DEGRADED**", "insufficient_data": "in
 
 
 def artifact_key(model_name: str, prefix: str = "ks") -> str:
-    """``<prefix>-<model>``: Prefect artifact keys allow lower-case letters, digits and dashes only."""
-    return f"{prefix}-" + (re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-") or "model")
+    """``<prefix>-<model>``: Prefect artifact keys allow lower-case letters, digits and dashes only.
+
+    A name that had to change to fit (``Credit_Risk``) gets a short hash of itself, so two models
+    whose names fit to the same key (``credit_risk``, ``credit-risk``) never share artifacts.
+    """
+    slug = re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-") or "model"
+    if slug != model_name:
+        slug += "-" + hashlib.sha256(model_name.encode()).hexdigest()[:6]
+    return f"{prefix}-{slug}"
 
 
 def ks_report_markdown(

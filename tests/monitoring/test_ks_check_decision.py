@@ -50,8 +50,11 @@ def test_drift_report_flags_shifted_feature_and_scores():
 
 
 def test_report_helpers():
-    assert artifact_key("HMEQ_Risk.v2") == "ks-hmeq-risk-v2"
-    assert artifact_key("HMEQ_Risk.v2", "approval") == "approval-hmeq-risk-v2"
+    assert artifact_key("hmeq-risk-v2") == "ks-hmeq-risk-v2"
+    assert artifact_key("hmeq-risk-v2", "approval") == "approval-hmeq-risk-v2"
+    # names that only fit after a change keep their own key: one model's artifacts never mix with another's
+    fitted = {artifact_key(name) for name in ("HMEQ_Risk.v2", "hmeq_risk.v2", "hmeq-risk-v2", "hmeq.risk.v2")}
+    assert len(fitted) == 4 and all(key.startswith("ks-hmeq-risk-v2") for key in fitted)
 
 
 def test_window_reader_matches_scipy_and_reads_the_latest_records(scoring_db):

@@ -1,182 +1,20 @@
-"""Five ``degraded`` events within a minute start exactly one retrain.
+"""Repeated ``degraded`` events for one model start no second retrain while a challenger awaits review.
 
-Two mechanisms, both tested for real:
-
-* **Concurrency:** the retrain deployment carries prefect.yaml's ``concurrency_limit`` (limit 1,
-  ``CANCEL_NEW``) and its event trigger. A stand-in flow (it only holds the slot for a while and
-  leaves a marker, so the test is quick) is deployed with exactly that limit and trigger to a
-  process work pool served by a real ``prefect worker``; five events are emitted at once. Five
-  runs are created; one does the work, the other four are cancelled by the server. The stand-in
-  holds the slot until the test releases it, so the outcome does not depend on timing.
-* **Guard:** once a retrain has registered a challenger, later triggers find it awaiting review
-  and skip (``modelops.pipeline.retraining.retrain_guard``, called first by the real ``retrain`` flow),
-  tested against a real MLflow registry with aliases.
+Once a retrain has registered a challenger, later triggers find it awaiting review and skip
+(``modelops.pipeline.retraining.retrain_guard``, called first by the real ``retrain`` flow), tested
+against a real MLflow registry with aliases. Runs of one model that overlap are kept apart by the
+model's retrain slot: ``tests/monitoring/test_retrain_per_model.py`` (a burst for two models against
+a real worker and the automation from ``prefect.yaml``).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import textwrap
-import time
 import uuid
-from pathlib import Path
 
 import pytest
-import yaml
-from support.stack import BIN, PROJECT_ROOT, wait_for, write_config
+from support.stack import write_config
 
-HOLD_S = 300  # the stand-in keeps the slot until released (this is only the bound if never released)
 EVENTS = 5
-
-
-def _retrain_spec() -> dict:
-    spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
-    (retrain,) = [d for d in spec["deployments"] if d["name"] == "retrain"]
-    return retrain
-
-
-def _stand_in_source(folder: Path, work: Path) -> Path:
-    path = folder / "retrain_stand_in.py"
-    path.write_text(
-        textwrap.dedent(
-            f'''
-            """Stand-in for flows.retrain:retrain (same parameters): holds the slot until released."""
-            import json
-            import time
-            from pathlib import Path
-
-            from prefect import flow
-            from prefect.runtime import flow_run
-
-            WORK = Path({str(work)!r})
-
-
-            @flow(name="retrain-stand-in")
-            def retrain(model_name=None, ks=None, trigger_event_id=None, triggered_version=None):
-                marker = {{"run": str(flow_run.id), "model_name": model_name, "ks": ks,
-                          "ks_type": type(ks).__name__, "event": trigger_event_id,
-                          "version": triggered_version}}
-                (WORK / f"{{flow_run.id}}.json").write_text(json.dumps(marker))
-                deadline = time.monotonic() + {HOLD_S}
-                while not (WORK / "release").exists() and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                return marker
-            '''
-        )
-    )
-    return path
-
-
-@pytest.mark.slow
-def test_five_degraded_events_start_one_retrain(prefect_harness, tmp_path):
-    from prefect import Flow, get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig
-    from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
-    from prefect.settings import PREFECT_API_URL
-    from pydantic import TypeAdapter
-
-    from modelops.integrations.events import emit_model_event
-
-    spec = _retrain_spec()
-    limit = spec["concurrency_limit"]
-    assert limit == {"limit": 1, "collision_strategy": "CANCEL_NEW"}, "prefect.yaml's retrain limit changed"
-    triggers = [TypeAdapter(DeploymentTriggerTypes).validate_python(dict(t)) for t in spec["triggers"]]
-    assert len(triggers) == 1 and triggers[0].expect == {"modelops.performance.degraded"}
-
-    work = tmp_path / "work"
-    work.mkdir()
-    source = _stand_in_source(tmp_path, work)
-    pool = f"reliability-{uuid.uuid4().hex[:6]}"
-    model = f"degraded-{uuid.uuid4().hex[:6]}"
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-    stand_in = Flow.from_source(source=str(tmp_path), entrypoint=f"{source.name}:retrain")
-    deployment_id = stand_in.deploy(
-        name="retrain",
-        work_pool_name=pool,
-        concurrency_limit=ConcurrencyLimitConfig(**limit),
-        triggers=triggers,
-        tags=spec.get("tags"),
-        print_next_steps=False,
-    )
-    worker_log = tmp_path / "worker.log"
-    env = dict(
-        os.environ,
-        PREFECT_API_URL=PREFECT_API_URL.value(),
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PREFECT_HOME=str(tmp_path / "prefect-home"),
-    )
-    with worker_log.open("w") as log:
-        worker = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True,
-        )  # fmt: skip
-    try:
-        time.sleep(2)  # the trigger service loads the new automation
-        started = time.monotonic()
-        for _ in range(EVENTS):
-            emit_model_event("modelops.performance.degraded", model, "1", ks=0.21, threshold=0.3)
-        emitted_in = time.monotonic() - started
-
-        def runs():
-            with get_client(sync_client=True) as client:
-                found = client.read_flow_runs(
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-                )
-            return [r for r in found if r.parameters.get("model_name") == model]
-
-        def all_created():
-            found = runs()
-            return found if len(found) == EVENTS else None
-
-        created = wait_for(all_created, 60, f"{EVENTS} runs created")
-        assert {r.parameters["triggered_version"] for r in created} == {"1"}
-        assert len({r.parameters["trigger_event_id"] for r in created}) == EVENTS, "one run per event"
-
-        def others_decided():  # one run holds the slot (running); none is waiting for it any more
-            found = runs()
-            decided = all(r.state and (r.state.is_final() or r.state.is_running()) for r in found)
-            return found if decided and any(r.state.is_running() for r in found) else None
-
-        wait_for(others_decided, 180, f"one run running, the others final (worker log: {worker_log})", 1.0)
-        (work / "release").touch()
-
-        def settled():
-            found = runs()
-            return found if all(r.state and r.state.is_final() for r in found) else None
-
-        final = wait_for(settled, 180, f"all runs final (worker log: {worker_log})", 1.0)
-        states = sorted(r.state.type.value for r in final)
-        assert states == ["CANCELLED"] * (EVENTS - 1) + ["COMPLETED"], (
-            states,
-            worker_log.read_text()[-3000:],
-        )
-        markers = [json.loads(p.read_text()) for p in work.glob("*.json")]
-        assert len(markers) == 1, f"exactly one run did the work: {markers}"
-        (done,) = [r for r in final if r.state.type.value == "COMPLETED"]
-        assert markers[0]["run"] == str(done.id)
-        assert markers[0]["ks"] == 0.21 and markers[0]["ks_type"] == "float", "the KS keeps its type"
-        print(
-            f"\n{EVENTS} degraded events in {emitted_in:.2f} s: {len(created)} runs created, 1 completed "
-            f"(did the work), {EVENTS - 1} cancelled by the deployment's concurrency limit"
-        )
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:  # a worker ignores one SIGTERM: stop it firmly
-            worker.kill()
-            worker.wait(5)
-        with get_client(sync_client=True) as client:
-            client.delete_resource_owned_automations(f"prefect.deployment.{deployment_id}")
-            client.delete_deployment(deployment_id)
-            assert not client.read_deployments(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-            )
 
 
 # --------------------------------------------------------------------------------------- the guard
