@@ -94,7 +94,9 @@ def postgres_url() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            # with it, the Prefect and MLflow databases a stack on this DSN created next to it
+            for database in (name, f"{name}_prefect", f"{name}_mlflow"):
+                cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.close()
 
 

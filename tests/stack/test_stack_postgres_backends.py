@@ -1,0 +1,102 @@
+"""Where the Prefect server and MLflow keep their state: their own PostgreSQL databases, or SQLite.
+
+The configured-server case runs on the test PostgreSQL (it has pg_trgm, which the Prefect server's
+schema needs): both servers write into ``<database>_prefect`` / ``<database>_mlflow``, created by
+``up``. The DSN carries a password (trust auth ignores it) that must appear in no log, state file or
+output. ``modelops up --sqlite`` keeps both on SQLite files under the home.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+from support.stack_clients import client_env, run_client
+from support.stack_home import PROBE_FLOW, prefect_yaml, run_modelops, stack_env
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "s3cret-not-for-logs"
+
+
+def _prefect_file(root: Path, pool: str) -> Path:
+    flow_file = root / "probe_flow.py"
+    flow_file.write_text(PROBE_FLOW)
+    prefect_file = root / "prefect.yaml"
+    prefect_file.write_text(prefect_yaml(flow_file, pool))
+    return prefect_file
+
+
+def _rows(dsn: str, query: str) -> list[tuple]:
+    with psycopg2.connect(dsn, connect_timeout=5) as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+        return cursor.fetchall()
+
+
+def _drop(server_dsn: str, *databases: str) -> None:
+    connection = psycopg2.connect(server_dsn, connect_timeout=5)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        for name in databases:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    connection.close()
+
+
+def test_prefect_and_mlflow_write_into_their_databases_on_the_configured_server(tmp_path, postgres_url):
+    from mlflow.tracking import MlflowClient
+
+    base, _, database = postgres_url.rpartition("/")
+    with_password = base.replace("postgres@", f"postgres:{PASSWORD}@", 1) + f"/{database}"
+    env = stack_env(
+        tmp_path / "home", _prefect_file(tmp_path, "backends-test"), MODELOPS_DATABASE_URL=with_password
+    )
+    try:
+        up = run_modelops(env, "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"created {database}_prefect, {database}_mlflow" in up.stdout
+        assert f"state in PostgreSQL database {database}_prefect" in up.stdout
+        assert f"state in PostgreSQL database {database}_mlflow" in up.stdout
+        home = Path(env["MODELOPS_STACK__HOME"])
+        run = run_client(home, client_env(tmp_path))
+        assert run.returncode == 0, run.stdout + run.stderr
+        run_id = json.loads((run.stdout + run.stderr).split("RUN ", 1)[1].splitlines()[0])["id"]
+        MlflowClient(f"http://127.0.0.1:{env['MODELOPS_STACK__MLFLOW_PORT']}").create_registered_model("pg-m")
+
+        prefect_rows = _rows(f"{base}/{database}_prefect", "SELECT id::text, name FROM flow_run")
+        assert (run_id, "client-probe-python") in prefect_rows
+        assert ("pg-m",) in _rows(f"{base}/{database}_mlflow", "SELECT name FROM registered_models")
+        assert not (home / "prefect" / "prefect.db").exists() and not (home / "mlflow" / "mlflow.db").exists()
+        status = run_modelops(env, "status", "--json", timeout=60)
+        files = [p for p in home.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000]
+        leaks = [str(p) for p in files if PASSWORD in p.read_text(errors="replace")]
+        assert PASSWORD not in up.stdout + up.stderr + status.stdout and not leaks, leaks
+    finally:
+        down = run_modelops(env, "down", timeout=120)
+        _drop(f"{base}/postgres", f"{database}_prefect", f"{database}_mlflow")
+    assert down.returncode == 0, down.stderr
+
+
+def test_sqlite_switch_keeps_both_servers_on_files_under_the_home(tmp_path):
+    env = stack_env(tmp_path / "home", _prefect_file(tmp_path, "sqlite-test"))
+    home = Path(env["MODELOPS_STACK__HOME"])
+    try:
+        up = run_modelops(env, "up", "--sqlite")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"state in SQLite {home / 'prefect' / 'prefect.db'}" in up.stdout
+        assert f"state in SQLite {home / 'mlflow' / 'mlflow.db'}" in up.stdout
+        assert "for the stack's servers" not in up.stdout  # no database created for them
+        assert json.loads((home / "stack.json").read_text())["backend"] == "sqlite"
+        pg = f"postgresql://postgres@127.0.0.1:{env['MODELOPS_STACK__POSTGRES_PORT']}/postgres"
+        assert _rows(pg, "SELECT datname FROM pg_database WHERE datname IN ('prefect', 'mlflow')") == []
+        api = f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
+        assert httpx.get(f"{api}/health", timeout=10).status_code == 200
+        # A later `up` without the switch keeps the running servers on their SQLite files.
+        again = run_modelops(env, "up")
+        assert again.returncode == 0, again.stderr
+        assert "stay on sqlite" in again.stdout or "stays on sqlite" in again.stdout
+        assert json.loads((home / "stack.json").read_text())["backend"] == "sqlite"
+    finally:
+        run_modelops(env, "down", timeout=120)
