@@ -1,4 +1,5 @@
-"""``modelops ks-check``: one KS check of the champion now (the scheduled deployment does the same)."""
+"""``modelops ks-check``: a KS check now, of one model's champion or (``--every-champion``) of every
+champion in the registry, as the scheduled deployment does."""
 
 from __future__ import annotations
 
@@ -27,11 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="on failure, wait this many seconds for a review in the Prefect UI (default 0: none)",
     )
+    parser.add_argument(
+        "--every-champion",
+        action="store_true",
+        help="check every registered model that has a champion, each with its own settings (as scheduled)",
+    )
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config()
+    if args.every_champion and (args.model or args.version or args.reference):
+        raise UserError(
+            "--every-champion checks each champion with its own settings: "
+            "drop --model, --version and --reference"
+        )
     try:
         with use_prefect_api(config), prefect_api_reachable():
             result = ks_check(
@@ -41,11 +52,15 @@ def run(args: argparse.Namespace) -> int:
                 reference=args.reference,
                 database_url=args.database_url,
                 review_timeout_s=args.review_timeout,
+                every_champion=args.every_champion,
             )
     except PrefectUnreachable as exc:
         raise UserError(str(exc)) from None
     if args.json:
         print(json.dumps(result, indent=2, default=str))
+    elif args.every_champion:
+        _print_every_champion(result)
+        return 1 if result["errors"] else 0
     elif result["status"] == "error":
         print(f"KS check of {result['model']} failed: {result['error']}")
     else:
@@ -68,3 +83,13 @@ def _print_summary(result: dict[str, Any]) -> None:
             f"{', '.join(drift['drifted_features']) or 'none'}"
         )
     print(f"report: Prefect artifact '{result['artifact']}'")
+
+
+def _print_every_champion(result: dict[str, Any]) -> None:
+    if not result["checks"]:
+        print("no registered model has a champion: nothing to check")
+    for model, check in result["checks"].items():
+        if check["status"] == "error":
+            print(f"KS check of {model} failed: {check['error']}")
+        else:
+            _print_summary(check)

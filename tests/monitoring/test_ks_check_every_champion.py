@@ -177,3 +177,25 @@ def test_a_single_check_is_named_with_the_resolved_champion(prefect_harness, sco
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
     assert run.name == f"ks-check-{model}-v3" and f"model:{model}" in run.tags
+
+
+def test_cli_every_champion_prints_one_line_per_champion(
+    prefect_harness, scoring_db, tmp_path, monkeypatch, capsys
+):
+    from modelops.cli import main
+
+    first, second = (f"cli-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    uri = _registry(tmp_path, {first: 1, second: 2}, challengers=())
+    insert_scores(scoring_db, first, "1", *labelled_sample(300, 2.0, seed=7))
+    insert_scores(scoring_db, second, "2", *labelled_sample(300, 2.0, seed=8))
+    monkeypatch.setenv("MODELOPS_MLFLOW__TRACKING_URI", uri)
+    monkeypatch.setenv("MODELOPS_DATABASE_URL", scoring_db)
+    monkeypatch.setenv("MODELOPS_MONITORING__MIN_SAMPLE", "100")
+
+    assert main(["ks-check", "--every-champion"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"{first} v1: ok") for line in lines), lines
+    assert any(line.startswith(f"{second} v2: ok") for line in lines), lines
+
+    assert main(["ks-check", "--every-champion", "--model", first]) == 2
+    assert "drop --model" in capsys.readouterr().err
