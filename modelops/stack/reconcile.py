@@ -25,7 +25,10 @@ own or its root's), which only the stack's process worker, on this host, execute
 3. a deployment run with no PID yet (Pending, or Running before the worker recorded it) is
    orphaned when its state is older than the current worker's start: the worker that claimed it is
    gone, and no later worker takes over a claimed run;
-4. anything else (runs started from Python, other pools, other hosts, a suspended run waiting to
+4. a lifecycle run that ended Crashed while its approval was pending (on ``down`` the engine often
+   reports the whole tree Crashed itself on SIGTERM, so nothing is left active) and was not
+   reopened yet: its approval is lost, so it counts too;
+5. anything else (runs started from Python, other pools, other hosts, a suspended run waiting to
    be rescheduled) has no process we can judge, and is left alone.
 
 What :func:`reconcile` does with them. A detached process (rule 1, alive) is stopped first. A
@@ -59,6 +62,7 @@ from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     FlowRunFilter,
+    FlowRunFilterDeploymentId,
     FlowRunFilterParentFlowRunId,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -193,9 +197,9 @@ def orphan_reason(runs: _Runs, run: FlowRun, view: StackView) -> tuple[str, psut
                 None,
             )
         inherited = orphan_reason(runs, parent, view)
-        if inherited is None:
-            return None
-        return f"it ran inside '{parent.name}', whose process is gone: {inherited[0]}", inherited[1]
+        if inherited is None or inherited[0].startswith("it ran in the process of"):
+            return inherited
+        return f"it ran in the process of run '{parent.name}': {inherited[0]}", inherited[1]
     if run.deployment_id and run.work_pool_name == view.pool and view.worker_started is not None:
         since = state.timestamp.timestamp() if state.timestamp else None
         if since is not None and since < view.worker_started:
@@ -256,13 +260,50 @@ def _descends_from(process: psutil.Process, ancestor: psutil.Process) -> bool:
 
 
 def find_orphans(client: SyncPrefectClient, view: StackView) -> list[Orphan]:
+    """Active runs with no process (rules 1-3), and lifecycles whose pending approval died with them."""
     runs = _Runs(client)
     orphans = []
     for run in runs.active():
         verdict = orphan_reason(runs, run, view)
         if verdict is not None:
             orphans.append(Orphan(run, verdict[0], verdict[1]))
+    listed = {orphan.run.id for orphan in orphans}
+    orphans += [orphan for orphan in _lost_approvals(runs, view) if orphan.run.id not in listed]
     return orphans
+
+
+def _lost_approvals(runs: _Runs, view: StackView) -> list[Orphan]:
+    """Lifecycle runs that ended Crashed while their approval was pending, not reopened yet.
+
+    ``modelops down`` stops the flow-run process with SIGTERM; the engine then often reports the
+    lifecycle, its stage and even the approval Crashed itself, so nothing is left active, yet the
+    approval is lost. Crashed (not Failed) means the process died; the approval counts as pending
+    when it never completed and its answer-by time had not passed when the lifecycle crashed.
+    """
+    client = runs.client
+    try:
+        deployment_id = client.read_deployment_by_name(LIFECYCLE).id
+    except ObjectNotFound:
+        return []
+    crashed = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
+        )
+    )
+    lost = []
+    for run in crashed:
+        state = run.state
+        if state is None or _REOPENED in (state.message or "") or run.work_pool_name != view.pool:
+            continue
+        approvals = [child for child in runs.descendants(run) if _is_approval(client, child)]
+        if not approvals or any(a.state is not None and a.state.is_completed() for a in approvals):
+            continue
+        deadline = _pause_deadline(client, _latest(approvals))
+        if deadline is not None and state.timestamp is not None and state.timestamp >= deadline:
+            continue  # it had timed out already
+        lost.append(Orphan(run, f"it ended {state.name} ({state.message}) while its approval was pending"))
+    return lost
 
 
 # ---------------------------------------------------------------- entry points
@@ -307,7 +348,7 @@ def reopened_approval(client: SyncPrefectClient, lifecycle_run_id: str) -> FlowR
     runs = _Runs(client)
     lifecycle = client.read_flow_run(UUID(lifecycle_run_id))
     approvals = [run for run in runs.descendants(lifecycle) if _is_approval(client, run)]
-    return max(approvals, key=lambda run: run.created or datetime.min.replace(tzinfo=UTC), default=None)
+    return _latest(approvals) if approvals else None
 
 
 def after_worker_restart(config: ModelOpsConfig, echo: Echo = print) -> Report:
@@ -380,7 +421,7 @@ def _settle(
 def _reopen(client: SyncPrefectClient, root: FlowRun, approvals: list[FlowRun]) -> FlowRun:
     """A new lifecycle run for the same candidate version, with the first request's answer-by time."""
     parameters: dict[str, Any] = dict(root.parameters)
-    latest = max(approvals, key=lambda run: run.created or datetime.min.replace(tzinfo=UTC), default=None)
+    latest = _latest(approvals) if approvals else None
     if latest is not None:
         parameters["candidate_version"] = str(latest.parameters.get("candidate_version"))
         deadline = _pause_deadline(client, latest)
@@ -393,6 +434,10 @@ def _reopen(client: SyncPrefectClient, root: FlowRun, approvals: list[FlowRun]) 
         tags=["reopened"],
         idempotency_key=f"reopen:{root.id}",
     )
+
+
+def _latest(approvals: list[FlowRun]) -> FlowRun:
+    return max(approvals, key=lambda run: run.created or datetime.min.replace(tzinfo=UTC))
 
 
 def _pause_deadline(client: SyncPrefectClient, approval: FlowRun) -> datetime | None:
