@@ -428,9 +428,12 @@ def _reopen(client: SyncPrefectClient, root: FlowRun, approvals: list[FlowRun]) 
         if deadline is not None:
             parameters["approval_deadline"] = deadline.isoformat()
     assert root.deployment_id is not None
+    model, version = parameters.get("model_name"), parameters.get("candidate_version")
     return client.create_flow_run_from_deployment(
         root.deployment_id,
         parameters=parameters,
+        # the name the run takes once it resolves its version, so the old runs' messages name it
+        name=f"lifecycle-{model}-v{version}" if model and version else None,
         tags=["reopened"],
         idempotency_key=f"reopen:{root.id}",
     )
