@@ -67,14 +67,15 @@ def _status(config: ModelOpsConfig, *, as_json: bool) -> int:
     elif not rows:
         print(f"the stack is not up (no state in {config.stack_home}): run `modelops up`")
     else:
-        print(f"{'component':<15} {'state':<9} {'pid':>7} {'rss MB':>7}  url")
+        width = max(15, *(len(row.name) for row in rows))  # serving:<model> rows: one per model and URL
+        print(f"{'component':<{width}} {'state':<9} {'pid':>7} {'rss MB':>7} {'restarts':>8}  url")
         for row in rows:
             state = "healthy" if row.healthy else ("unhealthy" if row.running else "down")
             pid = str(row.pid) if row.pid else "-"
             rss = f"{row.rss_bytes / 2**20:.0f}" if row.rss_bytes else "-"
-            line = f"{row.name:<15} {state:<9} {pid:>7} {rss:>7}  {row.url}"
+            line = f"{row.name:<{width}} {state:<9} {pid:>7} {rss:>7} {row.restarts:>8}  {row.url}"
             print(line + (f"  ({row.detail})" if row.detail and not row.healthy else ""))
-        print(f"{'total':<15} {'':<9} {'':>7} {sum(r.rss_bytes for r in rows) / 2**20:>7.0f}")
+        print(f"{'total':<{width}} {'':<9} {'':>7} {sum(r.rss_bytes for r in rows) / 2**20:>7.0f}")
     return 0 if rows and all(row.healthy for row in rows) else 1
 
 

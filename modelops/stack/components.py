@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -256,3 +257,38 @@ def worker_online(
         if beat and datetime.fromisoformat(beat.replace("Z", "+00:00")).timestamp() >= started_after - 1:
             return True
     return False
+
+
+SUPERVISOR = "supervisor"
+SUPERVISOR_HEARTBEAT = "supervisor.heartbeat"  # under the home; touched every poll
+
+
+def supervisor(
+    config: ModelOpsConfig, started_after: float = 0.0, within_s: float | None = None
+) -> ProcessSpec:
+    """The supervisor (:mod:`modelops.stack.supervisor`): restarts a dead worker or model server.
+
+    Healthy once it has polled after ``started_after`` (its heartbeat file is newer), and with
+    ``within_s`` that recently (a hung supervisor stops touching it).
+    """
+    paths = home_paths(config)
+    heartbeat = paths["home"] / SUPERVISOR_HEARTBEAT
+    return ProcessSpec(
+        name=SUPERVISOR,
+        argv=[sys.executable, "-m", "modelops.stack.supervisor"],
+        env=_base_env(config),
+        log=paths["logs"] / "supervisor.log",
+        url=str(paths["logs"] / "supervisor.log"),
+        port=None,
+        health=lambda: heartbeat_after(heartbeat, started_after, within_s),
+        cwd=PROJECT_ROOT,
+    )
+
+
+def heartbeat_after(path: Path, after: float, within_s: float | None = None) -> bool:
+    """``path`` was touched after ``after`` (and, with ``within_s``, that recently)."""
+    try:
+        touched = path.stat().st_mtime
+    except OSError:
+        return False
+    return touched >= after - 1 and (within_s is None or time.time() - touched <= within_s)

@@ -47,11 +47,13 @@ from modelops.stack.processes import (
     stop_tree,
     tree_rss_bytes,
 )
+from modelops.stack.serving_restore import restore_serving
 from modelops.stack.state import ComponentRecord, StackState, load_state, remove_state, save_state
+from modelops.stack.supervisor import clear_restarts, read_heartbeat, restart_counts
 from modelops.targets.local import LocalTarget
 
 Echo = Callable[[str], None]
-ORDER = (comp.POSTGRES, comp.PREFECT_SERVER, comp.MLFLOW, comp.WORKER)
+ORDER = (comp.POSTGRES, comp.PREFECT_SERVER, comp.MLFLOW, comp.WORKER, comp.SUPERVISOR)
 
 
 AUTOMATION_LOAD_S = 5.0
@@ -70,6 +72,7 @@ class ComponentStatus:
     healthy: bool
     rss_bytes: int
     detail: str = ""
+    restarts: int = 0  # by the supervisor, since `modelops up`
 
 
 def _echo(message: str) -> None:
@@ -103,6 +106,8 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
             worker_pending, t_worker = _start_all(config, state, started, echo)
             deploy = _launch_deployments(config, state, echo)  # does not need the worker: overlap them
             _wait_healthy(worker_pending, state, config, t_worker, echo)
+            restore_serving(config, echo)  # needs MLflow when a served copy is gone
+            _start_supervisor(config, state, started, echo)
         except BaseException:
             _roll_back(config, state, started, deploy, echo)
             raise
@@ -358,6 +363,19 @@ def _start_worker(
     return {worker.name: worker}
 
 
+def _start_supervisor(config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo) -> None:
+    """Last, so it never races ``up`` restoring what ran; from now on it restarts what dies."""
+    record = state.components.get(comp.SUPERVISOR)
+    if record is not None:
+        echo(f"{comp.SUPERVISOR}: already running (pid {record.pid})")
+        return
+    spec = comp.supervisor(config, started_after=time.time())
+    echo(f"{comp.SUPERVISOR}: starting: restarts a dead worker or model server (log {spec.log})")
+    _launch(spec, state, started)
+    save_state(state)
+    _wait_healthy({spec.name: spec}, state, config, time.monotonic(), echo)
+
+
 def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> None:
     process = spawn(spec.argv, env=spec.env, log=spec.log, cwd=spec.cwd)
     state.components[spec.name] = ComponentRecord(
@@ -509,25 +527,30 @@ def status(config: ModelOpsConfig) -> list[ComponentStatus]:
         if record is None:
             continue
         result.append(_component_status(config, state, record))
-    return result + serving_status(config)
+    counts = restart_counts(config.stack_home)
+    result += serving_status(config)
+    for row in result:
+        row.restarts = counts.get(row.name, 0)
+    return result
 
 
 def serving_status(config: ModelOpsConfig) -> list[ComponentStatus]:
     """The local target's model servers: alive, and answering AVAILABLE for their version."""
     target = LocalTarget(config)
-    return [
-        _serving_row(config, target, path.stem) for path in sorted((target.home / "state").glob("*.json"))
-    ]
+    return [_serving_row(config, target, model_name) for model_name in target.models()]
 
 
 def _serving_row(config: ModelOpsConfig, target: LocalTarget, model_name: str) -> ComponentStatus:
     name = f"serving:{model_name}"
     rollout = target.current(model_name)
     if rollout is None:
+        record = target.record(model_name)
+        url = record.url if record else target.url_for(model_name)
+        why = "stopped by `modelops down`" if record and record.stopped else "the serving process is gone"
         return ComponentStatus(
-            name, config.serving_url, None, False, False, 0,
-            "the serving process is gone: redeploy the champion (modelops lifecycle, "
-            "or LocalTarget.deploy from its served copy)",
+            name, url, None, False, False, 0,
+            f"{why}: the supervisor restarts it, `modelops up` serves it again from its served copy "
+            "(or redeploy the champion: modelops lifecycle)",
         )  # fmt: skip
     pid = rollout.details["pid"]
     try:
@@ -553,12 +576,34 @@ def _component_status(config: ModelOpsConfig, state: StackState, record: Compone
     if record.name == comp.POSTGRES:
         reason = check_reachable(record.url)
         healthy, detail = reason is None, reason or ""
+    elif record.name == comp.SUPERVISOR:
+        return _supervisor_status(config, record, process)
     else:
         healthy = _spec_of(config, state, record.name).health()
         detail = "" if healthy else "process runs but its health check fails"
     return ComponentStatus(
         record.name, record.url, record.pid, True, healthy, tree_rss_bytes(process), detail
     )
+
+
+def _supervisor_status(
+    config: ModelOpsConfig, record: ComponentRecord, process: psutil.Process
+) -> ComponentStatus:
+    """Its own RSS and its warm standby's: what it restarted is its child too, but has its own row."""
+    healthy = comp.supervisor(config, within_s=10.0).health()
+    beat = read_heartbeat(config.stack_home)
+    standby = find_process(beat.get("standby_pid"), None)
+    try:
+        rss = process.memory_info().rss + (standby.memory_info().rss if standby is not None else 0)
+    except psutil.Error:
+        rss = 0
+    if not healthy:
+        detail = "runs but its heartbeat is older than 10 s"
+    elif standby is None:
+        detail = "no warm standby (no model served)"
+    else:
+        detail = f"warm standby {'ready' if beat.get('standby_ready') else 'starting'} (pid {standby.pid})"
+    return ComponentStatus(record.name, record.url, record.pid, True, healthy, rss, detail)
 
 
 def _external_database_status(config: ModelOpsConfig, record: ComponentRecord) -> ComponentStatus:
@@ -569,6 +614,8 @@ def _external_database_status(config: ModelOpsConfig, record: ComponentRecord) -
 
 
 def _spec_of(config: ModelOpsConfig, state: StackState, name: str) -> comp.ProcessSpec:
+    if name == comp.SUPERVISOR:
+        return comp.supervisor(config, within_s=10.0)
     if name in (comp.PREFECT_SERVER, comp.MLFLOW):
         try:
             stores = comp.backend_stores(config, state.database_url, state.backend or "sqlite")
@@ -589,6 +636,7 @@ def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
         removed = prefect_toml.remove(config)  # first: clients now fail clearly, not on a dying server
         if removed is not None:
             echo(f"prefect.toml: removed {removed}")
+        _stop_supervisor(config, echo)  # first: it would restart what `down` stops
         served = _stop_local_serving(config, echo)
         state = load_state(home)
         if state is None:
@@ -604,17 +652,26 @@ def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
             del state.components[name]
             save_state(state)
         remove_state(home)
+        clear_restarts(home)
         return stopped
 
 
+def _stop_supervisor(config: ModelOpsConfig, echo: Echo) -> None:
+    state = load_state(config.stack_home)
+    record = state.components.pop(comp.SUPERVISOR, None) if state else None
+    if state is None or record is None:
+        return
+    _stop_component(config, state, record, echo)
+    save_state(state)
+
+
 def _stop_local_serving(config: ModelOpsConfig, echo: Echo) -> list[str]:
-    """Model servers the ``local`` target started (their state files live under the stack home)."""
+    """Model servers the ``local`` target started; their records stay, so ``up`` serves them again."""
     target = LocalTarget(config)
     stopped = []
-    for state_file in sorted((target.home / "state").glob("*.json")):
-        model_name = state_file.stem
+    for model_name in target.models():
         rollout = target.current(model_name)
-        target.stop(model_name)
+        target.suspend(model_name)
         if rollout is not None:
             echo(f"serving: stopped {model_name} version {rollout.version} ({rollout.url})")
             stopped.append(f"serving:{model_name}")
@@ -635,9 +692,24 @@ def _stop_component(config: ModelOpsConfig, state: StackState, record: Component
             _embedded_postgres(config, state).stop()
         except PostgresError as exc:
             echo(f"{record.name}: pg_ctl stop failed ({exc}); stopping pid {record.pid} directly")
-    stop_tree(process, grace_s=3.0 if record.name == comp.WORKER else 10.0)
+    if record.name == comp.SUPERVISOR:
+        _stop_alone(process, grace_s=30.0)  # not its tree: what it restarted is stopped as itself
+    else:
+        stop_tree(process, grace_s=3.0 if record.name == comp.WORKER else 10.0)
     echo(f"{record.name}: stopped pid {record.pid} in {time.monotonic() - t0:.1f} s")
     return True
+
+
+def _stop_alone(process: psutil.Process, grace_s: float) -> None:
+    """SIGTERM (it finishes a restart under way), SIGKILL after ``grace_s``."""
+    try:
+        process.terminate()
+        process.wait(grace_s)
+    except psutil.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+    except psutil.NoSuchProcess:
+        pass
 
 
 __all__ = ["ComponentStatus", "StackError", "down", "status", "up"]

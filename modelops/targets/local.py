@@ -18,6 +18,8 @@ If anything fails before step 4 the new process is killed, its version folder re
 JSON file under the stack home, so ``current()`` and ``stop()`` work from any process.
 ``suspend()`` stops a server but keeps its record (``modelops down``); ``revive()`` serves the recorded
 version again from the served copy on the same port (``modelops up``, the supervisor after a crash).
+A :class:`Standby` (``start_standby()``: a ``modelops serve --standby-for`` process that has already
+imported TensorFlow) can take the place of the new process, so a revive costs one model load.
 
 Why SO_REUSEPORT and not a proxy: a proxy adds a hop to every request; here the kernel hands new
 connections to either listener while both run. A connection still waiting in the old socket's
@@ -39,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,37 @@ class ServingProcess:
     @property
     def admin_url(self) -> str:
         return f"http://{self.host}:{self.admin_port}"
+
+
+@dataclass(frozen=True)
+class Standby:
+    """A warm spare server process: TensorFlow imported, waiting for its ``serve`` arguments."""
+
+    pid: int
+    create_time: float
+    handoff: Path
+    log: Path
+
+    @property
+    def ready(self) -> bool:
+        return self.handoff.with_name(self.handoff.name + ".ready").exists() and self.alive
+
+    @property
+    def alive(self) -> bool:
+        return _alive(self.pid, self.create_time)
+
+    def assign(self, argv: list[str]) -> None:
+        tmp = self.handoff.with_suffix(".tmp")
+        tmp.write_text(json.dumps(argv))
+        os.replace(tmp, self.handoff)
+
+
+class _Started:
+    """The new server process: one we spawned (``Popen``) or a standby we handed the job to."""
+
+    def __init__(self, pid: int, exit_code: Callable[[], int | None]) -> None:
+        self.pid = pid
+        self.exit_code = exit_code
 
 
 class LocalTarget(ServingTarget):
@@ -178,7 +211,9 @@ class LocalTarget(ServingTarget):
             log.info("suspended %s version %s (pid %d)", model_name, state.version, state.pid)
             return state
 
-    def revive(self, model_name: str, *, blocking: bool = True) -> Rollout | None:
+    def revive(
+        self, model_name: str, *, blocking: bool = True, standby: Standby | None = None
+    ) -> Rollout | None:
         """Serve the recorded version again from the served copy, on the model's port.
 
         For a server that died or was suspended. Returns the running rollout (unchanged when it is
@@ -197,7 +232,7 @@ class LocalTarget(ServingTarget):
                     f"cannot serve {model_name} version {state.version} again: its served copy {source} "
                     "is gone; deploy the champion again (modelops up does so from the registry)"
                 )
-            revived = self._roll_out(model_name, state.version, None, None)
+            revived = self._roll_out(model_name, state.version, None, None, standby)
             log.info(
                 "revived %s version %s on %s (pid %d; was pid %d)",
                 model_name, state.version, revived.url, revived.pid, state.pid,
@@ -246,13 +281,35 @@ class LocalTarget(ServingTarget):
 
     # -- steps ----------------------------------------------------------------------------------
 
+    def start_standby(self) -> Standby:
+        """Start a warm spare (see :class:`Standby`); the caller keeps it and hands it to :meth:`revive`."""
+        folder = self.home / "standby"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}"
+        handoff = folder / f"{stamp}.json"
+        log_path = self.home / "logs" / f"standby-{stamp}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-c", _SERVE, "serve", "--model-name", "standby",
+                   "--model-base-path", str(folder), "--standby-for", str(handoff)]  # fmt: skip
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=str(self.home),
+            )  # fmt: skip
+        return Standby(process.pid, psutil.Process(process.pid).create_time(), handoff, log_path)
+
     def _roll_out(
-        self, model_name: str, version: str, old: ServingProcess | None, placed: _Placement | None
+        self,
+        model_name: str,
+        version: str,
+        old: ServingProcess | None,
+        placed: _Placement | None,
+        standby: Standby | None = None,
     ) -> ServingProcess:
         """Start, check and open a server for the placed version; record it. Undoes itself on failure."""
-        process: subprocess.Popen[bytes] | None = None
+        process: _Started | None = None
         try:
-            process, state = self._start(model_name, version, old)
+            process, state = self._start(model_name, version, old, standby)
             self._check(state, process)
             _post(f"{state.admin_url}/-/open-public", self.startup_timeout_s)
         except Exception as exc:
@@ -267,8 +324,8 @@ class LocalTarget(ServingTarget):
         return state
 
     def _start(
-        self, model_name: str, version: str, old: ServingProcess | None
-    ) -> tuple[subprocess.Popen[bytes], ServingProcess]:
+        self, model_name: str, version: str, old: ServingProcess | None, standby: Standby | None = None
+    ) -> tuple[_Started, ServingProcess]:
         serving = self.config.serving
         port = self.port_for(model_name)
         admin_port = _free_port(self.host)
@@ -300,20 +357,27 @@ class LocalTarget(ServingTarget):
             "--batching" if serving.batching else "--no-batching",
             *self.extra_args,
         ]
-        with log_path.open("ab") as log_file:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=str(self.home),
-            )
+        if standby is not None and standby.alive:
+            standby.assign(command[4:])  # the arguments after `serve`
+            process = _Started(standby.pid, lambda: None if standby.alive else -1)
+            log_path = standby.log
+        else:
+            with log_path.open("ab") as log_file:
+                popen = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=str(self.home),
+                )
+            process = _Started(popen.pid, popen.poll)
         log.info(
-            "started %s version %s: pid %d, admin port %d, log %s",
+            "started %s version %s: pid %d%s, admin port %d, log %s",
             model_name,
             version,
             process.pid,
+            " (a warm standby)" if process.pid == getattr(standby, "pid", None) else "",
             admin_port,
             log_path,
         )
@@ -332,15 +396,16 @@ class LocalTarget(ServingTarget):
         )
         return process, state
 
-    def _check(self, state: ServingProcess, process: subprocess.Popen[bytes]) -> None:
+    def _check(self, state: ServingProcess, process: _Started) -> None:
         """Through the private admin port: the version comes AVAILABLE, then the smoke test passes."""
         poll = ServingClient(HttpTransport(state.admin_url, timeout=0.5))
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
-            if process.poll() is not None:
+            code = process.exit_code()
+            if code is not None:
                 raise DeployError(
                     f"the server for {state.model_name} version {state.version} exited with code "
-                    f"{process.returncode} while loading; log {state.log}:\n{_tail(state.log)}"
+                    f"{code} while loading; log {state.log}:\n{_tail(state.log)}"
                 )
             try:
                 poll.wait_until_available(state.model_name, state.version, timeout=0.5, interval=0.2)
@@ -448,16 +513,23 @@ def _terminate(pid: int, create_time: float | None, grace_s: float = 15.0) -> No
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
-    try:
-        psutil.Process(pid).wait(grace_s)
-    except psutil.TimeoutExpired:
+    if not _gone_within(pid, create_time, grace_s):
         log.warning("server pid %d ignored SIGTERM for %.0fs; killing it", pid, grace_s)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(pid).wait(5)
-    except psutil.NoSuchProcess:
-        pass
+        _gone_within(pid, create_time, 5)
+
+
+def _gone_within(pid: int, create_time: float | None, timeout_s: float) -> bool:
+    """Polls rather than ``psutil.wait``: a server another process started stays a zombie until that
+    parent reaps it, and a zombie serves nothing."""
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid, create_time):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
+            psutil.Process(pid).wait(0.1)  # reaps our own child; a short sleep for anyone else's
+        if time.monotonic() > deadline:
+            return False
+    return True
 
 
 def _tail(path: str, lines: int = 15) -> str:

@@ -85,7 +85,7 @@ def test_up_prints_progress_and_every_component_is_healthy(stack):
         assert f"{name}: healthy in" in output
     assert "deployments: applied probe" in output
     rows = {row["name"]: row for row in stack_status(env)}
-    assert set(rows) == {"prefect-server", "mlflow", "postgres", "worker"}
+    assert set(rows) == {"prefect-server", "mlflow", "postgres", "worker", "supervisor"}
     assert all(row["healthy"] and row["pid"] for row in rows.values()), rows
     assert rows["prefect-server"]["url"] == f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}"
     assert run_modelops(env, "status").returncode == 0
@@ -193,7 +193,10 @@ def test_deployment_runs_on_the_worker_with_the_stack_environment(stack, tmp_pat
 
 def test_status_flags_a_dead_component_and_up_restarts_it(stack):
     env, _, _ = stack
-    worker = next(row for row in stack_status(env) if row["name"] == "worker")
+    rows = {row["name"]: row for row in stack_status(env)}
+    worker, supervisor = rows["worker"], rows["supervisor"]
+    os.kill(supervisor["pid"], signal.SIGKILL)  # else it restarts the worker at once
+    _assert_gone([supervisor["pid"]])
     os.kill(worker["pid"], signal.SIGKILL)
     _assert_gone([worker["pid"]])
     status = run_modelops(env, "status")
@@ -202,6 +205,7 @@ def test_status_flags_a_dead_component_and_up_restarts_it(stack):
     result = run_modelops(env, "up")
     assert result.returncode == 0, result.stderr
     assert f"worker: recorded pid {worker['pid']} is gone" in result.stdout
+    assert f"supervisor: recorded pid {supervisor['pid']} is gone" in result.stdout
     assert "worker: healthy in" in result.stdout
     assert "prefect-server: already running" in result.stdout
     assert all(row["healthy"] for row in stack_status(env))
