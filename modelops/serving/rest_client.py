@@ -117,6 +117,12 @@ def _http_failure(method: str, url: str, exc: httpx.HTTPError, timeout: float) -
     )
 
 
+# A pooled keep-alive connection the server closed just as a request went out fails with one of
+# these before any answer arrives. The request never reached the model, so it is sent once more on
+# a fresh connection; a refused connection or a timeout is not retried here.
+STALE_CONNECTION_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
 class HttpTransport:
     """Plain HTTP to a base URL such as ``http://127.0.0.1:8501``; an ``httpx.Client`` may be shared."""
 
@@ -129,16 +135,23 @@ class HttpTransport:
         url = self.base + path
         content = None if payload is None else encode_payload(payload)
         headers = {"Content-Type": "application/json"}
-        try:
-            if self._client is not None:
-                response = self._client.request(
-                    method, url, content=content, headers=headers, timeout=self.timeout
-                )
-            else:
-                response = httpx.request(method, url, content=content, headers=headers, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise _http_failure(method, url, exc, self.timeout) from None
-        return Reply(response.status_code, response.content, response.headers)
+        for attempt in (1, 2):
+            try:
+                if self._client is not None:
+                    response = self._client.request(
+                        method, url, content=content, headers=headers, timeout=self.timeout
+                    )
+                else:
+                    response = httpx.request(
+                        method, url, content=content, headers=headers, timeout=self.timeout
+                    )
+                return Reply(response.status_code, response.content, response.headers)
+            except STALE_CONNECTION_ERRORS as exc:
+                if attempt == 2:
+                    raise _http_failure(method, url, exc, self.timeout) from None
+            except httpx.HTTPError as exc:
+                raise _http_failure(method, url, exc, self.timeout) from None
+        raise AssertionError("unreachable")
 
 
 class AsyncHttpTransport:
@@ -161,13 +174,18 @@ class AsyncHttpTransport:
     async def send(self, method: str, path: str, payload: Any = None) -> Reply:
         url = self.base + path
         content = None if payload is None else encode_payload(payload)
-        try:
-            response = await self._client.request(
-                method, url, content=content, headers={"Content-Type": "application/json"}
-            )
-        except httpx.HTTPError as exc:
-            raise _http_failure(method, url, exc, self.timeout) from None
-        return Reply(response.status_code, response.content, response.headers)
+        for attempt in (1, 2):
+            try:
+                response = await self._client.request(
+                    method, url, content=content, headers={"Content-Type": "application/json"}
+                )
+                return Reply(response.status_code, response.content, response.headers)
+            except STALE_CONNECTION_ERRORS as exc:
+                if attempt == 2:
+                    raise _http_failure(method, url, exc, self.timeout) from None
+            except httpx.HTTPError as exc:
+                raise _http_failure(method, url, exc, self.timeout) from None
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         if self._owned:

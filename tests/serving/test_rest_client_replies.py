@@ -311,3 +311,61 @@ def test_the_version_header_is_read(tmp_path: Path) -> None:
     with canned_server(replies, WithVersion) as server:
         prediction = ServingClient(_url(server)).predict_instances(MODEL, [{"x": 1.0}])
     assert (prediction.scores, prediction.model_version) == ([0.5], "7")
+
+
+class DroppingServing(CannedServing):
+    """Closes the connection without an answer for the first ``server.drops`` requests, as a server
+    does that closes an idle keep-alive connection just as the client sends on it."""
+
+    def _answer(self) -> None:
+        if self.server.drops > 0:
+            self.server.drops -= 1
+            length = int(self.headers.get("Content-Length") or 0)
+            self.server.received.append((self.command, self.path, self.rfile.read(length)))
+            self.close_connection = True
+            self.connection.shutdown(2)  # no status line: the client reads EOF
+            return
+        super()._answer()
+
+    do_GET = do_POST = _answer
+
+
+@contextmanager
+def dropping_server(drops: int) -> Iterator[CannedServer]:
+    replies: Replies = {
+        ("GET", f"/v1/models/{MODEL}/metadata"): (200, _json(METADATA)),
+        ("POST", f"/v1/models/{MODEL}:predict"): (200, _json({"predictions": [0.25, 0.75]})),
+    }
+    with canned_server(replies, DroppingServing) as server:
+        server.drops = drops  # type: ignore[attr-defined]
+        yield server
+
+
+def _sent_twice_first(server: CannedServer) -> bool:
+    """The first request (dropped) and the next one are the same request: it was sent once more."""
+    return len(server.received) >= 2 and server.received[0] == server.received[1]
+
+
+def test_a_connection_closed_without_an_answer_is_sent_once_more():
+    with dropping_server(drops=1) as server:
+        assert ServingClient(HttpTransport(_url(server))).predict(MODEL, RECORDS) == [0.25, 0.75]
+        assert _sent_twice_first(server)
+    with dropping_server(drops=1) as server:
+
+        async def predict() -> list[float]:
+            transport = AsyncHttpTransport(_url(server))
+            try:
+                return await AsyncServingClient(transport).predict(MODEL, RECORDS)
+            finally:
+                await transport.aclose()
+
+        assert asyncio.run(predict()) == [0.25, 0.75]
+        assert _sent_twice_first(server)
+
+
+def test_a_server_that_keeps_closing_is_unreachable_after_two_tries():
+    with dropping_server(drops=10) as server:
+        with pytest.raises(ServingClientError, match="the server is unreachable") as caught:
+            ServingClient(HttpTransport(_url(server))).predict(MODEL, RECORDS)
+        assert caught.value.kind == "connect"
+        assert len(server.received) == 2 and _sent_twice_first(server)
