@@ -200,23 +200,6 @@ class MonitoringSettings(_Section):
     retrain_cooldown_s: int = Field(300, ge=0)
 
 
-class TeamsSettings(_Section):
-    enabled: bool = False
-    webhook: SecretRef | None = None
-    # Or the name of a Prefect block holding the URL (`modelops notify-setup`): a Microsoft Teams
-    # Webhook block for a Workflow URL, a Secret block for a legacy connector URL.
-    block: str | None = None
-    # auto: decide by the URL (Power Automate Workflow -> Adaptive Card; legacy .../webhookb2/... ->
-    # MessageCard). Set it explicitly for a receiver whose URL says neither (a proxy, a test server).
-    kind: Literal["auto", "workflow", "connector"] = "auto"
-
-
-class EmailSettings(_Section):
-    enabled: bool = False
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = Field(25, ge=1, le=65535)
-    sender: str = "modelops@localhost"
-    recipients: tuple[str, ...] = ()
 def _overrides_of(section: type[_Section], leave_out: tuple[str, ...] = ()) -> type[_Section]:
     """``section`` with every field optional (None: inherit the top-level value), with the same checks."""
     fields: dict[str, Any] = {}
@@ -261,6 +244,23 @@ class ModelOverrides(_Section):
     serving_port: int | None = Field(None, ge=1, le=65535)  # the local target's port for this model
 
 
+class TeamsSettings(_Section):
+    enabled: bool = False
+    webhook: SecretRef | None = None
+    # Or the name of a Prefect block holding the URL (`modelops notify-setup`): a Microsoft Teams
+    # Webhook block for a Workflow URL, a Secret block for a legacy connector URL.
+    block: str | None = None
+    # auto: decide by the URL (Power Automate Workflow -> Adaptive Card; legacy .../webhookb2/... ->
+    # MessageCard). Set it explicitly for a receiver whose URL says neither (a proxy, a test server).
+    kind: Literal["auto", "workflow", "connector"] = "auto"
+
+
+class EmailSettings(_Section):
+    enabled: bool = False
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    sender: str = "modelops@localhost"
+    recipients: tuple[str, ...] = ()
     username: str | None = None
     password: SecretRef | None = None
     starttls: bool = False
@@ -307,23 +307,6 @@ class ModelOpsConfig(_Section):
     monitoring: MonitoringSettings = MonitoringSettings()
     notifications: NotificationSettings = NotificationSettings()
     approval: ApprovalSettings = ApprovalSettings()
-
-    @property
-    def stack_home(self) -> Path:
-        home = self.stack.home
-        return home if home.is_absolute() else PROJECT_ROOT / home
-
-    @property
-    def mlflow_uri(self) -> str:
-        return self.mlflow.tracking_uri or f"http://{self.stack.host}:{self.stack.mlflow_port}"
-
-    @property
-    def prefect_api_url(self) -> str:
-        return self.prefect.api_url or f"http://{self.stack.host}:{self.stack.prefect_port}/api"
-
-    @property
-    def prefect_ui_url(self) -> str:
-        return self.prefect.ui_url or self.prefect_api_url.removesuffix("/api")
     models: dict[ModelName, ModelOverrides] = {}
 
     @field_validator("models", mode="before")
@@ -357,6 +340,23 @@ class ModelOpsConfig(_Section):
         return self.model_copy(
             update={"monitoring": self.monitoring_for(model_name), "training": self.training_for(model_name)}
         )
+
+    @property
+    def stack_home(self) -> Path:
+        home = self.stack.home
+        return home if home.is_absolute() else PROJECT_ROOT / home
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"http://{self.stack.host}:{self.stack.mlflow_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return self.prefect.api_url or f"http://{self.stack.host}:{self.stack.prefect_port}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return self.prefect.ui_url or self.prefect_api_url.removesuffix("/api")
 
     @property
     def serving_url(self) -> str:
@@ -433,6 +433,10 @@ def _allowed_keys(location: tuple[str | int, ...]) -> list[str]:
         section = _section_model(annotation)
         if section is None:
             return []
+        if typing.get_origin(annotation) is dict:
+            if not parts:
+                return []  # the location is a key of the mapping (a model name): any name is allowed
+            parts.pop(0)
         model = section
     return [f.alias or name for name, f in model.model_fields.items()]
 
@@ -450,10 +454,6 @@ def _explain(path: Path, exc: ValidationError, overrides: dict[str, Any], enviro
     for error in exc.errors():
         location = tuple(error["loc"])
         key = ".".join(str(p) for p in location)
-        if typing.get_origin(annotation) is dict:
-            if not parts:
-                return []  # the location is a key of the mapping (a model name): any name is allowed
-            parts.pop(0)
         source = _override_name(location, environ or {}) if _in(overrides, location) else str(path)
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(location))
