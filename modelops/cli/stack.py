@@ -76,7 +76,19 @@ def _status(config: ModelOpsConfig, *, as_json: bool) -> int:
             line = f"{row.name:<{width}} {state:<9} {pid:>7} {rss:>7} {row.restarts:>8}  {row.url}"
             print(line + (f"  ({row.detail})" if row.detail and not row.healthy else ""))
         print(f"{'total':<{width}} {'':<9} {'':>7} {sum(r.rss_bytes for r in rows) / 2**20:>7.0f}")
-    return 0 if rows and all(row.healthy for row in rows) else 1
+        _print_orphans(rows)
+    orphans = sum(row.orphaned_runs or 0 for row in rows)
+    return 0 if rows and all(row.healthy for row in rows) and not orphans else 1
+
+
+def _print_orphans(rows: list[manager.ComponentStatus]) -> None:
+    """The flow runs with no process behind them (0 once `modelops up` has reconciled them)."""
+    counted = [row.orphaned_runs for row in rows if row.orphaned_runs is not None]
+    if not counted:
+        print("orphaned runs   unknown (the Prefect server does not answer)")
+        return
+    hint = "" if not sum(counted) else ": Running/Paused with no process behind them; `modelops up` ends them"
+    print(f"orphaned runs   {sum(counted)}{hint}")
 
 
 def _down(config: ModelOpsConfig) -> int:

@@ -27,7 +27,7 @@ from modelops.config import ModelOpsConfig
 from modelops.integrations.postgres import apply_migrations, redact
 from modelops.serving.rest_client import model_status
 from modelops.stack import components as comp
-from modelops.stack import prefect_toml
+from modelops.stack import prefect_toml, reconcile
 from modelops.stack.postgres import (
     POSTGRES_BIN_PATH,
     EmbeddedPostgres,
@@ -73,6 +73,9 @@ class ComponentStatus:
     rss_bytes: int
     detail: str = ""
     restarts: int = 0  # by the supervisor, since `modelops up`
+    # On the prefect-server row: flow runs Running/Paused/Pending/Cancelling with no process behind
+    # them (modelops.stack.reconcile); None when not counted (server down or not answering).
+    orphaned_runs: int | None = None
 
 
 def _echo(message: str) -> None:
@@ -114,7 +117,19 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
         save_state(state)
         _write_prefect_toml(config, echo)
     _finish_deployments(deploy, config, echo)
+    _reconcile_runs(config, echo)
     return state
+
+
+def _reconcile_runs(config: ModelOpsConfig, echo: Echo) -> None:
+    """End the runs a dead worker or a `down` left behind; reopen their pending approvals."""
+    try:
+        report = reconcile.after_worker_restart(config, echo)
+    except Exception as exc:  # noqa: BLE001 - the stack is up; `modelops status` shows what is left
+        echo(f"reconcile: failed ({type(exc).__name__}: {exc}); `modelops status` counts the orphaned runs")
+        return
+    ended, reopened = len(report.orphans), len(report.reopened)
+    echo(f"reconcile: {ended} orphaned run(s) ended, {reopened} approval(s) reopened")
 
 
 def _write_prefect_toml(config: ModelOpsConfig, echo: Echo) -> None:
@@ -531,6 +546,8 @@ def status(config: ModelOpsConfig) -> list[ComponentStatus]:
     result += serving_status(config)
     for row in result:
         row.restarts = counts.get(row.name, 0)
+        if row.name == comp.PREFECT_SERVER and row.healthy:
+            row.orphaned_runs = reconcile.count_orphans(config)
     return result
 
 
