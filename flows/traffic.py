@@ -8,6 +8,7 @@ from typing import Any
 from flows.base import flow
 from modelops.config import load_config
 from modelops.scoring.client import TrafficSettings, run_traffic
+from modelops.scoring.endpoint import find_serving_url
 from modelops.scoring.source import load_replay_records
 
 
@@ -32,9 +33,10 @@ def traffic(
     records = load_replay_records(
         period=period, csv=csv, schema=schema_file, rows=rows, seed=seed, drift=drift
     )
+    model = model_name or config.model.name
     settings = TrafficSettings(
-        url=(url or config.serving_url).rstrip("/"),
-        model_name=model_name or config.model.name,
+        url=(url or find_serving_url(config, model)[0]).rstrip("/"),
+        model_name=model,
         spool_dir=Path(spool) if spool else config.stack_home / "spool",
         decision_threshold=config.model.decision_threshold,
         rate=rate,

@@ -11,8 +11,8 @@ from modelops.cli.errors import UserError
 from modelops.cli.ship import spool_directory
 from modelops.config import ModelOpsConfig, load_config
 from modelops.scoring.client import TrafficSettings, run_traffic
+from modelops.scoring.endpoint import find_serving_url
 from modelops.scoring.source import load_replay_records
-from modelops.stack.serving_ports import local_serving_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,22 +99,7 @@ def _serving_url(args: argparse.Namespace, config: ModelOpsConfig) -> tuple[str,
     """The URL to send to, and where it came from."""
     if args.url:
         return args.url, "--url"
-    model = args.model or config.model.name
-    local = local_serving_url(config, model)
-    if local:
-        return local, "the local target's port for the model"
-    recorded = _champion_url(config, model)
-    if recorded:
-        return recorded, "the champion version's serving_url tag"
-    return config.serving_url, "the config's serving URL"
-
-
-def _champion_url(config: ModelOpsConfig, model: str) -> str | None:
-    try:
-        from modelops.integrations.serving_url import champion_serving_url
-    except ImportError:  # the client image has no MLflow: --url or the config's URL
-        return None
-    return champion_serving_url(model, config.mlflow_uri)
+    return find_serving_url(config, args.model or config.model.name)
 
 
 def _settings(args: argparse.Namespace, config: ModelOpsConfig, url: str) -> TrafficSettings:

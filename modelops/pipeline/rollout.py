@@ -21,7 +21,8 @@ from modelops.integrations.registry import (
     set_version_tags,
 )
 from modelops.pipeline.prebuild import PrebuiltModel
-from modelops.targets import CONTAINER_TARGETS, Rollout, make_target
+from modelops.targets import CONTAINER_TARGETS, Rollout
+from modelops.targets.factory import make_target
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,15 @@
-"""Serving targets: where a champion runs. ``make_target(config)`` picks one from ``serving.target``."""
+"""Serving targets: where a champion runs. ``modelops.targets.factory.make_target(config)`` picks one
+from ``serving.target``.
+
+This package's top imports only the shared contract (:mod:`modelops.targets.base`), so a process that
+needs one target (the stack's supervisor uses :mod:`modelops.targets.local`) does not load the
+others' clients (Docker, Kubernetes, Prefect blocks).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from modelops.config import ModelOpsConfig
 from modelops.targets.base import DeployError, Rollout, ServingTarget
-from modelops.targets.docker import DockerTarget
-from modelops.targets.kubernetes import KubernetesTarget
-from modelops.targets.local import LocalTarget
-from modelops.targets.openshift import OpenShiftTarget
 
-__all__ = ["CONTAINER_TARGETS", "DeployError", "Rollout", "ServingTarget", "make_target"]
+__all__ = ["CONTAINER_TARGETS", "DeployError", "Rollout", "ServingTarget"]
 
 CONTAINER_TARGETS = frozenset({"docker", "kubernetes", "openshift"})
-_TARGETS: dict[str, Callable[[ModelOpsConfig], ServingTarget]] = {
-    "local": LocalTarget,
-    "docker": DockerTarget,
-    "kubernetes": KubernetesTarget,
-    "openshift": OpenShiftTarget,
-}
-
-
-def make_target(config: ModelOpsConfig) -> ServingTarget:
-    return _TARGETS[config.serving.target](config)

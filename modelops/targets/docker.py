@@ -17,7 +17,7 @@ one TF Serving client) until it reports the version AVAILABLE, then smoke-tested
 of missing values (the right version must answer a probability).
 
 The Docker SDK is imported inside the methods that need it: it is a heavy optional dependency, and
-importing this module (e.g. through :func:`modelops.targets.make_target` for the ``local`` target)
+importing this module (e.g. through :func:`modelops.targets.factory.make_target` for the ``local`` target)
 should not load it.
 """
 

@@ -229,3 +229,26 @@ def test_a_rollout_during_the_run_is_seen_in_the_logged_versions(stub_server, tm
     lines = read_lines([f.path for f in list_spool_files(tmp_path / "spool")])
     first_new = min(line["scored_at"] for line in lines if line["model_version"] == "8")
     assert all(line["scored_at"] <= first_new for line in lines if line["model_version"] == "7")
+
+
+def test_without_a_url_traffic_goes_to_the_models_own_port(
+    stub_server, tmp_path, monkeypatch, prefect_harness
+):
+    """The `traffic` flow, like `modelops traffic --model M`, finds M's URL in the local target's
+    port map (another model's port next to it must not be used)."""
+    from flows.traffic import traffic
+    from modelops.config import load_config
+    from modelops.scoring.endpoint import find_serving_url
+
+    home = tmp_path / "home"
+    port = int(stub_server.rsplit(":", 1)[1])
+    (home / "serving").mkdir(parents=True)
+    (home / "serving" / "ports.json").write_text(json.dumps({"other-model": port + 1, MODEL: port}))
+    monkeypatch.setenv("MODELOPS_STACK__HOME", str(home))
+    monkeypatch.setenv("MODELOPS_SERVING__PORT", str(port + 2))  # the config's URL: nobody listens there
+    monkeypatch.setenv("MODELOPS_MLFLOW__TRACKING_URI", f"http://127.0.0.1:{port + 3}")  # no registry
+
+    assert find_serving_url(load_config(), MODEL) == (stub_server, "the local target's port for the model")
+    assert find_serving_url(load_config(), "unknown")[1] == "the config's serving URL"
+    summary = traffic(period=1, rows=20, model_name=MODEL, spool=str(tmp_path / "spool"))
+    assert summary["ok"] == 20 and summary["errors"] == 0, summary
