@@ -6,6 +6,7 @@ Routes (as in TensorFlow Serving)::
     GET  /v1/models/{m}[/versions/{v}]/metadata   signature_def map
     POST /v1/models/{m}[/versions/{v}]:predict    {"instances": [...]} or {"inputs": {...}}
     GET  /openapi.json                            OpenAPI 3 description of the above
+    GET  /monitoring/prometheus/metrics           Prometheus metrics (see modelops.serving.metrics)
 
 Every client mistake is answered ``{"error": "..."}`` with a 4xx status and the server keeps going.
 ``/-/stats`` reports the engine's batching counters; ``POST /-/open-public`` (only on the private
@@ -15,6 +16,7 @@ admin port) makes the process start listening on its public port, used by the ``
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,7 @@ from starlette.routing import Route
 
 from modelops.serving.batching import InferenceEngine
 from modelops.serving.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServingError
+from modelops.serving.metrics import CONTENT_TYPE, METRICS_PATH, ServingMetrics
 from modelops.serving.openapi import openapi_document
 from modelops.serving.predict_request import parse_json, parse_predict_request
 from modelops.serving.repository import ModelRepository, ModelVersion
@@ -66,21 +69,46 @@ def error_response(error: ServingError) -> Response:
     return json_response({"error": error.message}, error.status, headers)
 
 
+_API_OF_VERB = {"predict": "predict"}
+
+
+class _Call:
+    """What a /v1/models request turned out to address, for its metric labels."""
+
+    __slots__ = ("api", "version")
+
+    def __init__(self) -> None:
+        self.api = "other"
+        self.version = ""
+
+
 def build_app(
     repository: ModelRepository,
     engine: InferenceEngine,
     settings: ServingSettings | None = None,
     admin: AdminHooks | None = None,
+    metrics: ServingMetrics | None = None,
 ) -> Starlette:
     settings = settings or ServingSettings()
     admin = admin or AdminHooks()
+    metrics = metrics or ServingMetrics(repository)
     openapi_body = orjson.dumps(openapi_document(repository, settings.max_batch_size))
 
     async def models(request: Request) -> Response:
+        started = time.perf_counter()
+        call = _Call()
         try:
-            return await _dispatch(request, repository, engine, settings)
+            response = await _dispatch(request, repository, engine, settings, call)
         except ServingError as error:
-            return error_response(error)
+            response = error_response(error)
+        except Exception:
+            metrics.observe_request(call.version, call.api, 500, time.perf_counter() - started)
+            raise
+        metrics.observe_request(call.version, call.api, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def openapi(request: Request) -> Response:
         return Response(openapi_body, media_type=JSON)
@@ -125,6 +153,7 @@ def build_app(
         routes=[
             Route("/v1/models/{tail:path}", models, methods=all_methods),
             Route("/openapi.json", openapi, methods=["GET"]),
+            Route(METRICS_PATH, prometheus, methods=["GET"]),
             Route("/-/stats", stats, methods=["GET"]),
             Route("/-/open-public", open_public, methods=["POST"]),
         ],
@@ -133,7 +162,11 @@ def build_app(
 
 
 async def _dispatch(
-    request: Request, repository: ModelRepository, engine: InferenceEngine, settings: ServingSettings
+    request: Request,
+    repository: ModelRepository,
+    engine: InferenceEngine,
+    settings: ServingSettings,
+    call: _Call,
 ) -> Response:
     tail = request.path_params["tail"]
     verb = None
@@ -143,12 +176,14 @@ async def _dispatch(
     metadata = len(parts) > 1 and parts[-1] == "metadata"
     if metadata:
         parts = parts[:-1]
+    call.api = "metadata" if metadata else "status" if verb is None else _API_OF_VERB.get(verb, "other")
     if not parts or not parts[0]:
         raise NotFound("no model name in the path: use /v1/models/{model_name}")
     name = parts[0]
     if name != repository.model_name:
         raise NotFound(f"model {name!r} is not served here; this server serves {repository.model_name!r}")
     version = _version(repository, parts[1:], request.url.path)
+    call.version = str((version or repository.default_version).version)
     if verb is not None:
         if metadata:
             raise NotFound(

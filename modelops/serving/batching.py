@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -46,6 +47,8 @@ class InferenceEngine:
     arrivals: Arrivals = field(default_factory=Arrivals)
     batches: int = 0  # signature calls made; /metrics-like introspection for tests and the bench
     batched_rows: int = 0
+    # Called with (runner, rows) once per signature call, e.g. ServingMetrics.observe_batch.
+    batch_observer: Callable[[SignatureRunner, int], None] | None = None
 
     def __post_init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -58,6 +61,8 @@ class InferenceEngine:
             loop = asyncio.get_running_loop()
             self.batches += 1
             self.batched_rows += rows
+            if self.batch_observer is not None:
+                self.batch_observer(runner, rows)
             return await loop.run_in_executor(self._executor, runner, columns)
         queue = self._queues.get(id(runner))
         if queue is None:
@@ -106,8 +111,11 @@ class _SignatureQueue:
                 except TimeoutError:
                     pass
                 batch = self._take(batch)
+            rows = self._rows(batch)
             engine.batches += 1
-            engine.batched_rows += self._rows(batch)
+            engine.batched_rows += rows
+            if engine.batch_observer is not None:
+                engine.batch_observer(self.runner, rows)
             try:
                 outputs = await loop.run_in_executor(engine._executor, self.runner, _concatenate(batch))
             except Exception as exc:  # the model failed: every caller in the batch gets the error

@@ -22,6 +22,7 @@ import uvicorn
 
 from modelops.serving.app import AdminHooks, ServingSettings, build_app
 from modelops.serving.batching import InferenceEngine
+from modelops.serving.metrics import ServingMetrics
 from modelops.serving.repository import choose_versions, discover_versions, load_repository
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,16 @@ def run_server(options: ServerOptions) -> None:
     # (bench/profiles/README.md). Freezing moves them out of the collector's reach.
     gc.collect()
     gc.freeze()
+    metrics = ServingMetrics(repository)
     engine = InferenceEngine(
         batching=options.batching,
         max_batch_size=options.max_batch_size,
         batch_timeout_s=options.batch_timeout_ms / 1000.0,
+        batch_observer=metrics.observe_batch,
     )
     admin = AdminHooks(admin_port=options.admin_port)
-    app = build_app(repository, engine, ServingSettings(max_batch_size=options.max_batch_size), admin)
+    settings = ServingSettings(max_batch_size=options.max_batch_size)
+    app = build_app(repository, engine, settings, admin, metrics)
 
     sockets = []
     if options.admin_port is not None:
