@@ -39,11 +39,19 @@ RESOURCES: dict[tuple[str, str], str] = {
     ("apps/v1", "Deployment"): "deployments",
     ("image.openshift.io/v1", "ImageStream"): "imagestreams",
     ("route.openshift.io/v1", "Route"): "routes",
+    ("build.openshift.io/v1", "BuildConfig"): "buildconfigs",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
 }
 
 
 class KubernetesError(RuntimeError):
     """An API call failed; the message names the object, the HTTP status and the server's reason."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -191,4 +199,4 @@ def _check(status: int, body: Any, what: str) -> None:
         403: "the service account lacks RBAC permission for this",
         422: "the object is invalid",
     }.get(status, "")
-    raise KubernetesError(f"{what} failed: HTTP {status}: {reason}" + (f" ({hint})" if hint else ""))
+    raise KubernetesError(f"{what} failed: HTTP {status}: {reason}" + (f" ({hint})" if hint else ""), status)

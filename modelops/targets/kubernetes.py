@@ -28,7 +28,15 @@ from modelops.serving.rest_client import AsyncServingClient, Reply, ServingClien
 from modelops.targets.async_bridge import run_sync
 from modelops.targets.base import DeployError, Rollout, ServingTarget
 from modelops.targets.kustomize import ManifestError, render_overlay
-from modelops.targets.manifests import HTTP_PORT, K8S_DIR, app_name, customize, deployment_of, served
+from modelops.targets.manifests import (
+    ADD_ON_KINDS,
+    HTTP_PORT,
+    K8S_DIR,
+    app_name,
+    customize,
+    deployment_of,
+    served,
+)
 from modelops.targets.rollout_status import rollout_state
 
 log = logging.getLogger("modelops.targets.kubernetes")
@@ -161,7 +169,15 @@ class KubernetesTarget(ServingTarget):
             previous = await api.read("apps/v1", "Deployment", self.namespace, name)
             generation = 1
             for obj in objects:
-                applied = await api.apply(obj)
+                try:
+                    applied = await api.apply(obj)
+                except KubernetesError as exc:
+                    if obj["kind"] in ADD_ON_KINDS and getattr(exc, "status", None) == 404:
+                        log.warning(
+                            "%s: skipped %s (not served by this cluster): %s", self.name, obj["kind"], exc
+                        )
+                        continue
+                    raise
                 if obj["kind"] == "Deployment":
                     generation = applied["metadata"].get("generation", 1)
         except KubernetesError as exc:

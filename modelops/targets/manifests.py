@@ -1,8 +1,9 @@
 """The serving manifests of one model: ``infra/k8s`` rendered, then named for the model and version.
 
 The manifests are written for the model ``hmeq-risk``; for another model the names, selectors and
-probe paths are rewritten after rendering, and the image, namespace, replica count and model
-version (an annotation on the Deployment and its pod template) are set.
+probe paths are rewritten after rendering, and the image, namespace, replica count (also the
+HPA's floor) and model version (an annotation on the Deployment and its pod template) are set; the
+OpenShift BuildConfig builds into the configured ImageStream.
 """
 
 from __future__ import annotations
@@ -22,9 +23,23 @@ CONTAINER = "tfserving"
 HTTP_PORT = 8501
 VERSION_ANNOTATION = "modelops.io/model-version"
 MODEL_ANNOTATION = "modelops.io/model-name"
+# Production add-ons whose API a cluster may not serve (no Prometheus Operator, not OpenShift, or
+# older than autoscaling/v2 and policy/v1, such as 1.20): the targets skip them when it answers 404.
+ADD_ON_KINDS = frozenset({"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "BuildConfig"})
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Apply order: what the Deployment refers to first.
-_ORDER = ["ServiceAccount", "ConfigMap", "ImageStream", "Service", "Deployment", "Route"]
+_ORDER = [
+    "ServiceAccount",
+    "ConfigMap",
+    "ImageStream",
+    "BuildConfig",
+    "Service",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "ServiceMonitor",
+    "Route",
+]
 
 
 def app_name(model_name: str) -> str:
@@ -58,6 +73,11 @@ def customize(
             obj["metadata"]["name"] = image_stream
         if obj["kind"] == "Deployment":
             _set_deployment(obj, model_name=model_name, image=image, replicas=replicas, version=version)
+        if obj["kind"] == "HorizontalPodAutoscaler":
+            obj["spec"]["minReplicas"] = replicas
+            obj["spec"]["maxReplicas"] = max(obj["spec"]["maxReplicas"], replicas)
+        if obj["kind"] == "BuildConfig":
+            _set_build(obj, model_name=model_name, image_stream=image_stream)
         result.append(obj)
     return sorted(result, key=lambda o: _ORDER.index(o["kind"]) if o["kind"] in _ORDER else len(_ORDER))
 
@@ -80,6 +100,14 @@ def _set_deployment(obj: dict[str, Any], *, model_name: str, image: str, replica
     for container in obj["spec"]["template"]["spec"]["containers"]:
         if container["name"] == CONTAINER:
             container["image"] = image
+
+
+def _set_build(obj: dict[str, Any], *, model_name: str, image_stream: str) -> None:
+    target = obj["spec"]["output"]["to"]
+    target["name"] = f"{image_stream}:{target['name'].partition(':')[2] or 'latest'}"
+    for arg in obj["spec"]["strategy"].get("dockerStrategy", {}).get("buildArgs") or []:
+        if arg["name"] == "SERVED_MODEL_NAME":
+            arg["value"] = model_name
 
 
 def deployment_of(objects: list[dict[str, Any]]) -> dict[str, Any]:

@@ -53,9 +53,16 @@ def test_first_deploy_applies_everything_and_waits_for_the_rollout(fake):
         "/api/v1/namespaces/modelops/serviceaccounts/hmeq-risk-serving",
         "/api/v1/namespaces/modelops/services/hmeq-risk-serving",
         DEPLOYMENT,
+        "/apis/autoscaling/v2/namespaces/modelops/horizontalpodautoscalers/hmeq-risk-serving",
+        "/apis/policy/v1/namespaces/modelops/poddisruptionbudgets/hmeq-risk-serving",
+        "/apis/monitoring.coreos.com/v1/namespaces/modelops/servicemonitors/hmeq-risk-serving",
     ]
     deployment = fake.get(DEPLOYMENT)
     assert deployment["spec"]["template"]["metadata"]["annotations"]["modelops.io/model-version"] == "1"
+    # The HPA and PDB are stored; the ServiceMonitor's API is not served here (no Prometheus Operator),
+    # so it is skipped with a warning rather than failing the deploy.
+    kinds = {obj["kind"] for obj in fake.objects.values()}
+    assert {"HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds and "ServiceMonitor" not in kinds
     # The smoke test went through the service proxy: status, metadata, predict.
     proxied = [path for _, path in fake.requests if "/proxy/" in path]
     assert proxied[-1].endswith("/services/hmeq-risk-serving:8501/proxy/v1/models/hmeq-risk:predict")

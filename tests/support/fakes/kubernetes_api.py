@@ -47,6 +47,8 @@ class FakeKubernetesApiServer:
         self.images: dict[str, FakeImage] = {}
         self.requests: list[tuple[str, str]] = []
         self.deadline_reads = deadline_reads
+        # API groups this cluster does not serve: no Prometheus Operator installed.
+        self.unserved_groups = {"monitoring.coreos.com"}
         self._serving_template: dict[str, dict[str, Any]] = {}  # deployment path -> template of ready pods
         self._reads_since_apply: dict[str, int] = {}
         self.port = free_port()
@@ -92,6 +94,8 @@ class FakeKubernetesApiServer:
     async def _resource(self, request: Request) -> JSONResponse:
         path = request.url.path
         self.requests.append((request.method, path))
+        if path.startswith("/apis/") and path.split("/")[2] in self.unserved_groups:
+            return _status(404, "the server could not find the requested resource")
         if request.method == "GET":
             obj = self.objects.get(path)
             if obj is None:
