@@ -138,6 +138,14 @@ def test_autoscaling_disruption_budget_and_scraping_follow_the_model(overlay, mo
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == METRICS_PATH
+    # The real tensorflow_model_server serves that path only with a monitoring config that says so.
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--monitoring_config_file=/etc/tfserving/monitoring.config" in container["args"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/tfserving"]
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    config = _one(objects, "ConfigMap")
+    assert volume["configMap"]["name"] == config["metadata"]["name"] == app
+    assert f'path: "{METRICS_PATH}"' in config["data"]["monitoring.config"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}[endpoint["port"]] == "http"
 

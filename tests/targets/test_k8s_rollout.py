@@ -51,6 +51,7 @@ def test_first_deploy_applies_everything_and_waits_for_the_rollout(fake):
     applied = [path for method, path in fake.requests if method == "PATCH"]
     assert applied == [
         "/api/v1/namespaces/modelops/serviceaccounts/hmeq-risk-serving",
+        "/api/v1/namespaces/modelops/configmaps/hmeq-risk-serving",
         "/api/v1/namespaces/modelops/services/hmeq-risk-serving",
         DEPLOYMENT,
         "/apis/autoscaling/v2/namespaces/modelops/horizontalpodautoscalers/hmeq-risk-serving",
