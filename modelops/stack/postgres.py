@@ -36,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 import psycopg2
 import psycopg2.errors
+from psycopg2 import sql
 
 with warnings.catch_warnings():  # pgserver's package import warns about XDG_RUNTIME_DIR: unused here
     warnings.simplefilter("ignore")
@@ -93,7 +94,7 @@ def ensure_database(dsn: str, database: str) -> bool:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cursor.fetchone() is not None:
                 return False
-            cursor.execute(f'CREATE DATABASE "{database}"')
+            cursor.execute(sql.SQL("CREATE DATABASE ") + sql.Identifier(database))
             return True
     except psycopg2.errors.DuplicateDatabase:
         return False  # another `up` created it a moment ago

@@ -529,6 +529,9 @@ def _gone_within(pid: int, create_time: float | None, timeout_s: float) -> bool:
             psutil.Process(pid).wait(0.1)  # reaps our own child; a short sleep for anyone else's
         if time.monotonic() > deadline:
             return False
+    # It may have exited between two waits: then it is our zombie until reaped here.
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
+        psutil.Process(pid).wait(0)
     return True
 
 

@@ -78,7 +78,7 @@ def test_every_stack_component_listens_on_loopback_only(tmp_path):
         result = run_modelops(env, "up")
         assert result.returncode == 0, result.stdout + result.stderr
         rows = {row["name"]: row for row in stack_status(env)}
-        assert set(rows) == {"prefect-server", "mlflow", "postgres", "worker"}
+        assert set(rows) == {"prefect-server", "mlflow", "postgres", "worker", "supervisor"}
         sockets: dict[str, dict[tuple[str, int], str]] = {
             name: listening_addresses(row["pid"]) for name, row in rows.items() if row["pid"]
         }

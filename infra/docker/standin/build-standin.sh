@@ -2,8 +2,9 @@
 # Build the local stand-in for tensorflow/serving (Docker Hub cannot be reached from these machines).
 #
 # Two images, each built only when absent (or, for the second, when the project's code changed):
-#   modelops/standin-runtime:py311-tf2.21.0  Debian bookworm minbase + python3 + tensorflow-cpu, starlette,
-#                                            uvicorn, orjson (debootstrap rootfs + `docker import`; minutes, once)
+#   modelops/standin-runtime:py311-tf2.21.0-<id of PACKAGES>  Debian bookworm minbase + python3 +
+#                                            tensorflow-cpu, starlette, uvicorn, orjson, prometheus-client, …
+#                                            (debootstrap rootfs + `docker import`; minutes, once per list)
 #   modelops/tfserving-standin:2.18.0        the runtime + this project's `modelops` package + a
 #                                            `tensorflow_model_server` wrapper and the real image's entrypoint
 #                                            (`docker build` from standin.Dockerfile; cached by Docker)
@@ -12,13 +13,16 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO_ROOT="$(cd "$HERE/../../.." && pwd)"
 HOME_DIR="${MODELOPS_DOCKER_HOME:-/var/lib/modelops-docker}"
-RUNTIME_IMAGE="${MODELOPS_STANDIN_RUNTIME:-modelops/standin-runtime:py311-tf2.21.0}"
+
 STANDIN_IMAGE="${MODELOPS_STANDIN_IMAGE:-modelops/tfserving-standin:2.18.0}"
 MIRROR="${MODELOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PYTHON="${PYTHON:-$REPO_ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=$(command -v python3.11 || command -v python3)
 # The serving process's packages, at the versions the project tests with.
-PACKAGES=(tensorflow-cpu starlette uvicorn orjson pydantic PyYAML httpx)
+PACKAGES=(tensorflow-cpu starlette uvicorn orjson pydantic PyYAML httpx prometheus-client)
+# The tag names the package list, so a machine's cached runtime is rebuilt when the list changes.
+PACKAGES_ID=$(echo "${PACKAGES[*]}" | sha1sum | cut -c1-8)
+RUNTIME_IMAGE="${MODELOPS_STANDIN_RUNTIME:-modelops/standin-runtime:py311-tf2.21.0-$PACKAGES_ID}"
 
 log() { echo "build-standin: $*" >&2; }
 t0=$(date +%s)
