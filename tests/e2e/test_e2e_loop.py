@@ -16,6 +16,7 @@ import httpx
 import psycopg2
 import pytest
 from support.network import free_port
+from support.stack import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -162,7 +163,13 @@ def _model_events(prefect_api: str) -> list[tuple[str, str | None]]:
 
 
 def test_events_happen_in_the_order_of_the_loop(loop):
-    events = _model_events(loop["prefect"])
+    # The demo ends when the last check's row is in PostgreSQL; its event reaches the server's event
+    # store a moment later (emitted after the row, delivered asynchronously): wait for it, then compare.
+    events = wait_for(
+        lambda: (found := _model_events(loop["prefect"])) and LOOP_EVENTS[-1] in found and found,
+        60,
+        "the last check's event stored",
+    )
     assert ("modelops.model.registered", "1") in events
     position = 0
     for expected in LOOP_EVENTS:
