@@ -109,6 +109,16 @@ class StackSettings(_Section):
     mlflow_port: int = Field(5000, ge=1, le=65535)
     postgres_port: int = Field(5433, ge=1, le=65535)  # the embedded PostgreSQL, when database.url is unset
     work_pool: str = "modelops-local"
+    # The pool's worker type, which `up` creates the pool with and starts a worker of: "process" (flow
+    # runs are processes in this checkout) or "docker" (each flow run is a container of the flow image).
+    work_pool_type: Literal["process", "docker"] = "process"
+    # docker pool: the flow image's repository (<registry>/<path>; `up` tags it <version>-<hash of what
+    # goes into it>) and the base it is built on (infra/docker/flow.Dockerfile's BASE_IMAGE).
+    flow_image: str = "127.0.0.1:5055/modelops/flows"
+    flow_base_image: str = "python:3.11-slim"
+    # docker pool: how long the first deployment may take to build and push the flow image (a cold
+    # build installs TensorFlow & co. with pip: minutes; a cached one takes seconds).
+    image_build_timeout_s: float = Field(1800.0, gt=0)
     worker_query_seconds: float = Field(2.0, gt=0, le=60)
     startup_timeout_s: float = Field(120.0, gt=0)
     prefect_file: Path = Path("prefect.yaml")  # applied by `modelops up`; relative to the project root

@@ -2,7 +2,8 @@
 # A private Docker engine + image registry on loopback, for tests, CI and the `docker` serving target.
 #
 #   scripts/docker-engine.sh start    install what is missing, start dockerd and the registry, wait until
-#                                     ready, build the tensorflow/serving stand-in base if absent
+#                                     ready, build the stand-in bases if absent (tensorflow/serving for
+#                                     the serving image, python:3.11-slim for the flow image)
 #   scripts/docker-engine.sh status   say what runs (exit 0 when both daemons answer)
 #   scripts/docker-engine.sh stop     stop exactly the processes `start` started (by their PID files)
 #   scripts/docker-engine.sh env      print `export DOCKER_HOST=...` lines for eval
@@ -10,7 +11,7 @@
 # State lives under $MODELOPS_DOCKER_HOME (default /var/lib/modelops-docker) so images and the registry
 # survive between runs. Nothing is exported globally: the engine's address is printed and written to
 # $MODELOPS_DOCKER_HOME/docker-host, where modelops.integrations.image and the tests read it.
-# Knobs: MODELOPS_REGISTRY_ADDR (default 127.0.0.1:5055), MODELOPS_SKIP_STANDIN=1 (no base image build).
+# Knobs: MODELOPS_REGISTRY_ADDR (default 127.0.0.1:5055), MODELOPS_SKIP_STANDIN=1 (no stand-in base builds).
 set -euo pipefail
 
 HOME_DIR="${MODELOPS_DOCKER_HOME:-/var/lib/modelops-docker}"
@@ -104,6 +105,8 @@ cmd_start() {
   log "ready: DOCKER_HOST=$DOCKER_HOST_URL registry=$REGISTRY_ADDR"
   if [ "${MODELOPS_SKIP_STANDIN:-0}" != 1 ]; then
     DOCKER_HOST="$DOCKER_HOST_URL" MODELOPS_DOCKER_HOME="$HOME_DIR" "$REPO_ROOT/infra/docker/standin/build-standin.sh"
+    DOCKER_HOST="$DOCKER_HOST_URL" MODELOPS_DOCKER_HOME="$HOME_DIR" \
+      "$REPO_ROOT/infra/docker/standin/build-python-standin.sh"
   fi
   echo "DOCKER_HOST=$DOCKER_HOST_URL"
 }

@@ -2,10 +2,11 @@
 
 Run by ``modelops up`` as ``python -m modelops.stack.apply_deployments --pool P --prefect-file F
 --report R`` with the stack's environment (PREFECT_API_URL, PREFECT_HOME), in the background while
-the worker starts. It makes sure the process work pool exists, then runs Prefect's own
-``prefect --no-prompt deploy --name <each> --pool P --prefect-file F`` for every deployment in the
-file, each in its own process (two at a time): one broken deployment is reported by name and does
-not stop the others. Success is the command's exit status. The outcome goes to the report file as JSON::
+the worker starts. It makes sure the work pool exists (a Docker pool with the stack's defaults),
+then runs Prefect's own ``prefect --no-prompt deploy --name <each> --pool P --prefect-file F`` for
+every deployment in the file, each in its own process (two at a time; when the file builds an image,
+the first one alone): one broken deployment is reported by name and does not stop the others.
+Success is the command's exit status. The outcome goes to the report file as JSON::
 
     {"applied": ["train", ...], "failed": {"broken": "<last line Prefect printed>"}}
 
@@ -22,7 +23,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import yaml
 from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -42,8 +45,15 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def ensure_work_pool(name: str) -> None:
-    """Create the process work pool unless it exists (``prefect deploy`` refuses a missing pool)."""
+def ensure_work_pool(name: str, pool_type: str = "process") -> None:
+    """Create the work pool unless it exists (``prefect deploy`` refuses a missing pool).
+
+    A Docker pool gets the stack's defaults (:func:`modelops.stack.docker_pool.base_job_template`), set
+    again on every ``up`` so changed ports or configs reach the containers.
+    """
+    if pool_type == "docker":
+        _ensure_docker_pool(name)
+        return
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(name)
@@ -52,6 +62,19 @@ def ensure_work_pool(name: str) -> None:
                 client.create_work_pool(WorkPoolCreate(name=name, type="process"))
             except ObjectAlreadyExists:
                 pass  # the worker created it at the same moment
+
+
+def _ensure_docker_pool(name: str) -> None:
+    from modelops.config import load_config
+    from modelops.stack import docker_pool
+
+    config = load_config()  # the stack's: MODELOPS_CONFIG and the overrides are in this environment
+    dsn = config.database.url or os.environ.get("MODELOPS_DATABASE_URL")
+    if dsn and urlsplit(dsn).password:
+        docker_pool.save_database_secret(dsn)
+        print(f"database URL saved as Secret block {docker_pool.DATABASE_SECRET_BLOCK}", flush=True)
+    template = docker_pool.base_job_template(config, dsn, os.environ.get("DOCKER_HOST"))
+    print(f"work pool {name} (docker): {docker_pool.ensure_pool(name, template)}", flush=True)
 
 
 def deploy_command(prefect_file: Path, name: str, pool: str) -> list[str]:
@@ -87,12 +110,30 @@ def last_meaningful_line(output: str) -> str:
     return lines[-1] if lines else ""
 
 
-def apply_all(prefect_file: Path, pool: str, timeout_s: float, parallel: int = PARALLEL) -> Outcome:
+def builds_image(prefect_file: Path) -> bool:
+    """The file has top-level build steps (prefect.docker.yaml builds the flow image)."""
+    spec = yaml.safe_load(prefect_file.read_text()) or {}
+    return bool(spec.get("build"))
+
+
+def apply_all(
+    prefect_file: Path,
+    pool: str,
+    timeout_s: float,
+    parallel: int = PARALLEL,
+    build_timeout_s: float | None = None,
+) -> Outcome:
+    """Every deployment, two at a time. When the file builds an image, the first deployment goes
+    alone (with ``build_timeout_s``): its build fills Docker's layer cache, so the others' builds of
+    the same sources are cache hits instead of parallel cold builds."""
     names = deployment_names(prefect_file)
+    reasons: list[str | None] = []
+    rest = names
+    if names and builds_image(prefect_file):
+        reasons.append(apply_one(prefect_file, names[0], pool, build_timeout_s or timeout_s))
+        rest = names[1:]
     with ThreadPoolExecutor(max_workers=parallel) as pool_of_deploys:
-        reasons = list(
-            pool_of_deploys.map(lambda name: apply_one(prefect_file, name, pool, timeout_s), names)
-        )
+        reasons += pool_of_deploys.map(lambda name: apply_one(prefect_file, name, pool, timeout_s), rest)
     outcome = Outcome()
     for name, reason in zip(names, reasons, strict=True):
         if reason is None:
@@ -110,9 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefect-file", required=True, type=Path)
     parser.add_argument("--report", required=True, type=Path, help="where to write the outcome (JSON)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per deployment")
+    parser.add_argument("--pool-type", default="process", choices=["process", "docker"])
+    parser.add_argument(
+        "--build-timeout",
+        type=float,
+        default=None,
+        help="seconds for the first deploy of a file that builds an image",
+    )
     args = parser.parse_args(argv)
-    ensure_work_pool(args.pool)
-    outcome = apply_all(args.prefect_file.resolve(), args.pool, args.timeout)
+    ensure_work_pool(args.pool, args.pool_type)
+    prefect_file = args.prefect_file.resolve()
+    outcome = apply_all(prefect_file, args.pool, args.timeout, build_timeout_s=args.build_timeout)
     args.report.write_text(json.dumps(asdict(outcome)))
     return 1 if outcome.failed else 0
 

@@ -175,7 +175,9 @@ def mlflow_server(config: ModelOpsConfig, stores: BackendStores) -> ProcessSpec:
 
 
 def worker(config: ModelOpsConfig, database_url: str | None, started_after: float = 0.0) -> ProcessSpec:
-    """The process worker; flow-run processes inherit its environment, so the stack's URLs go here.
+    """The worker of ``stack.work_pool_type``: a process worker's flow-run processes inherit its environment,
+    so the stack's URLs go here; a Docker worker's containers get theirs from the pool's template
+    (:mod:`modelops.stack.docker_pool`), and it gets the engine's address.
 
     Healthy once it heartbeats into the pool after ``started_after`` (epoch seconds).
     """
@@ -183,6 +185,8 @@ def worker(config: ModelOpsConfig, database_url: str | None, started_after: floa
     env = _base_env(config)
     env.update(stack_client_environment(config, database_url))
     env["PREFECT_WORKER_QUERY_SECONDS"] = f"{config.stack.worker_query_seconds:g}"
+    if config.stack.work_pool_type == "docker":
+        env.update(docker_engine_environment())
     pool = config.stack.work_pool
     api = config.prefect_api_url
     return ProcessSpec(
@@ -194,7 +198,7 @@ def worker(config: ModelOpsConfig, database_url: str | None, started_after: floa
             "--pool",
             pool,
             "--type",
-            "process",
+            config.stack.work_pool_type,
             "--name",
             WORKER_NAME,
         ],
@@ -218,6 +222,15 @@ def stack_client_environment(config: ModelOpsConfig, database_url: str | None) -
     if database_url:
         env["MODELOPS_DATABASE_URL"] = database_url
     return env
+
+
+def docker_engine_environment() -> dict[str, str]:
+    """``DOCKER_HOST`` for the Docker worker and prefect-docker's build/push steps (they use
+    ``docker.from_env()``): the engine ``modelops.integrations.image.docker_host`` finds."""
+    from modelops.integrations.image import docker_host  # lazy: it imports Prefect
+
+    host = docker_host()
+    return {"DOCKER_HOST": host} if host else {}
 
 
 def _base_env(config: ModelOpsConfig) -> dict[str, str]:

@@ -27,7 +27,7 @@ from modelops.config import ModelOpsConfig
 from modelops.integrations.postgres import apply_migrations, redact
 from modelops.serving.rest_client import model_status
 from modelops.stack import components as comp
-from modelops.stack import prefect_toml, reconcile
+from modelops.stack import docker_pool, prefect_toml, reconcile
 from modelops.stack.postgres import (
     POSTGRES_BIN_PATH,
     EmbeddedPostgres,
@@ -466,6 +466,12 @@ def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -
     env = comp.worker(config, state.database_url).env
     # prefect.yaml reads the KS-check schedule from the environment config through this variable.
     env = {**env, "MODELOPS_KS_CHECK_CRON": config.monitoring.schedule_cron}
+    extra: list[str] = []
+    if docker_pool.is_docker_pool(config):  # prefect.docker.yaml's build/push steps read these
+        env.update(docker_pool.deploy_environment(config))
+        extra = ["--pool-type", "docker", "--build-timeout", f"{config.stack.image_build_timeout_s:g}"]
+        echo(f"deployments: the flow image {env['MODELOPS_FLOW_IMAGE']}:{env['MODELOPS_FLOW_IMAGE_TAG']} is "
+             "built and pushed first (a cold build installs the dependencies: minutes)")  # fmt: skip
     log = config.stack_home / "logs" / "deploy.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     report = config.stack_home / "deployments.json"
@@ -475,7 +481,7 @@ def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -
         process = subprocess.Popen(
             [sys.executable, "-m", "modelops.stack.apply_deployments",
              "--pool", config.stack.work_pool, "--prefect-file", str(prefect_file),
-             "--report", str(report), "--timeout", f"{config.stack.startup_timeout_s:g}"],
+             "--report", str(report), "--timeout", f"{config.stack.startup_timeout_s:g}", *extra],
             env=env, cwd=prefect_file.parent, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     return _Deployments(process, prefect_file, log, report, time.monotonic())
@@ -485,6 +491,8 @@ def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, ech
     if deploy is None:
         return
     limit = config.stack.startup_timeout_s * len(comp.deployment_names(deploy.prefect_file)) + 60
+    if docker_pool.is_docker_pool(config):
+        limit += config.stack.image_build_timeout_s
     try:
         returncode = deploy.process.wait(timeout=limit)
     except subprocess.TimeoutExpired:
