@@ -110,8 +110,10 @@ class StackSettings(_Section):
     postgres_port: int = Field(5433, ge=1, le=65535)  # the embedded PostgreSQL, when database.url is unset
     work_pool: str = "modelops-local"
     # The pool's worker type, which `up` creates the pool with and starts a worker of: "process" (flow
-    # runs are processes in this checkout) or "docker" (each flow run is a container of the flow image).
-    work_pool_type: Literal["process", "docker"] = "process"
+    # runs are processes in this checkout), "docker" (each flow run is a container of the flow image) or
+    # "kubernetes" (each flow run is a Job of the flow image in serving.namespace, on the cluster of
+    # $KUBECONFIG; template: infra/k8s/worker/base-job-template.json, see modelops.stack.kubernetes_pool).
+    work_pool_type: Literal["process", "docker", "kubernetes"] = "process"
     # docker pool: the flow image's repository (<registry>/<path>; `up` tags it <version>-<hash of what
     # goes into it>) and the base it is built on (infra/docker/flow.Dockerfile's BASE_IMAGE).
     flow_image: str = "127.0.0.1:5055/modelops/flows"

@@ -54,6 +54,9 @@ def ensure_work_pool(name: str, pool_type: str = "process") -> None:
     if pool_type == "docker":
         _ensure_docker_pool(name)
         return
+    if pool_type == "kubernetes":
+        _ensure_kubernetes_pool(name)
+        return
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(name)
@@ -75,6 +78,20 @@ def _ensure_docker_pool(name: str) -> None:
         print(f"database URL saved as Secret block {docker_pool.DATABASE_SECRET_BLOCK}", flush=True)
     template = docker_pool.base_job_template(config, dsn, os.environ.get("DOCKER_HOST"))
     print(f"work pool {name} (docker): {docker_pool.ensure_pool(name, template)}", flush=True)
+
+
+def _ensure_kubernetes_pool(name: str) -> None:
+    """infra/k8s/worker/base-job-template.json with the config's namespace and flow image, and the
+    stack's MLflow URL as a plain value (the database URL stays the Secret ``modelops-database``)."""
+    from modelops.config import load_config
+    from modelops.stack import docker_pool, kubernetes_pool
+
+    config = load_config()
+    image = f"{config.stack.flow_image}:{docker_pool.flow_image_tag(config)}"
+    template = kubernetes_pool.base_job_template(
+        config, image=image, env={"MLFLOW_TRACKING_URI": config.mlflow_uri}
+    )
+    print(f"work pool {name} (kubernetes): {kubernetes_pool.ensure_pool(name, template)}", flush=True)
 
 
 def deploy_command(prefect_file: Path, name: str, pool: str) -> list[str]:
@@ -151,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefect-file", required=True, type=Path)
     parser.add_argument("--report", required=True, type=Path, help="where to write the outcome (JSON)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per deployment")
-    parser.add_argument("--pool-type", default="process", choices=["process", "docker"])
+    parser.add_argument("--pool-type", default="process", choices=["process", "docker", "kubernetes"])
     parser.add_argument(
         "--build-timeout",
         type=float,

@@ -187,6 +187,9 @@ def worker(config: ModelOpsConfig, database_url: str | None, started_after: floa
     env["PREFECT_WORKER_QUERY_SECONDS"] = f"{config.stack.worker_query_seconds:g}"
     if config.stack.work_pool_type == "docker":
         env.update(docker_engine_environment())
+    if config.stack.work_pool_type == "kubernetes":  # the cluster of $KUBECONFIG; Jobs in serving.namespace
+        # prefect-kubernetes' observer watches cluster-wide unless told; a namespaced Role refuses that.
+        env.setdefault("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES", config.serving.namespace)
     pool = config.stack.work_pool
     api = config.prefect_api_url
     return ProcessSpec(

@@ -467,9 +467,12 @@ def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -
     # prefect.yaml reads the KS-check schedule from the environment config through this variable.
     env = {**env, "MODELOPS_KS_CHECK_CRON": config.monitoring.schedule_cron}
     extra: list[str] = []
-    if docker_pool.is_docker_pool(config):  # prefect.docker.yaml's build/push steps read these
+    pool_type = config.stack.work_pool_type
+    if pool_type in ("docker", "kubernetes"):  # prefect.docker.yaml's build/push steps read these
         env.update(docker_pool.deploy_environment(config))
-        extra = ["--pool-type", "docker", "--build-timeout", f"{config.stack.image_build_timeout_s:g}"]
+        if pool_type == "kubernetes":  # the image is built here and pushed to the cluster's registry
+            env.update(comp.docker_engine_environment())
+        extra = ["--pool-type", pool_type, "--build-timeout", f"{config.stack.image_build_timeout_s:g}"]
         echo(f"deployments: the flow image {env['MODELOPS_FLOW_IMAGE']}:{env['MODELOPS_FLOW_IMAGE_TAG']} is "
              "built and pushed first (a cold build installs the dependencies: minutes)")  # fmt: skip
     log = config.stack_home / "logs" / "deploy.log"
@@ -491,7 +494,7 @@ def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, ech
     if deploy is None:
         return
     limit = config.stack.startup_timeout_s * len(comp.deployment_names(deploy.prefect_file)) + 60
-    if docker_pool.is_docker_pool(config):
+    if config.stack.work_pool_type in ("docker", "kubernetes"):
         limit += config.stack.image_build_timeout_s
     try:
         returncode = deploy.process.wait(timeout=limit)
