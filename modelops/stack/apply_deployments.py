@@ -30,6 +30,8 @@ from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+from modelops.config import load_config
+from modelops.stack import docker_pool, kubernetes_pool
 from modelops.stack.components import console_script, deployment_names
 
 # Prefect's console wraps at the terminal width; a wide one keeps each error message on one line.
@@ -68,9 +70,6 @@ def ensure_work_pool(name: str, pool_type: str = "process") -> None:
 
 
 def _ensure_docker_pool(name: str) -> None:
-    from modelops.config import load_config
-    from modelops.stack import docker_pool
-
     config = load_config()  # the stack's: MODELOPS_CONFIG and the overrides are in this environment
     dsn = config.database.url or os.environ.get("MODELOPS_DATABASE_URL")
     if dsn and urlsplit(dsn).password:
@@ -83,9 +82,6 @@ def _ensure_docker_pool(name: str) -> None:
 def _ensure_kubernetes_pool(name: str) -> None:
     """infra/k8s/worker/base-job-template.json with the config's namespace and flow image, and the
     stack's MLflow URL as a plain value (the database URL stays the Secret ``modelops-database``)."""
-    from modelops.config import load_config
-    from modelops.stack import docker_pool, kubernetes_pool
-
     config = load_config()
     image = f"{config.stack.flow_image}:{docker_pool.flow_image_tag(config)}"
     template = kubernetes_pool.base_job_template(

@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
 from modelops.config import PROJECT_ROOT, ModelOpsConfig
 
 TEMPLATE = PROJECT_ROOT / "infra" / "k8s" / "worker" / "base-job-template.json"
@@ -67,10 +71,6 @@ def base_job_template(
 
 def ensure_pool(name: str, template: dict[str, Any]) -> str:
     """Create the Kubernetes pool with ``template``, or set it on an existing one; returns what was done."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
