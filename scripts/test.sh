@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command runs this: the static checks (scripts/lint.sh), then, with PostgreSQL
-# and a Docker engine + registry up, the whole pytest suite. Extra arguments go to pytest. A lint
-# failure does not stop the tests, but fails the run at the end.
+# The README's test command runs this: the static checks (scripts/lint.sh), then, with PostgreSQL,
+# a Docker engine + registry up and a Kubernetes control plane built, the whole pytest suite. Extra
+# arguments go to pytest. A lint failure does not stop the tests, but fails the run at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lint_status=0
@@ -18,6 +18,15 @@ if [ -x scripts/docker-engine.sh ] && [ "${MODELOPS_SKIP_DOCKER:-0}" != 1 ]; the
     trap './scripts/docker-engine.sh stop' EXIT   # stop only what this run started
   fi
   export MODELOPS_REQUIRE_DOCKER=1   # the container tests must run here, not skip
+fi
+if [ "${MODELOPS_SKIP_K8S:-0}" != 1 ]; then
+  # A real Kubernetes v1.20 control plane for the k8s tests: built once per machine (about 5 min,
+  # cached in ~/.cache/k8s-1.20); the tests start and stop it themselves (tests/support/control_plane.py).
+  k8s_log="${TMPDIR:-/tmp}/modelops-k8s-build.log"
+  echo "test: Kubernetes control plane: scripts/k8s-control-plane/build.sh (log: $k8s_log)" >&2
+  ./scripts/k8s-control-plane/build.sh >"$k8s_log" 2>&1 \
+    || echo "test: the control plane build FAILED (see $k8s_log): the k8s tests will fail" >&2
+  export MODELOPS_REQUIRE_K8S=1   # the k8s tests must run here, not skip
 fi
 test_status=0
 .venv/bin/python -m pytest "$@" || test_status=$?

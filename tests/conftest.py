@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.control_plane import ControlPlane
 from support.network import free_port
 
 from modelops.integrations.database import apply_migrations
@@ -114,3 +115,13 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One real Kubernetes v1.20 control plane (+ fake node) for the whole run, stopped at the end."""
+    plane = ControlPlane.start(tmp_path_factory.mktemp("k8s-run"))
+    try:
+        yield plane
+    finally:
+        plane.stop()

@@ -2,7 +2,8 @@
 
 Deploy = push the image, render the overlay (``infra/k8s/overlays/<target>``, see
 :mod:`modelops.targets.kustomize` and :mod:`modelops.targets.manifests`), server-side apply every
-object, wait for the Deployment's rollout (:mod:`modelops.targets.rollout_status`), then check
+object, follow the Deployment with a watch until its rollout is done
+(:mod:`modelops.targets.rollout_status`), then check
 ``GET /v1/models/<name>`` and smoke-test ``:predict`` with :mod:`modelops.serving.rest_client`
 through the API server's service proxy. When the rollout stalls, times out or the smoke test
 fails, the previous image and version are applied again (and waited for) and :class:`DeployError`
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,7 @@ from modelops.targets.manifests import (
     customize,
     deployment_of,
     served,
+    without_replicas,
 )
 from modelops.targets.rollout_status import rollout_state
 
@@ -69,14 +72,12 @@ class KubernetesTarget(ServingTarget):
         config: ModelOpsConfig,
         *,
         connect: Callable[[], Any] | None = None,
-        poll_interval_s: float = 2.0,
         manifests_dir: Path | None = None,
     ) -> None:
-        """``connect()`` returns an async context manager yielding a :class:`KubernetesApi`-like object."""
+        """``connect()`` returns an async context manager yielding a :class:`KubernetesApi`."""
         self.config = config
         self.namespace = config.serving.namespace
         self.timeout_s = config.serving.rollout_timeout_s
-        self.poll_interval_s = poll_interval_s
         self.overlay_dir = (manifests_dir or K8S_DIR) / "overlays" / self.overlay
         self._connect = connect or KubernetesApi.connect
 
@@ -133,14 +134,20 @@ class KubernetesTarget(ServingTarget):
             raise DeployError(f"{self.name}: {exc}") from None
 
     async def deploy_async(self, model_name: str, version: str, pushed_image: str) -> Rollout:
+        try:
+            return await self._deploy(model_name, version, pushed_image)
+        except KubernetesError as exc:  # no connection at all (the steps inside handle their own)
+            raise DeployError(f"{self.name}: {exc}") from None
+
+    async def _deploy(self, model_name: str, version: str, pushed_image: str) -> Rollout:
         image = self.cluster_image(pushed_image)
         objects = self.render(model_name, version, image)
         name = deployment_of(objects)["metadata"]["name"]
         async with self._connect() as api:
-            previous, generation = await self._apply(api, objects, name, image)
+            previous, applied = await self._apply(api, objects, name, image)
             prev_image, prev_version = served(previous)
             try:
-                await self._wait_rollout(api, name, generation)
+                await self._wait_rollout(api, applied)
                 score = await self._check_service(api, name, model_name, version)
             except (DeployError, ServingClientError, KubernetesError) as exc:
                 outcome = await self._roll_back(api, objects, previous, model_name)
@@ -163,11 +170,12 @@ class KubernetesTarget(ServingTarget):
 
     async def _apply(
         self, api: Any, objects: list[dict[str, Any]], name: str, image: str
-    ) -> tuple[dict[str, Any] | None, int]:
-        """Server-side apply every object; returns (the Deployment before, its new generation)."""
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """Server-side apply every object; returns (the Deployment before, the applied Deployment)."""
         try:
             previous = await api.read("apps/v1", "Deployment", self.namespace, name)
-            generation = 1
+            objects = await self._leave_replicas_to_autoscaler(api, objects)
+            applied_deployment: dict[str, Any] = {}
             for obj in objects:
                 try:
                     applied = await api.apply(obj)
@@ -179,7 +187,7 @@ class KubernetesTarget(ServingTarget):
                         continue
                     raise
                 if obj["kind"] == "Deployment":
-                    generation = applied["metadata"].get("generation", 1)
+                    applied_deployment = applied
         except KubernetesError as exc:
             raise DeployError(f"{self.name}: {exc}") from None
         log.info(
@@ -190,13 +198,25 @@ class KubernetesTarget(ServingTarget):
             name,
             image,
         )
-        return previous, generation
+        return previous, applied_deployment
 
-    async def _wait_rollout(self, api: Any, name: str, generation: int) -> None:
+    async def _leave_replicas_to_autoscaler(
+        self, api: Any, objects: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Without the Deployment's ``spec.replicas`` when the cluster serves the overlay's HPA, which
+        owns that field (``serving.replicas`` is its floor): applying it would reset the HPA's count."""
+        hpa = next((o for o in objects if o["kind"] == "HorizontalPodAutoscaler"), None)
+        if hpa is None or not await api.serves(hpa["apiVersion"], hpa["kind"]):
+            return objects
+        return [without_replicas(o) if o["kind"] == "Deployment" else o for o in objects]
+
+    async def _wait_rollout(self, api: Any, deployment: dict[str, Any]) -> None:
+        """Follow the Deployment (a watch, no polling) until its rollout is done, failed or too long."""
+        name = deployment["metadata"]["name"]
+        generation = deployment["metadata"].get("generation", 1)
         deadline = time.monotonic() + self.timeout_s
-        reason = "not read yet"
-        while time.monotonic() < deadline:
-            current = await api.read("apps/v1", "Deployment", self.namespace, name)
+        current: dict[str, Any] | None = deployment
+        while True:
             if current is None:
                 raise DeployError(f"the Deployment {self.namespace}/{name} disappeared during the rollout")
             state, reason = rollout_state(current, generation)
@@ -204,8 +224,34 @@ class KubernetesTarget(ServingTarget):
                 return
             if state == "failed":
                 raise DeployError(f"rollout of {name} failed: {reason}")
-            await asyncio.sleep(self.poll_interval_s)
-        raise DeployError(f"rollout of {name} not finished after {self.timeout_s:.0f} s ({reason})")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeployError(f"rollout of {name} not finished after {self.timeout_s:.0f} s ({reason})")
+            current = await self._next_change(api, current, remaining)
+
+    async def _next_change(self, api: Any, current: dict[str, Any], wait_s: float) -> dict[str, Any] | None:
+        """The Deployment after its next change (``None`` once deleted), or as it is after ``wait_s``."""
+        meta = current["metadata"]
+        changes = api.watch(
+            "apps/v1",
+            "Deployment",
+            self.namespace,
+            meta["name"],
+            meta.get("resourceVersion"),
+            timeout_s=max(1, min(60, math.ceil(wait_s))),
+        )
+        try:
+            async with asyncio.timeout(wait_s + 5):  # the server ends the watch; this guards a silent one
+                async for kind, obj in changes:
+                    if kind == "DELETED":
+                        return None
+                    if kind in ("ADDED", "MODIFIED"):
+                        return obj
+        except (TimeoutError, KubernetesError) as exc:  # e.g. 410 Gone: resourceVersion too old
+            log.debug("%s: watch of %s ended (%s); reading it again", self.name, meta["name"], exc)
+        finally:
+            await changes.aclose()
+        return await api.read("apps/v1", "Deployment", self.namespace, meta["name"])
 
     async def _check_service(self, api: Any, service: str, model_name: str, version: str) -> float:
         """The Service reports ``version`` AVAILABLE and a smoke record gets a probability; its score."""
@@ -237,9 +283,11 @@ class KubernetesTarget(ServingTarget):
                 version=prev_version or "",
                 image_stream=self.config.serving.image_stream,
             )[0]
+            hpa = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+            restored = (await self._leave_replicas_to_autoscaler(api, [restored, *hpa]))[0]
             applied = await api.apply(restored)
             log.warning("%s: rolling %s back to %s (version %s)", self.name, name, prev_image, prev_version)
-            await self._wait_rollout(api, name, applied["metadata"].get("generation", 1))
+            await self._wait_rollout(api, applied)
         except (DeployError, KubernetesError) as exc:
             return (
                 f"ROLLBACK to {prev_image} ALSO FAILED ({exc}): check the Deployment {self.namespace}/{name}"

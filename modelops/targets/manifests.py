@@ -110,6 +110,10 @@ def _set_build(obj: dict[str, Any], *, model_name: str, image_stream: str) -> No
             arg["value"] = model_name
 
 
+def without_replicas(deployment: dict[str, Any]) -> dict[str, Any]:
+    return {**deployment, "spec": {k: v for k, v in deployment["spec"].items() if k != "replicas"}}
+
+
 def deployment_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return next(o for o in objects if o["kind"] == "Deployment")
 

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from support.control_plane import ControlPlane, service_account_kubeconfig
 from support.network import free_port
 
@@ -79,30 +78,6 @@ def namespaces(control_plane: ControlPlane) -> Iterator[tuple[str, str]]:
     finally:
         for namespace in made:
             control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-
-
-def _apply_worker_manifests(plane: ControlPlane, namespace: str, tmp_path: Path) -> list[dict[str, Any]]:
-    overlay = tmp_path / "worker-overlay"
-    overlay.mkdir()
-    # As the kustomization says for another namespace: kustomize's plain `namespace:` would leave the
-    # RoleBindings' subjects in "modelops" (it moves only subjects named "default").
-    transformer = {
-        "apiVersion": "builtin",
-        "kind": "NamespaceTransformer",
-        "metadata": {"name": "namespace", "namespace": namespace},
-        "setRoleBindingSubjects": "allServiceAccounts",
-    }
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "resources": [os.path.relpath(WORKER_DIR, overlay)],
-                "transformers": [yaml.safe_dump(transformer)],
-            }
-        )
-    )
-    rendered = plane.kubectl("kustomize", str(overlay))
-    plane.kubectl("apply", "--server-side", "-f", "-", input=rendered)
-    return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
 def _create_secrets(plane: ControlPlane, namespace: str, api_url: str) -> None:
@@ -182,7 +157,7 @@ def test_worker_runs_a_flow_run_as_a_job_with_its_service_account(
     api_url = PREFECT_API_URL.value()
 
     # 1. infra/k8s/worker, and the Secrets it references, in a fresh namespace.
-    objects = _apply_worker_manifests(plane, namespace, tmp_path)
+    objects = plane.apply_kustomization(WORKER_DIR, namespace, tmp_path)
     _create_secrets(plane, namespace, api_url)
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     assert deployment["metadata"]["namespace"] == namespace
