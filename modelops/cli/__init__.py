@@ -85,14 +85,21 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def _global_options(parser: argparse.ArgumentParser) -> None:
+def _global_options(parser: argparse.ArgumentParser, *, on_command: bool = False) -> None:
+    """``--config`` and ``-v``: before the command (``modelops --config docker up``) or after it
+    (``modelops up --config docker``); on a command they default to "not given", so they never
+    undo the ones given before it."""
     parser.add_argument(
         "--config",
-        default=None,
+        default=argparse.SUPPRESS if on_command else None,
         help="environment name under infra/config/ or a YAML path (default: $MODELOPS_CONFIG or 'local')",
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="debug logging, and the traceback of an error"
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if on_command else False,
+        help="debug logging, and the traceback of an error",
     )
 
 
@@ -107,6 +114,7 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         command_parser = sub.add_parser(name, help=command.help, description=command.help)
+        _global_options(command_parser, on_command=True)
         if name in chosen:
             module = importlib.import_module(f"modelops.cli.{command.module}")
             _add_arguments(module, command_parser, name)

@@ -18,7 +18,6 @@ to Docker (the ``local`` target) should not load it.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import socket
@@ -30,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 from prefect.logging import get_run_logger
 
 from modelops.config import PROJECT_ROOT, ModelOpsConfig
+from modelops.integrations.docker_engine import docker_host
 from modelops.secrets import resolve_secret
 
 if TYPE_CHECKING:
     import docker
 
 DOCKERFILE = PROJECT_ROOT / "infra" / "docker" / "Dockerfile"
-DEFAULT_DOCKER_HOME = Path("/var/lib/modelops-docker")
 STANDIN_BASE_IMAGE = "modelops/tfserving-standin:2.18.0"
 TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _TAG = re.compile(rf"^{TAG_RULE}$")
@@ -75,17 +74,6 @@ def split_reference(reference: str) -> tuple[str, str]:
     if not sep or "/" in tag:
         return reference, "latest"
     return repository, tag
-
-
-def docker_host() -> str | None:
-    for variable in ("MODELOPS_DOCKER_HOST", "DOCKER_HOST"):
-        if os.environ.get(variable):
-            return os.environ[variable]
-    home = Path(os.environ.get("MODELOPS_DOCKER_HOME") or DEFAULT_DOCKER_HOME)
-    marker = home / "docker-host"
-    if marker.is_file():
-        return marker.read_text().strip() or None
-    return None
 
 
 def docker_client(timeout: float = 300) -> docker.DockerClient:

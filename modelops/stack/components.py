@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from modelops.config import PROJECT_ROOT, ModelOpsConfig
+from modelops.integrations.docker_engine import docker_host
 from modelops.stack.postgres import database_url as database_on_server
 
 PREFECT_SERVER = "prefect-server"
@@ -229,9 +230,7 @@ def stack_client_environment(config: ModelOpsConfig, database_url: str | None) -
 
 def docker_engine_environment() -> dict[str, str]:
     """``DOCKER_HOST`` for the Docker worker and prefect-docker's build/push steps (they use
-    ``docker.from_env()``): the engine ``modelops.integrations.image.docker_host`` finds."""
-    from modelops.integrations.image import docker_host  # lazy: it imports Prefect
-
+    ``docker.from_env()``): the engine :func:`modelops.integrations.docker_engine.docker_host` finds."""
     host = docker_host()
     return {"DOCKER_HOST": host} if host else {}
 

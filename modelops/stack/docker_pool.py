@@ -19,15 +19,22 @@ which the worker resolves when it starts a container.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import os
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from modelops.config import CONFIG_DIR, ENV_PREFIX, PROJECT_ROOT, ModelOpsConfig, config_path
+from prefect import get_client
+from prefect.blocks.system import Secret
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from modelops.config import CONFIG_DIR, ENV_PREFIX, PROJECT_ROOT, ModelOpsConfig, config_path, load_config
 
 DOCKERFILE = PROJECT_ROOT / "infra" / "docker" / "flow.Dockerfile"
 # What flow.Dockerfile copies (and .dockerignore lets through): the inputs the tag's hash covers.
@@ -170,10 +177,6 @@ def base_job_template(
 
 def ensure_pool(name: str, template: dict[str, Any]) -> str:
     """Create the Docker pool with ``template``, or set it on an existing one; returns what was done."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
@@ -194,18 +197,11 @@ def ensure_pool(name: str, template: dict[str, Any]) -> str:
 
 def save_database_secret(dsn: str) -> None:
     """The database URL as a Prefect Secret block (only when it holds a password)."""
-    from prefect.blocks.system import Secret
-
     Secret(value=dsn).save(DATABASE_SECRET_BLOCK, overwrite=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m modelops.stack.docker_pool [--config docker]``: the build/push variables, as exports."""
-    import argparse
-    import shlex
-
-    from modelops.config import load_config
-
     parser = argparse.ArgumentParser(
         prog="python -m modelops.stack.docker_pool",
         description="Print the variables prefect.docker.yaml's build and push steps read (export lines).",

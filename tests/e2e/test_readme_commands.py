@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from modelops.cli import build_parser
+from modelops.cli import build_parser, command_in
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MODELOPS = str(Path(sys.executable).parent / "modelops")
@@ -58,6 +58,22 @@ def test_documented_command_parses(line: str):
     assert args.command in line
 
 
+@pytest.mark.parametrize(
+    ("argv", "config", "verbose"),
+    [
+        (["up", "--config", "docker"], "docker", False),
+        (["--config", "docker", "up"], "docker", False),
+        (["--config", "local", "status", "--config", "docker"], "docker", False),  # the later one
+        (["--config", "docker", "-v", "status"], "docker", True),
+        (["status", "-v"], None, True),
+        (["status"], None, False),
+    ],
+)
+def test_global_options_go_before_or_after_the_command(argv, config, verbose):
+    args = build_parser([command_in(argv)]).parse_args(argv)
+    assert (args.config, args.verbose) == (config, verbose)
+
+
 # ---------------------------------------------------------------- run for real
 
 
@@ -85,7 +101,11 @@ def test_help_lists_every_command_and_each_command_has_help(elsewhere):
     assert main.returncode == 0, main.stderr
     assert main.stdout.startswith("usage: modelops")
     commands = subcommands(main.stdout)
-    documented = {line.split()[1] for line in readme_command_lines() if len(line.split()) > 1}
+    documented = {
+        command_in(line.split()[1:]) or line.split()[1]
+        for line in readme_command_lines()
+        if len(line.split()) > 1
+    }
     assert documented <= set(commands), f"README commands missing from --help: {documented - set(commands)}"
     with ThreadPoolExecutor(max_workers=4) as pool:  # each is a fresh interpreter: run a few at once
         results = dict(
