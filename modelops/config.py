@@ -175,6 +175,8 @@ class ServingSettings(_Section):
     target: Literal["local", "docker", "kubernetes", "openshift"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(8501, ge=1, le=65535)
+    # TF Serving's gRPC API beside the REST port (`modelops serve`, the container targets); 0/None: off
+    grpc_port: int | None = Field(8500, ge=0, le=65535)
     base_image: str = "tensorflow/serving:2.18.0"
     registry: str = "127.0.0.1:5055"
     project: str = "modelops"

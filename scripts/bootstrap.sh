@@ -53,4 +53,7 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 echo "bootstrap: installing packages for Python $version with $CONSTRAINTS (first time: about 2-3 minutes, ~2.5 GB)"
 "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" -e ".[test]"
+# Packages whose declared dependencies must not be installed (requirements/no-deps.txt says why);
+# what they need at run time is already there. pip skips what is already at the pinned version.
+"$VENV/bin/python" -m pip install --quiet --no-deps -r requirements/no-deps.txt
 echo "bootstrap: done; the command line is $VENV/bin/modelops"

@@ -1,4 +1,4 @@
-"""``modelops serve``: the local TF-Serving-compatible REST server, like ``tensorflow_model_server``.
+"""``modelops serve``: the TF-Serving-compatible server (REST and gRPC), like ``tensorflow_model_server``.
 
 ``--standby-for FILE`` (used by the stack's supervisor) starts a warm spare: it pays for the
 TensorFlow import, writes ``FILE.ready`` and waits; when ``FILE`` appears it holds the real
@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="listen address (default: config serving.host)")
     parser.add_argument(
         "--port", type=int, default=None, help="REST port (default: config serving.port, 8501)"
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="TF Serving's gRPC API port, 0 = off (default: config serving.grpc_port, 8500, when --port "
+        "is not given either; with --port alone, REST only)",
     )
     parser.add_argument(
         "--model-version-policy",
@@ -97,11 +104,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-batch-size must be at least 1, got {max_batch_size}")
     if args.intra_op_threads < 0 or args.inter_op_threads < 0:
         raise UserError("--intra-op-threads/--inter-op-threads must be >= 0 (0 lets TensorFlow choose)")
+    grpc_port = _grpc_port(args, serving.grpc_port)
+    rest_port = args.port if args.port is not None else serving.port
+    if grpc_port is not None and grpc_port == rest_port:
+        raise UserError(f"--grpc-port {grpc_port} is the REST port too: give gRPC a port of its own")
     options = ServerOptions(
         model_name=args.model_name,
         base_path=args.model_base_path,
         host=args.host or serving.host,
-        port=args.port if args.port is not None else serving.port,
+        port=rest_port,
         version_policy=args.model_version_policy,
         versions=args.versions,
         batching=serving.batching if args.batching is None else args.batching,
@@ -114,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         defer_public=args.defer_public,
         reuse_port=args.reuse_port or args.defer_public,
+        grpc_port=grpc_port,
     )
     try:
         run_server(options)
@@ -122,6 +134,22 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(str(exc)) from None
     return 0
+
+
+def _grpc_port(args: argparse.Namespace, configured: int | None) -> int | None:
+    """``--grpc-port``; else the config's, but only for a server on the config's REST port too.
+
+    A server given its own ``--port`` (a second model, a test, the benchmark, the local target's
+    per-model ports and side-by-side swaps) is one of several on the machine, and the config's one
+    gRPC port can belong to only one of them: it serves gRPC only when asked with ``--grpc-port``.
+    """
+    if args.grpc_port is not None:
+        if not 0 <= args.grpc_port <= 65535:
+            raise UserError(f"--grpc-port must be between 0 (off) and 65535, got {args.grpc_port}")
+        return args.grpc_port or None
+    if args.port is not None or args.defer_public:
+        return None
+    return configured or None
 
 
 def _wait_for_assignment(args: argparse.Namespace) -> argparse.Namespace:

@@ -2,8 +2,11 @@
 
 The names are this project's own (``modelops_serving_*``), not TF Serving's ``:tensorflow:serving:*``;
 every label value comes from a fixed set (the served model, its loaded versions, the API, the HTTP
-status), so a client cannot grow the series. The labelled children are looked up once and cached:
-a request costs a dict lookup, one counter increment and one histogram observation.
+status, the gRPC method and status code), so a client cannot grow the series. gRPC calls are counted
+in the same request/error/latency families (api ``predict``/``metadata``/``status``, the status TF
+Serving's REST gateway maps their gRPC code to) and, by gRPC code, in
+``modelops_serving_grpc_requests``. The labelled children are looked up once and cached: a request
+costs a dict lookup, one counter increment and one histogram observation.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ class ServingMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.grpc_requests = Counter(
+            "modelops_serving_grpc_requests",
+            "gRPC calls answered (also counted in modelops_serving_requests by their HTTP-equivalent "
+            "status), by model, version, method and gRPC status code.",
+            ("model_name", "version", "method", "code"),
+            registry=self.registry,
+        )
+        self._grpc_children: dict[tuple[str, str, str], Counter] = {}
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter | None]] = {}
         self._batch_children: dict[int, Histogram] = {}
         for loaded in repository.versions.values():
@@ -76,6 +87,19 @@ class ServingMetrics:
         latency.observe(seconds)
         if error is not None:
             error.inc()
+
+    def observe_grpc(
+        self, version: str, method: str, api: str, code: str, http_status: int, seconds: float
+    ) -> None:
+        """One gRPC call: in the shared families as ``api`` with its HTTP-equivalent status, and by code."""
+        self.observe_request(version, api, http_status, seconds)
+        key = (version, method, code)
+        child = self._grpc_children.get(key)
+        if child is None:
+            child = self._grpc_children[key] = self.grpc_requests.labels(
+                self.model_name, version, method, code
+            )
+        child.inc()
 
     def _children(self, version: str, api: str, status: int) -> tuple[Counter, Histogram, Counter | None]:
         labels = (self.model_name, version, api)

@@ -44,6 +44,7 @@ class ServerOptions:
     admin_port: int | None = None
     defer_public: bool = False
     reuse_port: bool = False
+    grpc_port: int | None = None  # TF Serving's gRPC API on host:grpc_port; None/0: REST only
 
 
 def configure_tensorflow(intra_op_threads: int, inter_op_threads: int) -> None:
@@ -113,6 +114,11 @@ def run_server(options: ServerOptions) -> None:
         backlog=2048,
     )
     server = _Server(config)
+    if options.grpc_port:
+        from modelops.serving.grpc_api import GrpcApi  # imports tensorflow_serving's protos (and TF)
+
+        server.grpc_api = GrpcApi(repository, engine, metrics, options.max_batch_size)
+        server.grpc_address = (options.host, options.grpc_port, settings.max_body_bytes)
 
     async def open_public() -> dict[str, Any]:
         if not server.public_open:
@@ -125,6 +131,8 @@ def run_server(options: ServerOptions) -> None:
     server.public_open = not options.defer_public
     versions = ", ".join(str(v) for v in sorted(repository.versions))
     where = [f"{options.host}:{s.getsockname()[1]}" for s in sockets]
+    if options.grpc_port:
+        where.append(f"gRPC {options.host}:{options.grpc_port}")
     print(
         f"serving model {options.model_name!r} versions [{versions}] from {repository.base_path} on "
         f"{', '.join(where)} (pid {os.getpid()}, batching={'on' if options.batching else 'off'})",
@@ -140,6 +148,23 @@ class _Server(uvicorn.Server):
     """uvicorn.Server that can start listening on one more socket after startup."""
 
     public_open = False
+    grpc_api: Any = None
+    grpc_address: tuple[str, int, int] | None = None
+    _grpc_server: Any = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc_api is not None and self.grpc_address is not None:
+            from modelops.serving.grpc_api import build_grpc_server
+
+            host, port, max_bytes = self.grpc_address
+            self._grpc_server, _ = build_grpc_server(self.grpc_api, host, port, max_bytes)
+            await self._grpc_server.start()
+        await super().startup(sockets=sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._grpc_server is not None:
+            await self._grpc_server.stop(grace=5)
+        await super().shutdown(sockets=sockets)
 
     async def add_listener(self, sock: socket.socket) -> None:
         # the same protocol factory uvicorn builds in Server.startup (uvicorn 0.54)
