@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from modelops.cli.errors import UserError
 from modelops.cli.ship import spool_directory
 from modelops.config import ModelOpsConfig, load_config
-from modelops.scoring.client import TrafficSettings, run_traffic
+from modelops.scoring.client import PROTOCOLS, TrafficSettings, run_traffic
 from modelops.scoring.endpoint import find_serving_url
 from modelops.scoring.source import load_replay_records
 
@@ -42,8 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--url",
         default=None,
-        help="TF Serving REST base URL (default: the model's URL on the local target, else the one "
-        "recorded on its champion version, else the config's serving URL)",
+        help="TF Serving REST base URL, or with --protocol grpc grpc://host:port (default: the model's URL "
+        "on the local target, else the one recorded on its champion version, else the config's serving "
+        "URL; for gRPC its host with --grpc-port)",
+    )
+    target.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="rest",
+        help="rest (default): the TF Serving REST API; grpc: its gRPC API (PredictionService/Predict)",
+    )
+    target.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="with --protocol grpc and no --url: the gRPC port on the serving URL's host "
+        "(default: config serving.grpc_port, 8500)",
     )
     target.add_argument("--model", default=None, help="model name (default: config model.name)")
     target.add_argument(
@@ -97,9 +112,29 @@ def run(args: argparse.Namespace) -> int:
 
 def _serving_url(args: argparse.Namespace, config: ModelOpsConfig) -> tuple[str, str]:
     """The URL to send to, and where it came from."""
+    grpc = args.protocol == "grpc"
+    if args.grpc_port is not None and not grpc:
+        raise UserError("--grpc-port is for --protocol grpc")
     if args.url:
+        if grpc and args.url.startswith(("http://", "https://")):
+            raise UserError(
+                f"--url {args.url} is a REST URL: with --protocol grpc give grpc://host:port "
+                "(or leave --url out and give --grpc-port)"
+            )
+        if not grpc and args.url.startswith("grpc://"):
+            raise UserError(f"--url {args.url} is a gRPC address: add --protocol grpc")
         return args.url, "--url"
-    return find_serving_url(config, args.model or config.model.name)
+    url, where = find_serving_url(config, args.model or config.model.name)
+    if not grpc:
+        return url, where
+    port = args.grpc_port if args.grpc_port is not None else config.serving.grpc_port
+    if not port:
+        raise UserError(
+            "--protocol grpc needs a gRPC port: --grpc-port N, or serving.grpc_port in the config"
+        )
+    host = urlsplit(url).hostname or config.serving.host
+    host = f"[{host}]" if ":" in host else host
+    return f"grpc://{host}:{port}", f"{where}'s host, gRPC port {port}"
 
 
 def _settings(args: argparse.Namespace, config: ModelOpsConfig, url: str) -> TrafficSettings:
@@ -116,6 +151,7 @@ def _settings(args: argparse.Namespace, config: ModelOpsConfig, url: str) -> Tra
             labels_file=Path(args.labels_later) if args.labels_later else None,
             progress_every_s=args.progress_every,
             retry_window_s=args.retry_for,
+            protocol=args.protocol,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -1,5 +1,10 @@
 """The scoring client: replays records against a TF Serving REST API and spools every scored record.
 
+With ``protocol="grpc"`` the same replay goes through TF Serving's gRPC API instead
+(:mod:`modelops.serving.grpc_client`: PredictionService/Predict with TensorProtos, the version from
+the response's ``model_spec``, ModelService/GetModelStatus for the tracker), with the same error
+kinds, spool lines and summary.
+
 Requests are ``POST {url}/v1/models/{model}:predict`` with ``{"instances": [...]}`` (missing
 numbers travel as ``NaN`` tokens, missing categories as ``""``), sent by ``concurrency`` asyncio
 workers at ``rate`` records per second (0: as fast as the server answers). Which version answered
@@ -55,6 +60,7 @@ from modelops.serving.rest_client import (
 
 log = logging.getLogger(__name__)
 _LOGGED_PER_KIND = 5
+PROTOCOLS = ("rest", "grpc")
 
 
 @dataclass(frozen=True)
@@ -72,8 +78,11 @@ class TrafficSettings:
     progress_every_s: float = 5.0
     spool_max_age_s: float = 10.0
     retry_window_s: float = 0.0  # resend on `connect` failures for this long per outage (0: never)
+    protocol: str = "rest"  # "rest": url is http://host:port; "grpc": url is grpc://host:port
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r} must be one of {', '.join(PROTOCOLS)}")
         if self.rate < 0:
             raise ValueError(f"rate {self.rate} must be >= 0 records/s (0 = as fast as possible)")
         if not 1 <= self.concurrency <= 1024:
@@ -414,14 +423,24 @@ async def replay(records: ReplayRecords, settings: TrafficSettings) -> TrafficSu
     """Send every record once; spool the scored ones; return the summary."""
     stats = ReplayStats()
     spool = ReplaySpool(settings, records)
-    transport = AsyncHttpTransport(settings.url, timeout=settings.timeout_s, connections=settings.concurrency)
     started = time.monotonic()
     try:
-        async with AsyncServingClient(transport) as serving:
+        async with _client(settings) as serving:
             await _Replay(records, settings, serving, spool, stats).run()
     finally:
         spool.close()
     return stats.summary(records.source, time.monotonic() - started, spool)
+
+
+def _client(settings: TrafficSettings) -> Any:
+    """The REST client, or the gRPC one (one HTTP/2 channel multiplexing every worker's calls)."""
+    if settings.protocol == "grpc":
+        # lazy: TF Serving's protos import TensorFlow's, which a REST replay never needs
+        from modelops.serving.grpc_client import AsyncGrpcServingClient
+
+        return AsyncGrpcServingClient(settings.url, timeout=settings.timeout_s)
+    transport = AsyncHttpTransport(settings.url, timeout=settings.timeout_s, connections=settings.concurrency)
+    return AsyncServingClient(transport)
 
 
 def run_traffic(records: ReplayRecords, settings: TrafficSettings) -> TrafficSummary:

@@ -1,0 +1,325 @@
+"""TF Serving's gRPC API on a real ``modelops serve`` process, driven by grpcio and the
+``tensorflow-serving-api`` stubs: Predict (tensor_content numbers, string_val strings, the typed
+``*_val`` fallback, pinned and unpinned versions), GetModelMetadata, GetModelStatus, the refusals
+(INVALID_ARGUMENT naming the input, NOT_FOUND), the metrics, and ``modelops traffic --protocol grpc``
+writing the spool as the REST replay does. Scores are compared with the REST API's for the same records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from support.network import free_port
+from support.serving import (
+    CATEGORICAL,
+    NUMERIC,
+    ServerProcess,
+    build_model_base,
+    expected_score,
+    sample_records,
+)
+
+from modelops.serving import rest_client
+
+pytestmark = pytest.mark.slow
+
+MODEL = "risk"
+BIASES = {1: -1.4, 2: 0.5}
+MODELOPS = str(Path(sys.executable).parent / "modelops")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return build_model_base(tmp_path_factory.mktemp("grpc") / MODEL, BIASES)
+
+
+@pytest.fixture(scope="module")
+def server(base):
+    grpc_port = free_port()
+    process = ServerProcess(base, free_port(), MODEL, "--grpc-port", str(grpc_port))
+    with process:
+        process.grpc_target = f"127.0.0.1:{grpc_port}"  # type: ignore[attr-defined]
+        yield process
+
+
+@pytest.fixture(scope="module")
+def stubs(server):
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    channel = grpc.insecure_channel(server.grpc_target)
+    grpc.channel_ready_future(channel).result(timeout=60)
+    yield (
+        prediction_service_pb2_grpc.PredictionServiceStub(channel),
+        model_service_pb2_grpc.ModelServiceStub(channel),
+    )
+    channel.close()
+
+
+def tensor(values, dtype):
+    """A [rows] TensorProto: numbers as tensor_content, strings as string_val."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))])
+    if dtype == "string":
+        return tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=[v.encode() for v in values]
+        )
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=np.asarray(values, np.float32).tobytes()
+    )
+
+
+def predict_request(records, version=None, model=MODEL, typed_fields=False):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    if version is not None:
+        request.model_spec.version.value = version
+    for name in NUMERIC:
+        column = [r[name] for r in records]
+        if typed_fields:  # the typed float_val field instead of tensor_content, as TF Serving accepts
+            shape = tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(column))]
+            )
+            request.inputs[name].CopyFrom(
+                tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, float_val=column)
+            )
+        else:
+            request.inputs[name].CopyFrom(tensor(column, "float"))
+    for name in CATEGORICAL:
+        request.inputs[name].CopyFrom(tensor([r[name] for r in records], "string"))
+    return request
+
+
+def scores_of(response) -> np.ndarray:
+    from tensorflow.core.framework import types_pb2
+
+    score = response.outputs["score"]
+    assert score.dtype == types_pb2.DT_FLOAT
+    assert [d.size for d in score.tensor_shape.dim] == [len(score.tensor_content) // 4]
+    return np.frombuffer(score.tensor_content, np.float32)
+
+
+def rest_scores(server, records, version=None) -> np.ndarray:
+    client = rest_client.ServingClient(server.url)
+    return np.asarray(client.predict_instances(MODEL, records, version).scores, np.float32)
+
+
+def refused(call, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=30)
+    return caught.value
+
+
+def test_predict_unpinned_serves_the_highest_version_with_the_rest_scores(server, stubs):
+    prediction, _ = stubs
+    records = sample_records(16, seed=11)
+    response = prediction.Predict(predict_request(records), timeout=30)
+    assert response.model_spec.name == MODEL
+    assert response.model_spec.version.value == 2
+    assert response.model_spec.signature_name == "serving_default"
+    scores = scores_of(response)
+    np.testing.assert_array_equal(scores, rest_scores(server, records))
+    for got, record in zip(scores, records, strict=True):
+        assert math.isclose(got, expected_score(record, BIASES[2]), rel_tol=1e-5)
+
+
+def test_predict_pinned_version_and_typed_value_fields(server, stubs):
+    prediction, _ = stubs
+    records = sample_records(5, seed=3)
+    pinned = prediction.Predict(predict_request(records, version=1), timeout=30)
+    assert pinned.model_spec.version.value == 1
+    np.testing.assert_array_equal(scores_of(pinned), rest_scores(server, records, version=1))
+    typed = prediction.Predict(predict_request(records, version=1, typed_fields=True), timeout=30)
+    np.testing.assert_array_equal(scores_of(typed), scores_of(pinned))
+
+
+def test_malformed_requests_are_invalid_argument_naming_the_input(server, stubs):
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+
+    prediction, _ = stubs
+    records = sample_records(4)
+
+    missing = predict_request(records)
+    del missing.inputs["DEBTINC"]
+    error = refused(prediction.Predict, missing)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "DEBTINC" in error.details() and "missing" in error.details()
+
+    wrong_dtype = predict_request(records)
+    wrong_dtype.inputs["LOAN"].dtype = types_pb2.DT_DOUBLE
+    error = refused(prediction.Predict, wrong_dtype)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'LOAN'" in error.details() and "DT_DOUBLE" in error.details()
+
+    short = predict_request(records)
+    short.inputs["VALUE"].tensor_content = short.inputs["VALUE"].tensor_content[:-4]
+    error = refused(prediction.Predict, short)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'VALUE'" in error.details() and "tensor_content" in error.details()
+
+    uneven = predict_request(records)
+    uneven.inputs["JOB"].CopyFrom(tensor(["Mgr"] * 3, "string"))
+    error = refused(prediction.Predict, uneven)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'JOB'" in error.details()
+
+    empty = predict_request(records)
+    empty.inputs["CLNO"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT))
+    error = refused(prediction.Predict, empty)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'CLNO'" in error.details()
+
+    infinite = predict_request([{**records[0], "YOJ": math.inf}])
+    error = refused(prediction.Predict, infinite)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'YOJ'" in error.details() and "infinite" in error.details()
+
+    # nothing of this hurt the server
+    np.testing.assert_array_equal(scores_of(prediction.Predict(predict_request(records), timeout=30)),
+                                  rest_scores(server, records))  # fmt: skip
+
+
+def test_unknown_model_version_and_label_are_refused_like_tf_serving(stubs):
+    prediction, models = stubs
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    records = sample_records(2)
+    error = refused(prediction.Predict, predict_request(records, model="nope"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "'nope'" in error.details()
+    error = refused(prediction.Predict, predict_request(records, version=7))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "version 7" in error.details()
+    labelled = predict_request(records)
+    labelled.model_spec.version_label = "stable"
+    error = refused(prediction.Predict, labelled)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "stable" in error.details()
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "nope"
+    assert refused(models.GetModelStatus, status).code() == grpc.StatusCode.NOT_FOUND
+    signature = predict_request(records)
+    signature.model_spec.signature_name = "other"
+    error = refused(prediction.Predict, signature)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "'other'" in error.details()
+
+
+def test_get_model_metadata_returns_the_signature_def_map(server, stubs):
+    from tensorflow.core.framework import types_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    prediction, _ = stubs
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = MODEL
+    response = prediction.GetModelMetadata(request, timeout=30)
+    assert response.model_spec.version.value == 2
+    packed = response.metadata["signature_def"]
+    assert packed.type_url == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    assert packed.Unpack(signature_map)
+    inputs = signature_map.signature_def["serving_default"].inputs
+    got = {name: types_pb2.DataType.Name(info.dtype) for name, info in inputs.items()}
+    assert got == rest_client.signature_inputs(server.url, MODEL, refresh=True)
+    assert set(signature_map.signature_def["serving_default"].outputs) == {"score"}
+
+    request.model_spec.version.value = 1
+    assert prediction.GetModelMetadata(request, timeout=30).model_spec.version.value == 1
+    no_field = get_model_metadata_pb2.GetModelMetadataRequest()
+    no_field.model_spec.name = MODEL
+    error = refused(prediction.GetModelMetadata, no_field)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "signature_def" in error.details()
+
+
+def test_get_model_status_reports_the_versions_as_the_rest_api(server, stubs):
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    from modelops.serving.grpc_client import read_status
+
+    _, models = stubs
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = MODEL
+    response = models.GetModelStatus(request, timeout=30)
+    assert [(s.version, s.state) for s in response.model_version_status] == [
+        (2, get_model_status_pb2.ModelVersionStatus.AVAILABLE),
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE),
+    ]
+    assert read_status(response) == rest_client.model_status(server.url, MODEL)
+    request.model_spec.version.value = 1
+    pinned = models.GetModelStatus(request, timeout=30)
+    assert read_status(pinned) == rest_client.model_status(server.url, MODEL, 1)
+    request.model_spec.version.value = 5
+    assert refused(models.GetModelStatus, request).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_unserved_methods_are_unimplemented_and_grpc_calls_are_counted(server, stubs):
+    from tensorflow_serving.apis import classification_pb2
+
+    prediction, _ = stubs
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = MODEL
+    assert refused(prediction.Classify, request).code() == grpc.StatusCode.UNIMPLEMENTED
+    prediction.Predict(predict_request(sample_records(3)), timeout=30)
+    text = httpx.get(f"{server.url}/monitoring/prometheus/metrics", timeout=30).text
+    assert (
+        'modelops_serving_grpc_requests_total{code="OK",method="Predict",model_name="risk",version="2"}'
+        in text
+    )
+    assert (
+        'modelops_serving_grpc_requests_total{code="INVALID_ARGUMENT",method="Predict",model_name="risk",version="2"}'
+        in text
+    )
+    # and in the shared family, by the HTTP-equivalent status
+    assert 'modelops_serving_requests_total{api="predict",model_name="risk",status="400",version="2"}' in text
+
+
+def test_a_second_server_on_the_same_grpc_port_fails_clearly(base, server, tmp_path):
+    port = server.grpc_target.rpartition(":")[2]
+    log = tmp_path / "second.log"
+    second = ServerProcess(base, free_port(), MODEL, "--grpc-port", port, log=log)
+    try:
+        assert second.process.wait(300) != 0
+    finally:
+        second.stop()
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in log.read_text()
+
+
+def test_traffic_over_grpc_spools_every_scored_record(server, tmp_path):
+    spool = tmp_path / "spool"
+    result = subprocess.run(
+        [MODELOPS, "traffic", "--protocol", "grpc", "--url", f"grpc://{server.grpc_target}", "--model", MODEL,
+         "--period", "2", "--rows", "200", "--batch-size", "8", "--concurrency", "3", "--spool", str(spool),
+         "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert (summary["sent"], summary["ok"], summary["errors"]) == (200, 200, 0)
+    assert summary["versions"] == {"2": 200}
+    lines = [json.loads(line) for path in sorted(spool.glob("scores-*.jsonl")) for line in path.open()]
+    assert len(lines) == 200 and len({line["request_id"] for line in lines}) == 200
+    assert {line["model_version"] for line in lines} == {"2"}
+    for line in lines[:40]:
+        assert math.isclose(line["score"], expected_score(line["features"], BIASES[2]), rel_tol=1e-4)
+    # the same records over REST score the same
+    features = [line["features"] for line in lines[:16]]
+    instances = rest_client.to_instances(features, rest_client.signature_inputs(server.url, MODEL))
+    rest = rest_scores(server, instances)
+    np.testing.assert_array_equal(np.asarray([line["score"] for line in lines[:16]], np.float32), rest)
+
+
+def test_traffic_refuses_a_rest_url_for_grpc(tmp_path):
+    result = subprocess.run(
+        [MODELOPS, "traffic", "--protocol", "grpc", "--url", "http://127.0.0.1:1", "--period", "1",
+         "--rows", "1", "--spool", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "grpc://host:port" in result.stderr
