@@ -9,7 +9,9 @@ with a Lua script cycling through pre-built JSON bodies; its own CPU time is rep
 
 Scenarios: batch-1 over 1 connection (p50/p99 vs floor), batch-1 over 16 connections with dynamic
 batching on and off, batch-64 records/s vs the in-process floor, an empty endpoint (the HTTP
-stack's ceiling), RSS per serving process, and optionally ``mlflow models serve`` as the peer.
+stack's ceiling), batch-64 over TF Serving's gRPC API (:mod:`bench.grpc_load`, 1 and 4 calls in
+flight on one channel, same server process), RSS per serving process, and optionally
+``mlflow models serve`` as the peer. ``--grpc-only``: the floor and the gRPC scenarios alone.
 Prints a table and writes JSON. Goals are reported, not asserted: this is not a test. Before load,
 each ``modelops serve`` process is smoke-tested with :mod:`modelops.serving.rest_client` (wrk only
 counts HTTP errors: a server answering malformed scores must not be benchmarked).
@@ -191,7 +193,13 @@ def mlflow_ready(url: str) -> bool:
 
 
 def modelops_server(
-    base: Path, workdir: Path, batching: bool, threads: int, timeout_ms: float, records: list[dict[str, Any]]
+    base: Path,
+    workdir: Path,
+    batching: bool,
+    threads: int,
+    timeout_ms: float,
+    records: list[dict[str, Any]],
+    grpc_port: int | None = None,
 ) -> Server:
     port = free_port()
     command = [
@@ -212,6 +220,7 @@ def modelops_server(
         str(threads),
         "--inter-op-threads",
         str(threads),
+        *(["--grpc-port", str(grpc_port)] if grpc_port else []),
     ]
     log = workdir / f"serve-{'batching' if batching else 'plain'}.log"
     server = Server(command, f"http://127.0.0.1:{port}", model_available, log).wait_ready()
@@ -265,6 +274,35 @@ def wrk(
     return result
 
 
+def grpc_load(
+    target: str, records_file: Path, batch: int, in_flight: int, seconds: float, server: Server
+) -> dict[str, Any]:
+    """gRPC Predict load from :mod:`bench.grpc_load` (its own process), in wrk's result shape."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.grpc_load",
+        target,
+        MODEL,
+        str(records_file),
+        "--batch",
+        str(batch),
+        "--in-flight",
+        str(in_flight),
+        "--duration",
+        str(seconds),
+    ]
+    server_cpu = server.cpu_seconds()
+    output = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    requests = max(1, result["requests"])
+    result["requests_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
+    # the load generator's CPU (wrk's column), including its start-up; the server's over the run
+    result["wrk_cpu_us_per_request"] = 1e6 * result["client_cpu_s"] / requests
+    result["server_cpu_us_per_request"] = 1e6 * (server.cpu_seconds() - server_cpu) / requests
+    return result
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -294,12 +332,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--train-rows", type=int, default=4000)
     parser.add_argument("--mlflow-peer", action="store_true", help="also benchmark `mlflow models serve`")
+    parser.add_argument(
+        "--grpc-only",
+        action="store_true",
+        help="only the floor and the gRPC batch-64 scenarios (no wrk, no batching-off server)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="where to write results (default: workdir)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and not args.grpc_only:
         print("bench.serving: wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="modelops-bench-serving-"))
@@ -311,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         model_base_path=args.model_base_path,
         train_rows=args.train_rows,
         with_mlflow_peer=args.mlflow_peer,
+        grpc_only=args.grpc_only,
     )
     print_table(summary["floor"], summary["scenarios"], summary)
     out = args.json or workdir / "serving-bench.json"
@@ -327,6 +371,7 @@ def run(
     model_base_path: Path | None = None,
     train_rows: int = 4000,
     with_mlflow_peer: bool = False,
+    grpc_only: bool = False,
 ) -> dict[str, Any]:
     """Every serving scenario once; returns the summary (floor, scenarios, RSS, goals)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -361,25 +406,35 @@ def run(
         "model_dir": str(model_dir),
     }
 
-    progress("modelops serve, batching on")
-    server = modelops_server(base, workdir, True, threads, batch_timeout_ms, records)
+    progress("modelops serve, batching on (REST and gRPC)")
+    grpc_port = free_port()
+    server = modelops_server(base, workdir, True, threads, batch_timeout_ms, records, grpc_port)
     try:
         predict = f"{server.url}/v1/models/{MODEL}:predict"
-        wrk(predict, bodies1, 1, 1, script)  # warm-up
-        for batch, connections, bodies in (
-            (1, 1, bodies1),
-            (1, 16, bodies1),
-            (64, 1, bodies64),
-            (64, 4, bodies64),
-        ):
-            progress(f"  batch {batch}, {connections} connection(s), {seconds:.0f}s")
-            result = wrk(predict, bodies, connections, seconds, script, server=server)
-            rows.append(scenario("modelops batching on", batch, connections, result))
-        ceiling = wrk(f"{server.url}/-/stats", bodies1, 16, seconds, script, method="GET", server=server)
-        rows.append(scenario("HTTP ceiling: GET /-/stats (no model)", 1, 16, ceiling))
+        if not grpc_only:
+            wrk(predict, bodies1, 1, 1, script)  # warm-up
+            for batch, connections, bodies in (
+                (1, 1, bodies1),
+                (1, 16, bodies1),
+                (64, 1, bodies64),
+                (64, 4, bodies64),
+            ):
+                progress(f"  batch {batch}, {connections} connection(s), {seconds:.0f}s")
+                result = wrk(predict, bodies, connections, seconds, script, server=server)
+                rows.append(scenario("modelops batching on", batch, connections, result))
+            ceiling = wrk(f"{server.url}/-/stats", bodies1, 16, seconds, script, method="GET", server=server)
+            rows.append(scenario("HTTP ceiling: GET /-/stats (no model)", 1, 16, ceiling))
+        for in_flight in (1, 4):
+            progress(f"  gRPC batch 64, {in_flight} call(s) in flight on one channel, {seconds:.0f}s")
+            result = grpc_load(f"127.0.0.1:{grpc_port}", records_file, 64, in_flight, seconds, server)
+            rows.append(scenario(GRPC_SCENARIO, 64, in_flight, result))
         summary["rss_mb_modelops"] = server.rss_mb()
     finally:
         server.stop()
+    if grpc_only:
+        summary["scenarios"] = rows
+        summary["goals"] = goals(floor_figures, rows, summary)
+        return summary
 
     progress("modelops serve, batching off")
     server = modelops_server(base, workdir, False, threads, batch_timeout_ms, records)
@@ -460,6 +515,9 @@ def mlflow_peer(
     return rows
 
 
+GRPC_SCENARIO = "modelops gRPC Predict, batching on"  # connections = calls in flight on one channel
+
+
 def _find(rows: list[dict[str, Any]], name: str, batch: int, connections: int) -> dict[str, Any] | None:
     return next(
         (
@@ -478,6 +536,7 @@ def goals(
     on16 = _find(rows, "modelops batching on", 1, 16)
     off16 = _find(rows, "modelops batching off", 1, 16)
     on64 = _find(rows, "modelops batching on", 64, 1)
+    grpc64 = _find(rows, GRPC_SCENARIO, 64, 1)
     checks = []
 
     def check(goal: str, measured: str, met: bool) -> None:
@@ -501,6 +560,9 @@ def goals(
     if on64:
         share = on64["records_per_s"] / floor_figures["batch64_rows_per_s"]
         check("batch-64: >= 50 % of in-process floor", f"{100 * share:.0f} %", share >= 0.5)
+    if grpc64:
+        share = grpc64["records_per_s"] / floor_figures["batch64_rows_per_s"]
+        check("batch-64 over gRPC, 1 call in flight: >= 0.8x in-process floor", f"{share:.2f}x", share >= 0.8)
     for connections in (8, 16):
         peer = _find(rows, "mlflow models serve", 1, connections)
         ours = _find(rows, "modelops batching on", 1, 16)

@@ -6,7 +6,8 @@
 Sections (each reproducible on its own with the command shown in its rows):
 
 * ``serving``  — bench.serving: the local TF-Serving-compatible server (wrk load) vs calling the
-  SavedModel signature in-process, batching on/off, batch 64, RSS, ``mlflow models serve`` as peer;
+  SavedModel signature in-process, batching on/off, batch 64 (REST, and gRPC with bench.grpc_load), RSS,
+  ``mlflow models serve`` as peer;
 * ``shipping`` — bench.log_shipping: spool files → PostgreSQL by the sidecar vs a raw COPY;
 * ``ks``       — bench.ks_window: the ks_check flow's window read + KS vs binary COPY + NumPy KS,
   at 10 k … 1 M (10 M without ``--quick``) rows, with the EXPLAIN of the window queries;
@@ -127,6 +128,8 @@ def serving_rows(summary: dict[str, Any], command: str) -> list[Row]:
     on16 = _scenario(summary, "modelops batching on", 1, 16)
     off16 = _scenario(summary, "modelops batching off", 1, 16)
     on64 = _scenario(summary, "modelops batching on", 64, 1)
+    grpc64 = _scenario(summary, serving.GRPC_SCENARIO, 64, 1)
+    grpc64x4 = _scenario(summary, serving.GRPC_SCENARIO, 64, 4)
     ceiling = _scenario(summary, "HTTP ceiling: GET /-/stats (no model)", 1, 16)
     rows: list[Row] = []
 
@@ -163,6 +166,25 @@ def serving_rows(summary: dict[str, Any], command: str) -> list[Row]:
             "rec/s",
             ">= 0.5x floor",
             on64["records_per_s"] >= 0.5 * floor["batch64_rows_per_s"],
+            floor=floor["batch64_rows_per_s"],
+        )
+    if grpc64:
+        add(
+            "batch-64 over gRPC, 1 call in flight: rec/s (floor: in-process batch-64)",
+            grpc64["records_per_s"],
+            "rec/s",
+            ">= 0.8x floor",
+            grpc64["records_per_s"] >= 0.8 * floor["batch64_rows_per_s"],
+            floor=floor["batch64_rows_per_s"],
+            note=f"server CPU {grpc64['server_cpu_us_per_request']:.0f} us per request",
+        )
+    if grpc64x4:
+        add(
+            "batch-64 over gRPC, 4 calls in flight on one channel: rec/s (floor: in-process batch-64)",
+            grpc64x4["records_per_s"],
+            "rec/s",
+            "(context)",
+            None,
             floor=floor["batch64_rows_per_s"],
         )
     for connections in (8, 16):

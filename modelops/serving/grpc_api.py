@@ -29,6 +29,7 @@ module is imported by the server process only after the models are loaded.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ _VAL_FIELD = {
     types_pb2.DT_BOOL: "bool_val",
     types_pb2.DT_STRING: "string_val",
 }
+_FLOATS = frozenset({types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF})
 # The HTTP status TF Serving's REST gateway answers for a gRPC code (for the shared metrics).
 _HTTP_OF_CODE = {
     grpc.StatusCode.OK: 200,
@@ -135,11 +137,13 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto, spec: InputSpec) 
             f"input {name!r}: dtype {dtype_name(tensor.dtype)} given, the signature expects "
             f"{dtype_name(expected)}"
         )
-    if tensor.tensor_shape.unknown_rank:
+    tensor_shape = tensor.tensor_shape
+    if tensor_shape.unknown_rank:
         raise _invalid(f"input {name!r}: tensor_shape has unknown_rank; send the shape, e.g. [rows]")
-    shape = tuple(d.size for d in tensor.tensor_shape.dim)
-    if len(shape) != len(spec.shape) or any(
-        want is not None and want != got for want, got in zip(spec.shape[1:], shape[1:], strict=False)
+    shape = tuple([d.size for d in tensor_shape.dim])
+    if len(shape) != len(spec.shape) or (
+        len(shape) > 1
+        and any(want is not None and want != got for want, got in zip(spec.shape[1:], shape[1:], strict=True))
     ):
         raise _invalid(
             f"input {name!r}: shape {list(shape)} given, the signature expects "
@@ -147,15 +151,15 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto, spec: InputSpec) 
         )
     if any(d < 0 for d in shape):
         raise _invalid(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    size = int(np.prod(shape)) if shape else 1
+    size = math.prod(shape)
     if expected == types_pb2.DT_STRING:
         values = tensor.string_val
         if len(values) != size:
             raise _invalid(f"input {name!r}: {len(values)} string_val values for shape {list(shape)}")
         return np.array(values, dtype=object).reshape(shape)
     numpy_dtype = _NUMPY_OF_ENUM[expected]
-    if tensor.tensor_content:
-        content = tensor.tensor_content
+    content = tensor.tensor_content
+    if content:
         itemsize = np.dtype(numpy_dtype).itemsize
         if len(content) != size * itemsize:
             raise _invalid(
@@ -165,7 +169,7 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto, spec: InputSpec) 
         array = np.frombuffer(content, dtype=numpy_dtype).reshape(shape)
     else:
         array = _typed_values(name, tensor, expected, numpy_dtype, size).reshape(shape)
-    if expected in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF) and np.isinf(array).any():
+    if expected in _FLOATS and np.isinf(array).any():
         index = int(np.flatnonzero(np.isinf(array.reshape(-1)))[0])
         raise _invalid(
             f"input {name!r}, value {index}: infinite values are not accepted; send a finite number, "

@@ -12,6 +12,12 @@ two; :meth:`DockerTarget.current` reports the live one (read it, or put a load b
 ports). Containers are named ``modelops-<model>-<slot>`` and labelled with model, version, slot
 and URL, so the state lives in Docker, not in a file.
 
+TF Serving's gRPC API gets its own pair: ``blue`` = ``serving.grpc_port`` (8500), ``green`` =
+``serving.grpc_port - 1`` (8499), passed as the image's ``--port`` flag (the real ``tensorflow/serving``
+and the stand-in alike); ``serving.grpc_port`` 0/None, or REST ``ports`` given without ``grpc_ports``,
+turn gRPC off (``--port=0``). The live gRPC address is in the rollout's details and the container's
+``org.modelops.serving.grpc`` label.
+
 Health: the new container's REST API is polled through :mod:`modelops.serving.rest_client` (the
 one TF Serving client) until it reports the version AVAILABLE, then smoke-tested with one record
 of missing values (the right version must answer a probability).
@@ -45,6 +51,7 @@ LABEL_MODEL = "org.modelops.serving.model"
 LABEL_VERSION = "org.modelops.serving.version"
 LABEL_SLOT = "org.modelops.serving.slot"
 LABEL_URL = "org.modelops.serving.url"
+LABEL_GRPC = "org.modelops.serving.grpc"
 SLOTS = ("blue", "green")
 
 
@@ -56,12 +63,24 @@ class DockerTarget(ServingTarget):
         config: ModelOpsConfig,
         *,
         ports: tuple[int, int] | None = None,
+        grpc_ports: tuple[int, int] | None = None,
         ready_timeout_s: float | None = None,
         client: docker.DockerClient | None = None,
     ) -> None:
         self.config = config
         self.host = config.serving.host
         self.ports = dict(zip(SLOTS, ports or (config.serving.port, config.serving.port + 1), strict=True))
+        grpc_port = config.serving.grpc_port
+        if grpc_ports is None and ports is None and grpc_port:
+            grpc_ports = (grpc_port, grpc_port - 1)
+        self.grpc_ports: dict[str, int | None] = dict(zip(SLOTS, grpc_ports or (None, None), strict=True))
+        taken = set(self.ports.values()) & {p for p in self.grpc_ports.values() if p}
+        if taken:
+            raise ValueError(
+                f"docker target: gRPC port(s) {sorted(taken)} are REST slot ports too (REST {self.ports}, "
+                f"gRPC {self.grpc_ports}): set serving.grpc_port so that it and grpc_port - 1 differ from "
+                "serving.port and serving.port + 1"
+            )
         self.ready_timeout_s = ready_timeout_s or config.serving.rollout_timeout_s
         self._client = client
 
@@ -92,17 +111,30 @@ class DockerTarget(ServingTarget):
                 f"docker: port {port} ({slot} slot of {model_name}) is taken by another process: free it or "
                 "set serving.port to a pair of free ports"
             )
+        grpc_port = self.grpc_ports[slot]
+        if grpc_port and _port_in_use(self.host, grpc_port):
+            raise DeployError(
+                f"docker: gRPC port {grpc_port} ({slot} slot of {model_name}) is taken by another process: "
+                "free it or set serving.grpc_port (the slots use it and the port below it)"
+            )
+        grpc_address = f"{self.host}:{grpc_port}" if grpc_port else ""
         url = f"http://{self.host}:{port}"
         log.info("docker: starting %s version %s in the %s slot (%s)", model_name, version, slot, url)
         try:
             container = self.client.containers.run(
                 image,
-                command=[f"--rest_api_port={port}"],
+                command=[f"--rest_api_port={port}", f"--port={grpc_port or 0}"],
                 name=self.container_name(model_name, slot),
                 network_mode="host",
                 detach=True,
                 environment={"MODELOPS_SERVE_HOST": self.host},
-                labels={LABEL_MODEL: model_name, LABEL_VERSION: version, LABEL_SLOT: slot, LABEL_URL: url},
+                labels={
+                    LABEL_MODEL: model_name,
+                    LABEL_VERSION: version,
+                    LABEL_SLOT: slot,
+                    LABEL_URL: url,
+                    LABEL_GRPC: grpc_address,
+                },
             )
         except DockerException as exc:
             self._remove(self.container_name(model_name, slot))
@@ -132,7 +164,7 @@ class DockerTarget(ServingTarget):
             url=url,
             image=image,
             previous_version=previous_version,
-            details={"container": container.id, "slot": slot, "port": port},
+            details={"container": container.id, "slot": slot, "port": port, "grpc": grpc_address},
         )
 
     def current(self, model_name: str) -> Rollout | None:
@@ -145,7 +177,11 @@ class DockerTarget(ServingTarget):
             version=live.labels.get(LABEL_VERSION, ""),
             url=live.labels.get(LABEL_URL, ""),
             image=(live.image.tags or [live.image.id])[0] if live.image else None,
-            details={"container": live.id, "slot": live.labels.get(LABEL_SLOT)},
+            details={
+                "container": live.id,
+                "slot": live.labels.get(LABEL_SLOT),
+                "grpc": live.labels.get(LABEL_GRPC, ""),
+            },
         )
 
     def stop(self, model_name: str) -> None:

@@ -19,9 +19,12 @@ MIRROR="${MODELOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PYTHON="${PYTHON:-$REPO_ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=$(command -v python3.11 || command -v python3)
 # The serving process's packages, at the versions the project tests with.
-PACKAGES=(tensorflow-cpu starlette uvicorn orjson pydantic PyYAML httpx prometheus-client)
-# The tag names the package list, so a machine's cached runtime is rebuilt when the list changes.
-PACKAGES_ID=$(echo "${PACKAGES[*]}" | sha1sum | cut -c1-8)
+PACKAGES=(tensorflow-cpu starlette uvicorn orjson pydantic PyYAML httpx prometheus-client grpcio)
+# Installed without their declared dependencies (requirements/no-deps.txt says why: tensorflow-serving-api
+# requires `tensorflow`, which must not sit beside tensorflow-cpu).
+NO_DEPS="$REPO_ROOT/requirements/no-deps.txt"
+# The tag names the package lists, so a machine's cached runtime is rebuilt when a list changes.
+PACKAGES_ID=$( (echo "${PACKAGES[*]}"; grep -v '^#' "$NO_DEPS") | sha1sum | cut -c1-8)
 RUNTIME_IMAGE="${MODELOPS_STANDIN_RUNTIME:-modelops/standin-runtime:py311-tf2.21.0-$PACKAGES_ID}"
 
 log() { echo "build-standin: $*" >&2; }
@@ -41,6 +44,10 @@ build_runtime() {
     -c "$REPO_ROOT/requirements/constraints.txt" --target "$root/opt/standin/site-packages" "${PACKAGES[@]}" 2>&1 \
     | { grep -v "^WARNING: Location" || true; } \
     || { log "error: pip install into the stand-in failed"; exit 1; }
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-compile --cache-dir "$HOME_DIR/pip-cache" \
+    --no-deps --target "$root/opt/standin/site-packages" -r "$NO_DEPS" 2>&1 \
+    | { grep -v "^WARNING: Location" || true; } \
+    || { log "error: pip install --no-deps into the stand-in failed"; exit 1; }
   rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/* \
     "$root"/usr/share/locale/*
   log "importing the rootfs as $RUNTIME_IMAGE"

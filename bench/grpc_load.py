@@ -1,0 +1,110 @@
+"""The serving benchmark's gRPC load generator: PredictionService/Predict with N calls in flight.
+
+    .venv/bin/python -m bench.grpc_load TARGET MODEL RECORDS_JSON --batch 64 --in-flight 1 --duration 5
+
+``wrk`` speaks HTTP/1.1 only, so gRPC load comes from this process (run by :mod:`bench.serving` on
+its own, so its CPU time is its own figure, as wrk's is). The PredictRequests (``tensor_content``
+numbers, ``string_val`` strings, built by :mod:`modelops.serving.grpc_client`) are serialized once
+before the run and sent as bytes over one channel (one HTTP/2 connection), ``--in-flight`` calls at a
+time; the answers are checked once (every record scored) before the run and counted during it.
+Prints one JSON line shaped like wrk's summary in :mod:`bench.serving`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from modelops.serving.grpc_client import GrpcServingClient, predict_request, read_prediction
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+
+
+def build_bodies(target: str, model: str, records: list[dict[str, Any]], batch: int) -> list[bytes]:
+    with GrpcServingClient(target, timeout=30) as client:
+        inputs = client.signature_inputs(model)
+        requests = [
+            predict_request(model, records[start : start + batch], inputs)
+            for start in range(0, len(records) - batch + 1, batch)
+        ]
+        check = client.prediction.Predict(requests[0], timeout=30)  # a real answer before any load
+        read_prediction(check, batch, f"Predict grpc://{target}")
+    return [r.SerializeToString() for r in requests]
+
+
+async def load(target: str, bodies: list[bytes], in_flight: int, seconds: float) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(PREDICT)  # bytes in, bytes out: no client-side protobuf work
+        for body in bodies[:20]:  # warm-up
+            await call(body, timeout=30)
+        latencies: list[float] = []
+        errors = 0
+        deadline = time.perf_counter() + seconds
+
+        async def worker(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    await call(bodies[i % len(bodies)], timeout=10)
+                    latencies.append(time.perf_counter() - started)
+                except grpc.RpcError:
+                    errors += 1
+                i += in_flight
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(in_flight)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    count = max(1, len(latencies))
+
+    def pct(p: float) -> float:
+        return 1e6 * latencies[min(count - 1, int(count * p / 100))] if latencies else 0.0
+
+    return {
+        "requests": len(latencies),
+        "duration_us": int(elapsed * 1e6),
+        "errors": errors,
+        "status_errors": 0,
+        "p50_us": pct(50),
+        "p90_us": pct(90),
+        "p99_us": pct(99),
+        "max_us": 1e6 * latencies[-1] if latencies else 0.0,
+        "mean_us": 1e6 * sum(latencies) / count,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("target", help="host:port of the gRPC API")
+    parser.add_argument("model")
+    parser.add_argument("records_json", type=Path)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--in-flight", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    records = json.loads(args.records_json.read_text())
+    bodies = build_bodies(args.target, args.model, records, args.batch)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    result = load(args.target, bodies, args.in_flight, args.duration)
+    summary = asyncio.run(result)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary["client_cpu_s"] = cpu
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
