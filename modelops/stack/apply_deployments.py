@@ -143,7 +143,10 @@ def apply_all(
     reasons: list[str | None] = []
     rest = names
     if names and builds_image(prefect_file):
-        reasons.append(apply_one(prefect_file, names[0], pool, build_timeout_s or timeout_s))
+        # Every deploy of such a file runs its build and push steps: after the first, cache hits, but
+        # still a build-context upload and a registry round trip each (minutes on a loaded machine).
+        timeout_s = build_timeout_s or timeout_s
+        reasons.append(apply_one(prefect_file, names[0], pool, timeout_s))
         rest = names[1:]
     with ThreadPoolExecutor(max_workers=parallel) as pool_of_deploys:
         reasons += pool_of_deploys.map(lambda name: apply_one(prefect_file, name, pool, timeout_s), rest)

@@ -35,6 +35,7 @@ from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from modelops.config import CONFIG_DIR, ENV_PREFIX, PROJECT_ROOT, ModelOpsConfig, config_path, load_config
+from modelops.integrations.image import ImageError, docker_client
 
 DOCKERFILE = PROJECT_ROOT / "infra" / "docker" / "flow.Dockerfile"
 # What flow.Dockerfile copies (and .dockerignore lets through): the inputs the tag's hash covers.
@@ -44,6 +45,8 @@ CONTAINER_DOCKER_SOCKET = "/var/run/docker.sock"
 DATABASE_SECRET_BLOCK = "modelops-stack-database-url"
 # Environment a container must not inherit from `modelops up`'s: paths on this host.
 _HOST_ONLY = {"MODELOPS_STACK__HOME", "MODELOPS_STACK__PREFECT_FILE", "MODELOPS_PROJECT_ROOT"}
+# prefect-docker turns Prefect's flow-run labels into Docker labels: prefect.io/x -> io.prefect.x
+POOL_LABEL = "io.prefect.work-pool-name"
 
 
 def is_docker_pool(config: ModelOpsConfig) -> bool:
@@ -193,6 +196,51 @@ def ensure_pool(name: str, template: dict[str, Any]) -> str:
             )
         client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
         return "updated"
+
+
+def flow_run_containers(pool: str, *, running_only: bool = True) -> list[Any]:
+    """The containers the Docker worker started for this pool's flow runs (Prefect labels them)."""
+    client = docker_client(timeout=30)
+    try:
+        return list(client.containers.list(all=not running_only, filters={"label": f"{POOL_LABEL}={pool}"}))
+    finally:
+        client.close()
+
+
+def stop_flow_run_containers(pool: str, grace_s: int = 10) -> list[str]:
+    """Stop the pool's flow-run containers (``down``: the process pool's runs stop with the worker's
+    tree; these would go on without a worker). Their runs are judged by ``up``'s reconcile. Returns
+    the stopped containers' names; an unreachable engine has nothing to stop."""
+    try:
+        containers = flow_run_containers(pool)
+    except ImageError:
+        return []
+    for container in containers:
+        container.stop(timeout=grace_s)
+    return [container.name for container in containers]
+
+
+def container_state(infrastructure_pid: str) -> str | None:
+    """The Docker worker's run record ``<engine url>:<container id>`` → the container's status
+    (``running``, ``exited`` ...), ``"gone"`` when the engine no longer has it, ``None`` when the
+    engine cannot be asked (nothing can be judged then)."""
+    from docker.errors import DockerException, NotFound  # lazy: the Docker SDK is an optional dependency
+
+    _, _, container_id = infrastructure_pid.rpartition(":")
+    if not container_id:
+        return None
+    try:
+        client = docker_client(timeout=30)
+    except ImageError:
+        return None
+    try:
+        return str(client.containers.get(container_id).status)
+    except NotFound:
+        return "gone"
+    except DockerException:
+        return None
+    finally:
+        client.close()
 
 
 def save_database_secret(dsn: str) -> None:

@@ -679,6 +679,10 @@ def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
                 stopped.append(name)
             del state.components[name]
             save_state(state)
+        if docker_pool.is_docker_pool(config):  # after the worker: it starts no new one now
+            for name in docker_pool.stop_flow_run_containers(config.stack.work_pool):
+                echo(f"flow-run container {name}: stopped (its run is reopened or ended by `up`)")
+                stopped.append(f"container:{name}")
         remove_state(home)
         clear_restarts(home)
         return stopped

@@ -77,6 +77,7 @@ from modelops.approval import APPROVAL_FLOW_NAME
 from modelops.config import ModelOpsConfig
 from modelops.deployments import LIFECYCLE
 from modelops.stack import components as comp
+from modelops.stack import docker_pool
 from modelops.stack.processes import find_process, stop_tree
 from modelops.stack.state import load_state
 
@@ -97,13 +98,19 @@ class StackView:
     pool: str
     worker: psutil.Process | None
     worker_started: float | None  # epoch seconds
+    pool_type: str = "process"
 
     @classmethod
     def of(cls, config: ModelOpsConfig) -> StackView:
         state = load_state(config.stack_home)
         record = state.components.get(comp.WORKER) if state else None
         worker = find_process(record.pid, record.create_time) if record else None
-        return cls(config.stack.work_pool, worker, worker.create_time() if worker else None)
+        return cls(
+            config.stack.work_pool,
+            worker,
+            worker.create_time() if worker else None,
+            config.stack.work_pool_type,
+        )
 
 
 @dataclass
@@ -214,6 +221,8 @@ def orphan_reason(runs: _Runs, run: FlowRun, view: StackView) -> tuple[str, psut
 def _process_gone(run: FlowRun, view: StackView) -> tuple[str, psutil.Process | None] | None:
     if run.work_pool_name != view.pool:
         return None
+    if view.pool_type == "docker":
+        return _container_gone(run)
     pid = _local_pid(run.infrastructure_pid or "")
     if pid is None:
         return None
@@ -227,6 +236,16 @@ def _process_gone(run: FlowRun, view: StackView) -> tuple[str, psutil.Process | 
             process,
         )
     return None
+
+
+def _container_gone(run: FlowRun) -> tuple[str, psutil.Process | None] | None:
+    """A Docker pool's run lives in its container (``<engine url>:<container id>``): orphaned once the
+    container has stopped or is gone while the run is still active; the worker need not be alive."""
+    status = docker_pool.container_state(run.infrastructure_pid or "")
+    if status is None or status in ("running", "created", "restarting"):
+        return None
+    container = (run.infrastructure_pid or "").rpartition(":")[2][:12]
+    return f"its flow-run container {container} is {status} (the worker or the stack was stopped)", None
 
 
 def _local_pid(infrastructure_pid: str) -> int | None:

@@ -17,6 +17,7 @@ exit code 0).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -146,8 +147,8 @@ class DockerStack:
         body = {"filter": {"resource": {"id": [f"modelops.model.{self.model}"]}, "event": {"name": [name]}}}
         return self.post("/events/filter", body)["events"]
 
-    def approve_through_the_api(self, version: str) -> str:
-        """Resume the paused approval run with the form's answer, as the UI does (POST .../resume)."""
+    def paused_approval(self, version: str, timeout: float = 900, other_than: str | None = None) -> str:
+        """The id of the approval run of ``version`` once it is paused (waiting for a reviewer)."""
 
         def paused() -> str | None:
             runs = self.runs(
@@ -158,9 +159,14 @@ class DockerStack:
                     }
                 }
             )
-            return runs[0]["id"] if runs else None
+            ids = [run["id"] for run in runs if run["id"] != other_than]
+            return ids[0] if ids else None
 
-        run_id = wait_for(paused, 900, f"the approval of {self.model} v{version} paused", interval=2)
+        return wait_for(paused, timeout, f"the approval of {self.model} v{version} paused", interval=2)
+
+    def approve_through_the_api(self, version: str) -> str:
+        """Resume the paused approval run with the form's answer, as the UI does (POST .../resume)."""
+        run_id = self.paused_approval(version)
         answer = {
             "approved": True,
             "image_tag": f"v{version}",
@@ -258,6 +264,20 @@ def docker_stack(tmp_path_factory: pytest.TempPathFactory):
 
         first = wait_for(retrain_run, 300, "the automation launched a retrain run", interval=2)
         result["retrain"] = stack.wait_final(first["id"], 1200)
+
+        # A restart loses nothing on the Docker pool: the retrained version's review waits in its
+        # lifecycle container; `down` stops it, `up` reopens the approval in a new lifecycle run.
+        waiting = stack.paused_approval("2")
+        result["down"] = stack.modelops("down", timeout=300).stdout
+        result["running_after_down"] = client.containers.list(
+            filters={"label": f"io.prefect.work-pool-name={stack.pool}"}
+        )
+        result["up_again"] = stack.modelops("up", timeout=1200).stdout
+        result["reopened_approval"] = stack.paused_approval("2", other_than=waiting)
+        crashed = {"state": {"type": {"any_": ["CRASHED"]}}}
+        result["ended_lifecycles"] = stack.runs(
+            {"deployments": {"name": {"any_": ["lifecycle"]}}, "flow_runs": crashed}
+        )
         yield result
     finally:
         if sidecar is not None:
@@ -354,3 +374,17 @@ def test_the_ks_check_ran_in_a_container_and_its_degraded_event_launched_the_ret
     assert retrain["state"]["type"] == "COMPLETED", retrain["state"]
     _ran_in_a_container(docker_stack, retrain)
     assert stack.alias("challenger") == "2"
+
+
+def test_down_stops_flow_run_containers_and_up_reopens_the_waiting_approval(docker_stack):
+    stopped = [line for line in docker_stack["down"].splitlines() if line.startswith("flow-run container")]
+    assert stopped, docker_stack["down"]
+    assert docker_stack["running_after_down"] == []
+    reopened_count = re.search(r"(\d+) approval\(s\) reopened", docker_stack["up_again"])
+    assert reopened_count and int(reopened_count.group(1)) >= 1, docker_stack["up_again"]
+    messages = [(run["state"] or {}).get("message") or "" for run in docker_stack["ended_lifecycles"]]
+    assert any("reopened in lifecycle run" in message for message in messages), messages
+    # the reopened approval is a new paused run, waiting in a new container of the pool
+    stack = docker_stack["stack"]
+    (reopened,) = stack.runs({"flow_runs": {"id": {"any_": [docker_stack["reopened_approval"]]}}})
+    assert reopened["state"]["type"] == "PAUSED"
