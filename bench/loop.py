@@ -30,7 +30,6 @@ from bench.report import Row, progress
 
 MODEL = "bench-loop"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-AUTOMATION_RELOAD_S = 6.0  # prefect.server.events.triggers: periodic_granularity 5 s, + margin
 
 
 def free_port() -> int:
@@ -134,10 +133,8 @@ def run(repeat: int = 3, idle_s: float = 5.0) -> dict[str, Any]:
 
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("retrain/retrain")
-        # The server's trigger service picks new automations up on its periodic evaluation (every
-        # 5 s on a SQLite server, no NOTIFY): an event emitted right after `up` can go unanswered.
-        progress(f"loop: waiting {AUTOMATION_RELOAD_S:.0f} s for the trigger service to load the automations")
-        time.sleep(AUTOMATION_RELOAD_S)
+        # No wait for the trigger: the server loads an automation as it is written
+        # (tests/stack/test_stack_automation.py emits the event the moment `up` returns).
         attempts = []
         for attempt in range(repeat):
             timing = time_retrain(deployment.id)

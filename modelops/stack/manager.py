@@ -56,9 +56,6 @@ Echo = Callable[[str], None]
 ORDER = (comp.POSTGRES, comp.PREFECT_SERVER, comp.MLFLOW, comp.WORKER, comp.SUPERVISOR)
 
 
-AUTOMATION_LOAD_S = 5.0
-
-
 class StackError(RuntimeError):
     """The stack could not be started or reached; the message names the component and the fix."""
 
@@ -511,9 +508,9 @@ def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, ech
             f"(the stack itself is running; fix the file and run `modelops up` again):\n{details}"
         )
     echo(f"deployments: applied {', '.join(applied) or 'none'} in {time.monotonic() - deploy.started:.1f} s")
-    # The server loads new automations on a periodic check (~5 s): an event emitted before then
-    # would find no trigger. Return only once the triggers just applied can fire.
-    time.sleep(AUTOMATION_LOAD_S)
+    # No wait for the triggers: Prefect's server loads an automation as it is written (PostgreSQL:
+    # NOTIFY to its trigger service, which also reloads all of them when it (re)connects; SQLite:
+    # after the commit), so an event emitted from now on finds the retrain trigger.
 
 
 def _read_report(deploy: _Deployments) -> tuple[list[str], dict[str, str]]:
