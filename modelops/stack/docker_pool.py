@@ -29,13 +29,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from prefect import get_client
 from prefect.blocks.system import Secret
-from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from modelops.config import CONFIG_DIR, ENV_PREFIX, PROJECT_ROOT, ModelOpsConfig, config_path, load_config
 from modelops.integrations.image import ImageError, docker_client
+from modelops.stack import work_pools
 
 DOCKERFILE = PROJECT_ROOT / "infra" / "docker" / "flow.Dockerfile"
 # What flow.Dockerfile copies (and .dockerignore lets through): the inputs the tag's hash covers.
@@ -179,23 +177,8 @@ def base_job_template(
 
 
 def ensure_pool(name: str, template: dict[str, Any]) -> str:
-    """Create the Docker pool with ``template``, or set it on an existing one; returns what was done."""
-    with get_client(sync_client=True) as client:
-        try:
-            pool = client.read_work_pool(name)
-        except ObjectNotFound:
-            try:
-                client.create_work_pool(WorkPoolCreate(name=name, type="docker", base_job_template=template))
-                return "created"
-            except ObjectAlreadyExists:
-                pool = client.read_work_pool(name)  # the worker created it at the same moment
-        if pool.type != "docker":
-            raise RuntimeError(
-                f"work pool '{name}' exists with type '{pool.type}', not 'docker': choose another "
-                "stack.work_pool, or delete the pool (prefect work-pool delete)"
-            )
-        client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
-        return "updated"
+    """Create the pool with ``template``, or set it on an existing one; returns what was done."""
+    return work_pools.ensure_pool(name, "docker", template)
 
 
 def flow_run_containers(pool: str, *, running_only: bool = True) -> list[Any]:

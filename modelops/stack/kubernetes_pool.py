@@ -22,11 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from prefect import get_client
-from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
 from modelops.config import PROJECT_ROOT, ModelOpsConfig
+from modelops.stack import work_pools
 
 TEMPLATE = PROJECT_ROOT / "infra" / "k8s" / "worker" / "base-job-template.json"
 POOL_TYPE = "kubernetes"
@@ -70,20 +67,5 @@ def base_job_template(
 
 
 def ensure_pool(name: str, template: dict[str, Any]) -> str:
-    """Create the Kubernetes pool with ``template``, or set it on an existing one; returns what was done."""
-    with get_client(sync_client=True) as client:
-        try:
-            pool = client.read_work_pool(name)
-        except ObjectNotFound:
-            try:
-                client.create_work_pool(WorkPoolCreate(name=name, type=POOL_TYPE, base_job_template=template))
-                return "created"
-            except ObjectAlreadyExists:
-                pool = client.read_work_pool(name)  # a worker created it at the same moment
-        if pool.type != POOL_TYPE:
-            raise RuntimeError(
-                f"work pool '{name}' exists with type '{pool.type}', not '{POOL_TYPE}': choose another "
-                "stack.work_pool, or delete the pool (prefect work-pool delete)"
-            )
-        client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
-        return "updated"
+    """Create the pool with ``template``, or set it on an existing one; returns what was done."""
+    return work_pools.ensure_pool(name, POOL_TYPE, template)
