@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--periods must be >= 1 and --rows >= 200 (the KS check needs a minimum sample)")
     config = load_config()
     try:
-        result = run_demo(config, args.auto_approve, periods=args.periods, rows_per_period=args.rows)
+        result = run_demo(
+            config, args.auto_approve, periods=args.periods, rows_per_period=args.rows, count_startup=True
+        )
     except DemoError as exc:
         raise UserError(
             f"{exc} (logs: {config.stack_home / 'logs'}; Prefect UI: {config.prefect_ui_url})"

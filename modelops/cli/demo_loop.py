@@ -11,6 +11,7 @@ API like a browser would.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psutil
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
@@ -35,6 +37,7 @@ from prefect.client.schemas.schedules import SCHEDULE_TYPES, IntervalSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 
 from flows.train import train
+from modelops.cli.demo_timing import Timed, timing_json, timing_rows, timing_table
 from modelops.config import CONFIG_DIR, ModelOpsConfig
 from modelops.deployments import KS_CHECK as KS_CHECK_DEPLOYMENT
 from modelops.deployments import LIFECYCLE as LIFECYCLE_DEPLOYMENT
@@ -68,9 +71,12 @@ class DemoError(RuntimeError):
 @dataclass
 class Step:
     name: str
-    started: float
-    seconds: float = 0.0
+    started: float  # epoch seconds (the timeline's clock)
+    seconds: float = 0.0  # wall seconds, time.perf_counter
     detail: str = ""
+    kind: str = ""  # groups steps in the "where the time went" table
+    parts: dict[str, float] = field(default_factory=dict)  # seconds of what the step waited on
+    failed: bool = False
 
 
 @dataclass
@@ -83,6 +89,7 @@ class DemoResult:
     sent: int = 0
     retrain_runs: list[str] = field(default_factory=list)
     approvals: list[str] = field(default_factory=list)
+    timing: dict[str, Any] = field(default_factory=dict)  # "where the time went" (demo_timing.timing_json)
 
     def timeline(self, ui_url: str, mlflow_url: str) -> str:
         lines = ["", "Timeline", "--------"]
@@ -121,21 +128,39 @@ class LoopDriver:
         self.narrate = narrate
         self.timeout_s = timeout_s
         self.result = DemoResult()
+        self._current: Step | None = None
 
     # -- timeline ---------------------------------------------------------------------------------
 
     @contextmanager
-    def step(self, name: str) -> Iterator[Step]:
-        current = Step(name=name, started=time.time())
+    def step(self, name: str, kind: str = "") -> Iterator[Step]:
+        current = Step(name=name, started=time.time(), kind=kind)
+        self._current = current
         self.narrate(f"\n==> {name}")
+        t0 = time.perf_counter()
         try:
             yield current
+        except BaseException:
+            current.failed = True
+            raise
         finally:
-            current.seconds = time.time() - current.started
+            current.seconds = time.perf_counter() - t0
+            self._current = None
             self.result.steps.append(current)
             self.narrate(
                 f"    done in {current.seconds:.1f} s{': ' + current.detail if current.detail else ''}"
             )
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """Time what the current step waits on (a row under the step in the timing table)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._current is not None:
+                parts = self._current.parts
+                parts[name] = parts.get(name, 0.0) + time.perf_counter() - t0
 
     # -- Prefect --------------------------------------------------------------------------------
 
@@ -166,7 +191,8 @@ class LoopDriver:
 
     def approve_when_paused(self, model_name: str, version: str) -> None:
         """Wait for the approval form; answer it (auto) or wait for a person to."""
-        run_id = self._paused_approval(model_name, version)
+        with self.part("waiting for the approval form (the worker starts the run, evidence)"):
+            run_id = self._paused_approval(model_name, version)
         link = f"{self.config.prefect_ui_url}/runs/flow-run/{run_id}"
         self.narrate(f"    approval form for {model_name} v{version}: {link}")
         if self.reviewer:
@@ -176,14 +202,16 @@ class LoopDriver:
                 "reviewer": self.reviewer,
                 "comment": "approved by modelops demo --auto-approve",
             }
-            resume_approval(run_id, answer)
+            with self.part("approval: the answer (REST resume)"):
+                resume_approval(run_id, answer)
             self.narrate(f"    approved as {self.reviewer!r} with image tag v{version} (REST resume)")
         else:
             self.narrate(
                 "    waiting for you: open the link, fill in the form (approve, image tag, your name) and "
                 f"submit — or run `modelops approve --model {model_name} --tag v{version} --reviewer <you>`"
             )
-            wait_until_answered(run_id)
+            with self.part("approval: waiting for your answer"):
+                wait_until_answered(run_id)
         self.result.approvals.append(run_id)
 
     def _paused_approval(self, model_name: str, version: str) -> str:
@@ -276,28 +304,75 @@ def run_demo(
     periods: int = 4,
     rows_per_period: int = 2000,
     narrate: Narrate = print,
+    count_startup: bool = False,
 ) -> DemoResult:
+    """The loop; at its end (or when a step fails) the table of where the time went, also written to
+    ``<stack home>/demo-timing.json``. ``count_startup``: the table's first row is this process's
+    seconds before the call (``modelops demo``: its imports)."""
     driver = LoopDriver(config, reviewer, narrate)
-    with driver.step("start the embedded stack") as step:
-        stack_up(config)
-        use_stack_environment(config)  # MLflow reads it at each call; the sidecar process inherits it
-        step.detail = f"Prefect {config.prefect_ui_url}, MLflow {config.mlflow_uri}"
-    with use_prefect_api(config):  # Prefect was imported (with this module) before the stack was known
-        _run_loop(driver, config, periods, rows_per_period)
+    t0 = time.perf_counter()
+    startup_s = process_age_s() if count_startup else None
+    try:
+        with driver.step("start the embedded stack", kind=KIND_STACK) as step:
+            stack_up(config)
+            use_stack_environment(config)  # MLflow reads it at each call; the sidecar process inherits it
+            step.detail = f"Prefect {config.prefect_ui_url}, MLflow {config.mlflow_uri}"
+        with use_prefect_api(config):  # Prefect was imported (with this module) before the stack was known
+            _run_loop(driver, config, periods, rows_per_period)
+    except BaseException:
+        _report_timing(driver, config, time.perf_counter() - t0, startup_s, failed=True)
+        raise
+    loop_s = time.perf_counter() - t0
     narrate(driver.result.timeline(config.prefect_ui_url, config.mlflow_uri))
+    _report_timing(driver, config, loop_s, startup_s, failed=False)
     return driver.result
+
+
+KIND_STACK = "stack up"
+KIND_TRAIN = "training v1"
+KIND_LIFECYCLE = "lifecycles (approval, prebuild, deploy)"
+KIND_TRAFFIC = "replay (scoring, shipping)"
+KIND_CHECK = "waiting for scheduled KS checks"
+KIND_RETRAIN = "retrain (automation to registered)"
+AFTER_APPROVAL = "after the approval: prebuild → build → deploy → promote"
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (its imports before the demo's first step)."""
+    try:
+        return max(time.time() - psutil.Process().create_time(), 0.0)
+    except psutil.Error:
+        return None
+
+
+def _report_timing(
+    driver: LoopDriver, config: ModelOpsConfig, loop_s: float, startup_s: float | None, failed: bool
+) -> None:
+    """Print where the time went and write it next to the stack's files; never fails the demo."""
+    steps = [Timed(s.name, s.seconds, s.kind, dict(s.parts), s.failed) for s in driver.result.steps]
+    total = loop_s + (startup_s or 0.0)
+    rows = timing_rows(steps, total, startup_s)
+    driver.result.timing = timing_json(rows, total, failed)
+    driver.narrate(timing_table(rows, total, failed))
+    path = config.stack_home / "demo-timing.json"
+    try:
+        path.write_text(json.dumps(driver.result.timing, indent=2) + "\n")
+        driver.narrate(f"  (also in {path})")
+    except OSError as exc:
+        driver.narrate(f"  (could not write {path}: {exc})")
 
 
 def _run_loop(driver: LoopDriver, config: ModelOpsConfig, periods: int, rows: int) -> None:
     model = config.model.name
-    with driver.step("train v1 (MLflow run + registry version, alias challenger)") as step:
+    with driver.step("train v1 (MLflow run + registry version, alias challenger)", KIND_TRAIN) as step:
         trained = train(config=None)
         v1 = trained["version"]
         step.detail = f"v{v1}: holdout KS {trained['metrics']['ks']:.3f}, AUC {trained['metrics']['auc']:.3f}"
-    with driver.step(f"lifecycle v{v1}: approve → prebuild → deploy (local target)") as step:
+    with driver.step(f"lifecycle v{v1}: approve → prebuild → deploy (local target)", KIND_LIFECYCLE) as step:
         run_id = driver.start_lifecycle(model, v1)
         driver.approve_when_paused(model, v1)
-        driver.wait_for_run(run_id, f"lifecycle of v{v1}")
+        with driver.part(AFTER_APPROVAL):
+            driver.wait_for_run(run_id, f"lifecycle of v{v1}")
         step.detail = f"v{v1} serves at {config.serving_url}"
     shipper = _shipper(config)
     with short_ks_schedule(config, driver.narrate), _stopping(shipper):
@@ -330,7 +405,7 @@ def _replay_until_recovered(
     period, seed = 1, config.training.seed
     while True:
         shipped_at = _replay_period(driver, config, period, rows, seed, first_version)
-        with driver.step(f"scheduled KS check after period {period}") as step:
+        with driver.step(f"scheduled KS check after period {period}", KIND_CHECK) as step:
             check = driver.wait_for_check(shipped_at, period)
             step.detail = f"v{check['model_version']} KS {check.get('ks') or 0:.3f}: {check['status']}"
         if retrained is not None:
@@ -352,20 +427,22 @@ def _replay_period(
     """Score one period against the champion and wait until the sidecar shipped it; returns when."""
     model = config.model.name
     champion = get_alias_version(model, CHAMPION) or first_version
-    with driver.step(f"replay period {period} against v{champion}") as step:
-        summary = run_traffic(
-            load_replay_records(period=period, rows=rows, seed=seed + period),
-            TrafficSettings(
-                url=config.serving_url,
-                model_name=model,
-                spool_dir=config.stack_home / "spool",
-                decision_threshold=config.model.decision_threshold,
-                concurrency=8,
-                spool_max_age_s=1.0,
-            ),
-        )
+    with driver.step(f"replay period {period} against v{champion}", KIND_TRAFFIC) as step:
+        with driver.part("scoring (the traffic client against the serving URL)"):
+            summary = run_traffic(
+                load_replay_records(period=period, rows=rows, seed=seed + period),
+                TrafficSettings(
+                    url=config.serving_url,
+                    model_name=model,
+                    spool_dir=config.stack_home / "spool",
+                    decision_threshold=config.model.decision_threshold,
+                    concurrency=8,
+                    spool_max_age_s=1.0,
+                ),
+            )
         driver.result.sent += summary.ok
-        _wait_shipped(config, driver.result.sent)
+        with driver.part("shipping (the log sidecar's records in PostgreSQL)"):
+            _wait_shipped(config, driver.result.sent)
         step.detail = (
             f"{summary.ok} scored ({summary.errors} errors), p50 {summary.p50_ms or 0:.1f} ms, shipped"
         )
@@ -373,12 +450,15 @@ def _replay_period(
 
 
 def _retrain_and_approve(driver: LoopDriver, model: str, since: datetime) -> str:
-    with driver.step("automation → retrain → new version registered (alias challenger)") as step:
+    with driver.step(
+        "automation → retrain → new version registered (alias challenger)", KIND_RETRAIN
+    ) as step:
         retrained = _wait_for_retrain(driver, model, since)
         step.detail = f"v{retrained} registered"
-    with driver.step(f"lifecycle v{retrained}: approve → prebuild → deploy") as step:
+    with driver.step(f"lifecycle v{retrained}: approve → prebuild → deploy", KIND_LIFECYCLE) as step:
         driver.approve_when_paused(model, retrained)
-        _wait_for_champion(driver, model, retrained)
+        with driver.part(AFTER_APPROVAL):
+            _wait_for_champion(driver, model, retrained)
         step.detail = f"v{retrained} is the champion"
     return retrained
 

@@ -73,6 +73,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
         yield {
             "result": json.loads(result_file.read_text()),
             "output": output,
+            "home": home,
             "prefect": f"http://127.0.0.1:{ports['MODELOPS_STACK__PREFECT_PORT']}/api",
             "mlflow": f"http://127.0.0.1:{ports['MODELOPS_STACK__MLFLOW_PORT']}",
             "dsn": f"postgresql://postgres@127.0.0.1:{ports['MODELOPS_STACK__POSTGRES_PORT']}/modelops",
@@ -181,6 +182,19 @@ def test_the_demo_prints_a_timeline_with_links(loop):
     assert "Timeline" in loop["output"]
     assert "Registry aliases: champion -> v2" in loop["output"]
     assert loop["prefect"].removesuffix("/api") in loop["output"]
+
+
+def test_the_demo_prints_where_the_time_went(loop):
+    output = loop["output"]
+    assert "Where the time went" in output
+    table = output[output.index("Where the time went") :]
+    for step in loop["result"]["steps"]:
+        assert step["name"] in table
+    timing = loop["result"]["timing"]
+    top = [row for row in timing["rows"] if row["level"] == 0]
+    assert [row["name"] for row in top][1:-1] == [step["name"] for step in loop["result"]["steps"]]
+    assert sum(row["seconds"] for row in top) == pytest.approx(timing["total_s"], abs=0.01)
+    assert json.loads((loop["home"] / "demo-timing.json").read_text()) == timing
 
 
 def test_ks_check_is_scheduled_from_the_config(loop):
