@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ks_2samp
 
 from modelops.config import ModelOpsConfig
 from modelops.integrations import performance_store
-from modelops.model.metrics import psi, psi_categorical
+from modelops.model.metrics import psi, psi_categorical, two_sample_ks
 
 # Columns of a reference sample that are not model inputs.
 NOT_FEATURES = {"score", "label", "BAD", "target", "request_id", "scored_at"}
@@ -74,9 +73,7 @@ def drift_report(
         and len(reference_scores)
         and len(current_scores)
     ):
-        score_ks = float(
-            ks_2samp(np.asarray(reference_scores, float), np.asarray(current_scores, float)).statistic
-        )
+        score_ks = two_sample_ks(reference_scores, current_scores)
     psis: dict[str, float] = {}
     if reference_features is not None and current_features is not None and len(current_features):
         for column in reference_features.columns:

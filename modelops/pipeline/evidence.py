@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import ks_2samp
 
 from modelops.approval import ApprovalEvidence, ModelEvidence
 from modelops.config import ModelOpsConfig
@@ -27,7 +26,7 @@ from modelops.integrations.registry import (
     version_metrics,
 )
 from modelops.integrations.scoring_log import fetch_recent_labelled_records
-from modelops.model.metrics import auc, ks_statistic
+from modelops.model.metrics import auc, ks_statistic, two_sample_ks
 from modelops.pipeline.prebuild import version_schema
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def _window_figures(
             scores = score_frame(model_dir, frame, schema)
             scored.append(np.asarray(scores, dtype=float))
             figures[version] = (ks_statistic(scores, labels), auc(scores, labels), float(np.mean(scores)))
-    shift = float(ks_2samp(scored[0], scored[1]).statistic) if len(scored) > 1 else None
+    shift = two_sample_ks(scored[0], scored[1]) if len(scored) > 1 else None
     return figures, f"latest {len(frame)} labelled records of the scoring log ({n_events} events)", shift
 
 
