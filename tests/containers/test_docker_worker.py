@@ -66,6 +66,10 @@ class DockerStack:
         self.model = f"dock-{suffix}"
         self.pool = f"docker-test-{suffix}"
         registry = registry_address()
+        rest = _serving_ports()
+        grpc = _serving_ports()
+        while grpc in (rest - 1, rest, rest + 1):
+            grpc = _serving_ports()
         self.env = stack_env(home, PROJECT_ROOT / "prefect.docker.yaml")
         self.env.update(
             MODELOPS_CONFIG="docker",
@@ -73,7 +77,9 @@ class DockerStack:
             MODELOPS_STACK__FLOW_IMAGE=f"{registry}/modelops/flows",
             MODELOPS_MODEL__NAME=self.model,
             MODELOPS_MODEL__EXPERIMENT=self.model,
-            MODELOPS_SERVING__PORT=str(_serving_ports()),
+            MODELOPS_SERVING__PORT=str(rest),
+            # gRPC: blue = grpc_port, green = grpc_port - 1 (not TF Serving's fixed 8500 in a test)
+            MODELOPS_SERVING__GRPC_PORT=str(grpc + 1),
             MODELOPS_SERVING__REGISTRY=registry,
             MODELOPS_SERVING__IMAGE_STREAM=self.model,
             MODELOPS_SERVING__BASE_IMAGE=STANDIN,
