@@ -1,12 +1,13 @@
 """``up`` / ``status`` / ``down`` for the embedded stack.
 
 ``up`` checks every port it needs first (nothing is started when one is taken), starts PostgreSQL
-(unless a DSN is configured) and creates the Prefect server's and MLflow's databases on it, then
-starts those two side by side (with ``stack.backend: sqlite``, all three at once) while the
-scoring-log schema is migrated, waits for their health endpoints, then starts the worker, applies
-``prefect.yaml`` and writes the ``prefect.toml`` that points Python and the ``prefect`` CLI at the
-stack (:mod:`modelops.stack.prefect_toml`; ``down`` removes it first). A component that dies or never gets
-healthy fails ``up`` with its name and log tail, and everything this call started is stopped again.
+(unless a DSN is configured) and creates the Prefect server's and MLflow's databases on it, then starts
+those two side by side (with ``stack.backend: sqlite``, all three at once) while the scoring-log schema
+is migrated and the deployment step imports the flows, waits for their health endpoints, then starts the
+worker while ``prefect.yaml`` is applied, and writes the ``prefect.toml`` that points Python and the
+``prefect`` CLI at the stack (:mod:`modelops.stack.prefect_toml`; ``down`` removes it first). A
+component that dies or never gets healthy fails ``up`` with its name and log tail, and everything this
+call started is stopped again.
 """
 
 from __future__ import annotations
@@ -101,15 +102,16 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
         state.home = str(home)
         _forget_dead(state, config, echo)
         started: list[str] = []
+        launched: list[_Deployments] = []  # the deployment step, started while the servers start
         deploy: _Deployments | None = None
         try:
-            worker_pending, t_worker = _start_all(config, state, started, echo)
-            deploy = _launch_deployments(config, state, echo)  # does not need the worker: overlap them
+            worker_pending, t_worker = _start_all(config, state, started, echo, launched)
+            deploy = launched[0]
             _wait_healthy(worker_pending, state, config, t_worker, echo)
             restore_serving(config, echo)  # needs MLflow when a served copy is gone
             _start_supervisor(config, state, started, echo)
         except BaseException:
-            _roll_back(config, state, started, deploy, echo)
+            _roll_back(config, state, started, launched[0] if launched else None, echo)
             raise
         save_state(state)
         _write_prefect_toml(config, echo)
@@ -183,9 +185,12 @@ def _forget_dead(state: StackState, config: ModelOpsConfig, echo: Echo) -> None:
 
 
 def _start_all(
-    config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo
+    config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo, launched: list[_Deployments]
 ) -> tuple[dict[str, comp.ProcessSpec], float]:
-    """Start what is missing and wait for it, except the worker: returns it (if started) to wait for."""
+    """Start what is missing and wait for it, except the worker: returns it (if started) to wait for.
+
+    The deployment step starts (into ``launched``) as soon as PostgreSQL runs: it imports the flows
+    while the servers start, then waits for the Prefect server's health itself."""
     pg = _postgres_to_start(config, state, echo)
     _choose_backend(config, state, echo)
     on_postgres = state.backend == "postgres"
@@ -211,6 +216,7 @@ def _start_all(
     if pg is not None and not on_postgres:
         _start_postgres(pg, config, state, started, echo)
         echo(f"{comp.POSTGRES}: healthy in {time.monotonic() - t0:.1f} s")
+    launched.append(_launch_deployments(config, state, echo))  # needs no worker: overlap them all
     _apply_schema(config, state, echo)  # while the servers start
     _wait_healthy(pending, state, config, t0, echo)
     t1 = time.monotonic()
@@ -443,7 +449,7 @@ def _wait_healthy(
                 f"(raise stack.startup_timeout_s if the machine is busy); last log lines:\n{logs}"
             )
         if pending:
-            time.sleep(0.5)
+            time.sleep(0.25)
 
 
 @dataclass
@@ -456,7 +462,8 @@ class _Deployments:
 
 
 def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -> _Deployments:
-    """``python -m modelops.stack.apply_deployments`` in the background, with the worker's environment."""
+    """``python -m modelops.stack.apply_deployments`` in the background, with the worker's environment;
+    it waits for the Prefect server's health (up to ``stack.startup_timeout_s``) before applying."""
     prefect_file = comp.prefect_file(config)
     if not prefect_file.exists():
         raise StackError(f"deployments: {prefect_file} does not exist (stack.prefect_file in the config)")
@@ -481,7 +488,8 @@ def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -
         process = subprocess.Popen(
             [sys.executable, "-m", "modelops.stack.apply_deployments",
              "--pool", config.stack.work_pool, "--prefect-file", str(prefect_file),
-             "--report", str(report), "--timeout", f"{config.stack.startup_timeout_s:g}", *extra],
+             "--report", str(report), "--timeout", f"{config.stack.startup_timeout_s:g}",
+             "--wait-for-server", f"{config.stack.startup_timeout_s:g}", *extra],
             env=env, cwd=prefect_file.parent, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     return _Deployments(process, prefect_file, log, report, time.monotonic())
@@ -490,7 +498,8 @@ def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -
 def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, echo: Echo) -> None:
     if deploy is None:
         return
-    limit = config.stack.startup_timeout_s * len(comp.deployment_names(deploy.prefect_file)) + 60
+    # + one startup timeout: the step may wait that long for the Prefect server before applying
+    limit = config.stack.startup_timeout_s * (len(comp.deployment_names(deploy.prefect_file)) + 1) + 60
     if config.stack.work_pool_type in ("docker", "kubernetes"):
         limit += config.stack.image_build_timeout_s
     try:

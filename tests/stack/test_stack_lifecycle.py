@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from support.network import free_port
@@ -223,6 +224,87 @@ def test_a_deployment_that_fails_to_apply_is_named(stack, tmp_path):
     assert "failed to apply" in result.stderr and "broken" in result.stderr
     assert "probe" not in result.stderr.split("broken", 1)[0].split("failed to apply")[1]
     assert all(row["healthy"] for row in stack_status(env))  # the stack itself keeps running
+
+
+def test_the_deployment_step_starts_before_the_servers_are_healthy(stack):
+    """It imports the flows while the Prefect server and MLflow start, then waits for the server."""
+    _, output, _ = stack
+    lines = output.splitlines()
+    applying = next(i for i, line in enumerate(lines) if line.startswith("deployments: applying"))
+    healthy = next(i for i, line in enumerate(lines) if line.startswith("prefect-server: healthy in"))
+    assert applying < healthy, output
+    log = Path(stack[0]["MODELOPS_STACK__HOME"]) / "logs" / "deploy.log"
+    assert "Prefect server healthy after" in log.read_text()
+
+
+def _two_probes(tmp_path: Path) -> Path:
+    flow_file = tmp_path / "probe_flow.py"
+    flow_file.write_text(PROBE_FLOW)
+    prefect_file = tmp_path / "prefect.yaml"
+    prefect_file.write_text(
+        prefect_yaml(flow_file, "stack-test")
+        + f"  - name: probe-two\n    entrypoint: {flow_file}:probe\n    work_pool: {{name: stack-test}}\n"
+    )
+    return prefect_file
+
+
+def _deployment_exists(env: dict[str, str], name: str) -> bool:
+    api = f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
+    response = httpx.get(f"{api}/deployments/name/stack-probe/{name}", timeout=30)
+    return response.status_code == 200
+
+
+def test_the_deployments_are_applied_in_one_process(stack, tmp_path):
+    """`prefect deploy` runs through Prefect's CLI inside the deployment step: no process per deployment."""
+    env, _, _ = stack
+    prefect_file = _two_probes(tmp_path)
+    step_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"}
+    step_env["PREFECT_HOME"] = str(Path(env["MODELOPS_STACK__HOME"]) / "prefect")
+    report, log = tmp_path / "report.json", tmp_path / "deploy.log"
+    children: set[str] = set()
+    with log.open("w") as out:
+        process = psutil.Popen(
+            [sys.executable, "-m", "modelops.stack.apply_deployments", "--pool", "stack-test",
+             "--prefect-file", str(prefect_file), "--report", str(report), "--timeout", "240",
+             "--wait-for-server", "60"],
+            env=step_env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        while process.poll() is None:
+            try:
+                children |= {" ".join(c.cmdline()) for c in process.children(recursive=True)}
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+    output = log.read_text()
+    assert process.returncode == 0, output
+    assert json.loads(report.read_text()) == {"applied": ["probe", "probe-two"], "failed": {}}
+    assert not children, f"the step started processes: {children}"
+    assert "deployment probe: applied" in output and "deployment probe-two: applied" in output
+    assert _deployment_exists(env, "probe-two")
+
+
+HANGING_FLOW = "import time\ntime.sleep(600)  # a flow file that never finishes loading\n"
+
+
+def test_a_deployment_that_hangs_is_named_and_the_next_ones_are_applied(stack, tmp_path):
+    env, _, _ = stack
+    prefect_file = _two_probes(tmp_path)
+    (tmp_path / "hangs_flow.py").write_text(HANGING_FLOW)
+    text = prefect_file.read_text().replace(
+        "  - name: probe-two\n",
+        f"  - name: hangs\n    entrypoint: {tmp_path}/hangs_flow.py:nothing\n"
+        "    work_pool: {name: stack-test}\n  - name: probe-two\n",
+    )
+    prefect_file.write_text(text)
+    result = run_modelops(
+        {**env, "MODELOPS_STACK__PREFECT_FILE": str(prefect_file), "MODELOPS_STACK__STARTUP_TIMEOUT_S": "15"},
+        "up",
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "hangs: prefect deploy did not finish within 15 s" in result.stderr
+    assert "probe-two" not in result.stderr  # applied after the hang, in a process of its own
+    assert _deployment_exists(env, "probe-two")
+    assert all(row["healthy"] for row in stack_status(env))
 
 
 def test_down_stops_every_pid_and_removes_the_state(stack):
