@@ -1,9 +1,10 @@
 """A degraded event emitted the moment ``modelops up`` returns launches the retrain.
 
-``up`` does not wait for the server to load the retrain trigger: Prefect's server loads an automation
-as it is written (on PostgreSQL, by NOTIFY to its trigger service; on SQLite, after the commit). This
-test holds ``up`` to that, on both backends: a fresh stack with the project's own prefect.yaml, one ``modelops.performance.degraded`` event sent
-as soon as ``up`` exits, and the retrain deployment's run must appear with the event's parameters.
+``up`` does not wait for the server to load the retrain trigger: Prefect's server loads an
+automation as it is written (on PostgreSQL, by NOTIFY to its trigger service; on SQLite, after the
+commit). This test holds ``up`` to that, on both backends: a fresh stack with the project's own
+prefect.yaml, one ``modelops.performance.degraded`` event sent as soon as ``up`` exits, and the
+retrain deployment's run must appear with the event's parameters.
 """
 
 from __future__ import annotations
