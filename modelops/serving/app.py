@@ -33,7 +33,7 @@ from modelops.serving.batching import InferenceEngine
 from modelops.serving.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServingError
 from modelops.serving.metrics import CONTENT_TYPE, METRICS_PATH, ServingMetrics
 from modelops.serving.openapi import openapi_document
-from modelops.serving.predict_request import parse_json, parse_predict_request
+from modelops.serving.predict_request import decode_predict_request
 from modelops.serving.repository import ModelRepository, ModelVersion
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ async def _predict(
                 f"request body of {len(body)} bytes exceeds {settings.max_body_bytes} bytes"
             )
         served = version or repository.default_version
-        parsed = parse_predict_request(parse_json(body), served.inputs_by_signature, settings.max_batch_size)
+        parsed = decode_predict_request(body, served.inputs_by_signature, settings.max_batch_size)
         runner = served.signatures[parsed.signature_name]
         engine.arrivals.count -= 1
         handed_over = True

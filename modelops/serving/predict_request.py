@@ -11,6 +11,15 @@ Validation follows TF Serving's JSON rules and is driven by the signature, never
   ``tensorflow/serving`` too; the message says to send ``NaN`` or ``""`` instead;
 - every input must be present, unknown names are rejected, batches must hold 1..max_batch_size rows.
 
+:func:`decode_predict_request` is the server's entry point, tuned because it runs once per request:
+
+- a body with ``NaN`` tokens (most credit records have a missing number) is parsed by orjson after
+  ``NaN`` -> ``null``, and each ``null`` a float column receives becomes NaN; the answer is kept only
+  when every ``NaN`` in the body is accounted for that way (a ``NaN`` inside a string, or a ``null``
+  the client sent, sends the body through the standard parser instead, with its exact messages);
+- the scalar inputs of one dtype are converted to NumPy together, one array per dtype rather than
+  one per input, which is what a single-record request spends most of its time on.
+
 This module imports no TensorFlow, so it is cheap to test and to reuse in clients.
 """
 
@@ -20,7 +29,10 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
@@ -93,6 +105,24 @@ class PredictRequest:
     rows: int
 
 
+def decode_predict_request(
+    body: bytes, inputs_by_signature: dict[str, tuple[InputSpec, ...]], max_batch_size: int
+) -> PredictRequest:
+    """Parse and validate a ``:predict`` body; the same answer as
+    ``parse_predict_request(parse_json(body), ...)``, faster for bodies with ``NaN`` tokens."""
+    nan_tokens = body.count(b"NaN")
+    if nan_tokens and b"null" not in body and b"Infinity" not in body:
+        try:
+            payload = orjson.loads(body.replace(b"NaN", b"null"))
+            request, nulls_read_as_nan = _parse(payload, inputs_by_signature, max_batch_size, True)
+        except (orjson.JSONDecodeError, BadRequest):
+            pass  # the standard parser below gives the exact message
+        else:
+            if nulls_read_as_nan == nan_tokens:
+                return request
+    return parse_predict_request(parse_json(body), inputs_by_signature, max_batch_size)
+
+
 def parse_json(body: bytes) -> Any:
     """orjson for speed; the stdlib parser only when the body carries NaN/Infinity tokens."""
     if not body.strip():
@@ -125,6 +155,17 @@ def parse_predict_request(
     default_signature: str = "serving_default",
 ) -> PredictRequest:
     """Validate a decoded ``:predict`` body against the signature it names."""
+    return _parse(payload, inputs_by_signature, max_batch_size, False, default_signature)[0]
+
+
+def _parse(
+    payload: Any,
+    inputs_by_signature: dict[str, tuple[InputSpec, ...]],
+    max_batch_size: int,
+    nulls_as_nan: bool,
+    default_signature: str = "serving_default",
+) -> tuple[PredictRequest, int]:
+    """The request, and with ``nulls_as_nan`` how many ``null`` values float inputs read as NaN."""
     if not isinstance(payload, dict):
         raise BadRequest(
             f"the request body must be a JSON object with 'instances' or 'inputs', got {_json_type(payload)}"
@@ -152,8 +193,15 @@ def parse_predict_request(
         raw_columns, rows = _columns_from_instances(payload["instances"], specs, max_batch_size)
     else:
         raw_columns, rows = _columns_from_inputs(payload["inputs"], specs, max_batch_size)
-    columns = {spec.name: _to_array(spec, raw_columns[spec.name], rows) for spec in specs}
-    return PredictRequest(signature_name, has_inputs, columns, rows)
+    columns, nulls_read_as_nan = _scalar_columns_by_dtype(specs, raw_columns, nulls_as_nan)
+    for spec in specs:
+        if spec.name not in columns:
+            column = columns[spec.name] = _to_array(spec, raw_columns[spec.name], rows, nulls_as_nan)
+            if nulls_as_nan and spec.kind == "float":
+                nulls_read_as_nan += int(np.count_nonzero(np.isnan(column)))
+    return PredictRequest(signature_name, has_inputs, {s.name: columns[s.name] for s in specs}, rows), (
+        nulls_read_as_nan
+    )
 
 
 def _check_batch(values: Any, what: str, max_batch_size: int) -> int:
@@ -171,11 +219,18 @@ def _check_batch(values: Any, what: str, max_batch_size: int) -> int:
 
 def _columns_from_instances(
     instances: Any, specs: tuple[InputSpec, ...], max_batch_size: int
-) -> tuple[dict[str, list[Any]], int]:
+) -> tuple[dict[str, Sequence[Any]], int]:
     rows = _check_batch(instances, "'instances'", max_batch_size)
     names = [spec.name for spec in specs]
     if len(specs) == 1 and not all(isinstance(i, dict) and names[0] in i for i in instances):
         return {names[0]: instances}, rows  # single-input signature: bare values, as TF Serving allows
+    if len(names) > 1 and set(map(type, instances)) == {dict} and set(map(len, instances)) == {len(names)}:
+        try:  # every instance has as many keys as the signature has inputs: all present means exact
+            rows_of_values = list(map(itemgetter(*names), instances))
+        except KeyError:
+            pass
+        else:  # transposed into one tuple per input, without a Python loop per value
+            return dict(zip(names, zip(*rows_of_values, strict=True), strict=True)), rows
     expected = set(names)
     for index, instance in enumerate(instances):
         if not isinstance(instance, dict):
@@ -189,7 +244,7 @@ def _columns_from_instances(
 
 def _columns_from_inputs(
     inputs: Any, specs: tuple[InputSpec, ...], max_batch_size: int
-) -> tuple[dict[str, list[Any]], int]:
+) -> tuple[dict[str, Sequence[Any]], int]:
     if len(specs) == 1 and isinstance(inputs, list):
         inputs = {specs[0].name: inputs}
     if not isinstance(inputs, dict):
@@ -226,16 +281,72 @@ def _explain_keys(where: str, got: Any, expected: set[str]) -> None:
     )
 
 
-def _to_array(spec: InputSpec, values: list[Any], rows: int) -> np.ndarray:
+def _scalar_columns_by_dtype(
+    specs: tuple[InputSpec, ...], raw_columns: dict[str, Sequence[Any]], nulls_as_nan: bool
+) -> tuple[dict[str, np.ndarray], int]:
+    """Every scalar number/bool input, converted with one NumPy call per dtype, and how many nulls
+    became NaN (orjson never yields NaN itself, so with ``nulls_as_nan`` every NaN was a null).
+    A group whose values are not all valid is left out, for :func:`_scalar_column` to explain."""
+    nulls_read_as_nan = 0
+    columns: dict[str, np.ndarray] = {}
+    for kind, numpy_dtype, names in _dtype_groups(specs):
+        values = [raw_columns[name] for name in names]
+        if not set(map(type, chain.from_iterable(values))) <= _allowed_types(kind, nulls_as_nan):
+            continue
+        try:
+            with np.errstate(over="ignore"):
+                matrix = np.array(values, dtype=numpy_dtype)
+        except OverflowError:
+            continue
+        if kind == "float":
+            if np.isinf(matrix).any():
+                continue
+            if nulls_as_nan:
+                nulls_read_as_nan += int(np.count_nonzero(np.isnan(matrix)))
+        columns.update(zip(names, matrix, strict=True))
+    return columns, nulls_read_as_nan
+
+
+_DtypeGroups = tuple[tuple[Kind, Any, tuple[str, ...]], ...]
+# by id() of a signature's specs tuple (a loaded model's lives as long as the model): hashing the
+# specs themselves on every request would cost more than the grouping saves
+_GROUPS_BY_SPECS: dict[int, tuple[tuple[InputSpec, ...], _DtypeGroups]] = {}
+
+
+def _dtype_groups(specs: tuple[InputSpec, ...]) -> _DtypeGroups:
+    """The scalar number/bool inputs of a signature grouped by dtype (groups of two or more)."""
+    cached = _GROUPS_BY_SPECS.get(id(specs))
+    if cached is not None and cached[0] is specs:
+        return cached[1]
+    if len(_GROUPS_BY_SPECS) >= 256:
+        _GROUPS_BY_SPECS.clear()
+    groups: dict[str, list[InputSpec]] = {}
+    for spec in specs:
+        if len(spec.shape) == 1 and spec.kind != "string":
+            groups.setdefault(spec.dtype, []).append(spec)
+    plan = tuple(
+        (group[0].kind, group[0].numpy_dtype, tuple(spec.name for spec in group))
+        for group in groups.values()
+        if len(group) > 1
+    )
+    _GROUPS_BY_SPECS[id(specs)] = (specs, plan)
+    return plan
+
+
+def _allowed_types(kind: Kind, nulls_as_nan: bool) -> frozenset[type]:
+    return _ALLOWED_TYPES[kind] | {type(None)} if nulls_as_nan and kind == "float" else _ALLOWED_TYPES[kind]
+
+
+def _to_array(spec: InputSpec, values: Sequence[Any], rows: int, nulls_as_nan: bool = False) -> np.ndarray:
     if len(spec.shape) == 1:
-        return _scalar_column(spec, values)
+        return _scalar_column(spec, values, nulls_as_nan)
     return _nested_column(spec, values, rows)
 
 
-def _scalar_column(spec: InputSpec, values: list[Any]) -> np.ndarray:
+def _scalar_column(spec: InputSpec, values: Sequence[Any], nulls_as_nan: bool = False) -> np.ndarray:
     kind = spec.kind
-    types = {type(v) for v in values}
-    if not types <= _ALLOWED_TYPES[kind]:
+    types = set(map(type, values))
+    if not types <= _allowed_types(kind, nulls_as_nan):
         if kind == "string" and dict in types:
             values = [_decode_b64(spec, i, v) if isinstance(v, dict) else v for i, v in enumerate(values)]
             types = {type(v) for v in values}
@@ -259,7 +370,7 @@ def _scalar_column(spec: InputSpec, values: list[Any]) -> np.ndarray:
     return array
 
 
-def _check_utf8(spec: InputSpec, values: list[Any]) -> None:
+def _check_utf8(spec: InputSpec, values: Sequence[Any]) -> None:
     """JSON allows lone surrogate escapes (``"\\ud800"``) that no UTF-8 tensor can hold; refuse them here,
     before batching, so one bad record cannot fail the other requests of a merged batch."""
     for index, value in enumerate(values):
@@ -273,7 +384,7 @@ def _check_utf8(spec: InputSpec, values: list[Any]) -> None:
                 ) from None
 
 
-def _nested_column(spec: InputSpec, values: list[Any], rows: int) -> np.ndarray:
+def _nested_column(spec: InputSpec, values: Sequence[Any], rows: int) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=spec.numpy_dtype)
     except (ValueError, TypeError, OverflowError):
@@ -307,7 +418,7 @@ def _decode_b64(spec: InputSpec, index: int, value: dict[str, Any]) -> bytes:
         raise BadRequest(f"input {spec.name!r}, record {index}: 'b64' is not valid base64") from None
 
 
-def _raise_first_bad_value(spec: InputSpec, values: list[Any]) -> None:
+def _raise_first_bad_value(spec: InputSpec, values: Sequence[Any]) -> None:
     allowed = _ALLOWED_TYPES[spec.kind] | ({bytes} if spec.kind == "string" else set())
     for index, value in enumerate(values):
         if type(value) not in allowed:

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from modelops.serving.errors import BadRequest
-from modelops.serving.predict_request import InputSpec, parse_json, parse_predict_request
+from modelops.serving.predict_request import (
+    InputSpec,
+    decode_predict_request,
+    parse_json,
+    parse_predict_request,
+)
 
 SPECS = {"serving_default": (InputSpec("LOAN", "float32", (None,)), InputSpec("JOB", "string", (None,)))}
 
@@ -87,3 +92,105 @@ def test_nested_shapes_are_checked():
     assert parse_predict_request({"inputs": {"x": [[1, 2], [3, 4]]}}, specs, 8).columns["x"].shape == (2, 2)
     with pytest.raises(BadRequest, match="shape"):
         parse_predict_request({"inputs": {"x": [[1, 2, 3]]}}, specs, 8)
+
+
+# -- decode_predict_request: the server's fast path must give the standard parser's answer ---------
+
+WIDE = {
+    "serving_default": (
+        InputSpec("LOAN", "float32", (None,)),
+        InputSpec("DEBTINC", "float32", (None,)),
+        InputSpec("VALUE", "float64", (None,)),
+        InputSpec("DELINQ", "int64", (None,)),
+        InputSpec("NINQ", "int64", (None,)),
+        InputSpec("FLAG", "bool", (None,)),
+        InputSpec("OK", "bool", (None,)),
+        InputSpec("JOB", "string", (None,)),
+        InputSpec("XY", "float32", (None, 2)),
+    )
+}
+ROW = (
+    '"LOAN": %s, "DEBTINC": %s, "VALUE": 1.5, "DELINQ": %s, "NINQ": 0, "FLAG": %s, "OK": false, '
+    '"JOB": %s, "XY": %s'
+)
+
+
+def wide_body(loan="1", debtinc="NaN", delinq="2", flag="true", job='"Mgr"', xy="[1, NaN]", rows=3) -> bytes:
+    row = "{" + ROW % (loan, debtinc, delinq, flag, job, xy) + "}"
+    return ('{"instances": [' + ", ".join([row] * rows) + "]}").encode()
+
+
+def standard(body: bytes, specs=WIDE):
+    return parse_predict_request(parse_json(body), specs, 16)
+
+
+def assert_same_answer(body: bytes, specs=WIDE) -> None:
+    try:
+        expected = standard(body, specs)
+    except BadRequest as error:
+        with pytest.raises(BadRequest) as got:
+            decode_predict_request(body, specs, 16)
+        assert got.value.message == error.message
+        return
+    request = decode_predict_request(body, specs, 16)
+    assert (request.signature_name, request.columnar, request.rows) == (
+        expected.signature_name,
+        expected.columnar,
+        expected.rows,
+    )
+    assert request.columns.keys() == expected.columns.keys()
+    for name, column in expected.columns.items():
+        assert request.columns[name].dtype == column.dtype, name
+        assert request.columns[name].shape == column.shape, name
+        if column.dtype == object:
+            assert list(request.columns[name]) == list(column), name
+        else:
+            np.testing.assert_array_equal(request.columns[name], column, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        wide_body(),
+        wide_body(debtinc="2.5", xy="[1, 2]"),  # no NaN: plain orjson
+        wide_body(loan="NaN", debtinc="NaN", rows=1),
+        wide_body(job='"NaN"'),  # a NaN inside a string stays a string
+        wide_body(job='"a, NaN]"'),  # ... even where it looks like a token
+        wide_body(job='"nullable"'),  # a "null" in the body: the standard parser decides
+        wide_body(loan="null"),  # a client's null next to NaN tokens: refused as null
+        wide_body(delinq="NaN"),  # NaN where an integer is expected
+        wide_body(flag="NaN"),
+        wide_body(job="NaN"),  # NaN where a string is expected
+        wide_body(loan='"12"'),
+        wide_body(loan="true"),
+        wide_body(loan="1e39"),  # beyond float32
+        wide_body(loan="Infinity"),
+        wide_body(delinq="99999999999999999999999"),  # beyond int64
+        wide_body(delinq="1.5"),
+        wide_body(xy="[1, NaN, 3]"),
+        wide_body(xy="[null, NaN]"),
+        b'{"instances": [{"LOAN": NaN}], "signature_name": "NaN"}',
+        b'{"inputs": {"LOAN": [NaN, 1], "DEBTINC": [2, NaN], "VALUE": [NaN, NaN], "DELINQ": [1, 2], '
+        b'"NINQ": [0, 0], "FLAG": [true, false], "OK": [false, false], "JOB": ["", "NaN"], '
+        b'"XY": [[NaN, 1], [2, 3]]}}',
+        b'{"instances": [{"NaN": 1}]}',
+        b'{"instances": [NaN]}',
+        b"NaN",
+        b'{"instances": [{"LOAN": NaN, "DEBTINC": 1, ',
+    ],
+)
+def test_fast_path_gives_the_standard_answer(body):
+    assert_same_answer(body)
+
+
+def test_fast_path_counts_every_nan_token():
+    request = decode_predict_request(wide_body(loan="NaN", debtinc="NaN", xy="[NaN, NaN]", rows=4), WIDE, 16)
+    assert all(np.isnan(request.columns[name]).all() for name in ("LOAN", "DEBTINC", "XY"))
+    assert request.columns["VALUE"].dtype == np.float64 and (request.columns["VALUE"] == 1.5).all()
+
+
+def test_grouped_columns_are_independent_contiguous_arrays():
+    request = decode_predict_request(wide_body(debtinc="7"), WIDE, 16)
+    loan, debtinc = request.columns["LOAN"], request.columns["DEBTINC"]
+    assert loan.flags.c_contiguous and debtinc.flags.c_contiguous
+    assert list(loan) == [1, 1, 1] and list(debtinc) == [7, 7, 7]
