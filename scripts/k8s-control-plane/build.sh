@@ -27,7 +27,7 @@ APTO="-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=$K/apt -o Dir::
 apt-get $APTO update >/dev/null
 cd "$K/src"
 apt-get $APTO source --download-only kubernetes                # ~34 MB orig.tar.gz incl. vendor/
-tree=$(ls -d kubernetes-1.20.*/ 2>/dev/null | head -1); tree=${tree%/}
+tree=$(ls -d kubernetes-1.20.*/ 2>/dev/null | head -1 || true); tree=${tree%/}   # none yet: a first build
 if [ -z "$tree" ]; then
   tar xzf kubernetes_*.orig.tar.gz && tar xJf kubernetes_*.debian.tar.xz
   tree=$(ls -d kubernetes-1.20.*/ | head -1); tree=${tree%/}
