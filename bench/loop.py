@@ -213,8 +213,8 @@ def rows(result: dict[str, Any], command: str) -> list[Row]:
                 "modelops up (cold, fresh home)",
                 result["up_s"],
                 "s",
-                goal="(context)",
-                met=None,
+                goal="<= 15 s",  # issue #15
+                met=result["up_s"] <= 15,
                 command=command,
             )
         )

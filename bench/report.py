@@ -12,8 +12,10 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,13 @@ class Row:
     note: str = ""
     machine: str = ""
     date: str = ""
+    # with --repeat N: value, floor and ratio are the medians of N runs; the spread is min..max
+    runs: int = 1
+    value_min: float | None = None
+    value_max: float | None = None
+    ratio_min: float | None = None
+    ratio_max: float | None = None
+    met_runs: int | None = None  # runs whose own figure met the goal
 
 
 def cpu_model() -> str:
@@ -95,19 +104,21 @@ class Report:
             (
                 r.section,
                 r.figure,
-                _fmt(r.value),
+                fmt_number(r.value) + _spread(r.value_min, r.value_max, fmt_number),
                 r.unit,
-                _fmt(r.floor),
-                "" if r.ratio is None else f"{r.ratio:.2f}",
+                fmt_number(r.floor),
+                ("" if r.ratio is None else f"{r.ratio:.2f}") + _spread(r.ratio_min, r.ratio_max, _ratio),
                 r.goal,
-                {True: "yes", False: "NO", None: "-"}[r.met],
+                met_text(r),
             )
             for r in self.rows
         ]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=False)]
+        runs = max((r.runs for r in self.rows), default=1)
         lines = [
             f"date {self.date}; {self.machine['cpus']} CPUs ({self.machine['cpu_model']}); "
-            f"load average at start {', '.join(str(x) for x in self.machine['loadavg_at_start'])}",
+            f"load average at start {', '.join(str(x) for x in self.machine['loadavg_at_start'])}"
+            + (f"; median of {runs} runs (min..max)" if runs > 1 else ""),
             "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
             "  ".join("-" * w for w in widths),
         ]
@@ -125,7 +136,63 @@ class Report:
         return "\n".join(lines)
 
 
-def _fmt(value: float | None) -> str:
+def median_report(reports: list[Report]) -> Report:
+    """One report from N runs of the same suite: per figure the median value, floor and ratio, the
+    spread (min..max) of value and ratio, and the goal met when it was met in most runs."""
+    combined = Report(machine=reports[0].machine, date=reports[0].date)
+    keys: list[tuple[str, str]] = []
+    by_key: dict[tuple[str, str], list[Row]] = {}
+    for report in reports:
+        for row in report.rows:
+            key = (row.section, row.figure)
+            if key not in by_key:
+                keys.append(key)
+            by_key.setdefault(key, []).append(row)
+    for key in keys:
+        rows = by_key[key]
+        values = [r.value for r in rows if r.value is not None and not math.isnan(r.value)]
+        ratios = [r.ratio for r in rows if r.ratio is not None]
+        floors = [r.floor for r in rows if r.floor is not None]
+        judged = [r.met for r in rows if r.met is not None]
+        met_runs = sum(1 for m in judged if m) if judged else None
+        combined.rows.append(
+            replace(
+                rows[0],
+                value=statistics.median(values) if values else None,
+                floor=statistics.median(floors) if floors else None,
+                ratio=statistics.median(ratios) if ratios else None,
+                runs=len(rows),
+                value_min=min(values, default=None),
+                value_max=max(values, default=None),
+                ratio_min=min(ratios, default=None),
+                ratio_max=max(ratios, default=None),
+                met_runs=met_runs,
+                met=None if met_runs is None else 2 * met_runs > len(judged),
+                note="; ".join(dict.fromkeys(r.note for r in rows if r.note)),
+            )
+        )
+    combined.sections = {"runs": [report.as_dict() for report in reports]}
+    return combined
+
+
+def met_text(row: Row) -> str:
+    text = {True: "yes", False: "NO", None: "-"}[row.met]
+    if row.met is not None and row.runs > 1 and row.met_runs is not None:
+        text += f" ({row.met_runs}/{row.runs})"
+    return text
+
+
+def _spread(low: float | None, high: float | None, fmt: Callable[[float | None], str]) -> str:
+    if low is None or high is None or low == high:
+        return ""
+    return f" ({fmt(low)}..{fmt(high)})"
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def fmt_number(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     magnitude = abs(value)

@@ -1,6 +1,7 @@
 """The benchmark suite: every figure next to its floor, in one run, as one table (and JSON).
 
-    modelops bench [--quick] [--only serving,shipping,ks,loop,stack] [--out bench/results/<date>.json]
+    modelops bench [--quick] [--only serving,shipping,ks,loop,stack] [--repeat 3]
+                   [--out bench/results/<date>.json]
     .venv/bin/python -m bench.suite [same options]
 
 Sections (each reproducible on its own with the command shown in its rows):
@@ -14,7 +15,10 @@ Sections (each reproducible on its own with the command shown in its rows):
 * ``loop``     — bench.loop: degraded-KS event → retrain run created → Running on a fresh stack;
 * ``stack``    — the same stack's idle RSS (sum of components, as ``modelops status``).
 
-A section that fails becomes a row that says so; the others still run.
+A section that fails becomes a row that says so; the others still run. With ``--repeat N`` the
+suite runs N times and each figure is the median of its N values, with the spread (min..max) and
+the number of runs that met its goal; every run's own rows stay in the JSON (``sections.runs``).
+``python -m bench.readme_table RESULTS.json`` writes the README's table from that JSON.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import drift_loop, ks_window, log_shipping, loop, serving
-from bench.report import Report, Row, progress
+from bench.report import Report, Row, median_report, progress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("serving", "shipping", "ks", "loop", "stack")
@@ -72,6 +76,7 @@ class Options:
     mlflow_peer: bool = True
     demo_loop: bool = False
     workdir: Path | None = None
+    repeat: int = 1  # runs of the whole suite; each figure is the median
 
 
 # -- sections --------------------------------------------------------------------------------------
@@ -403,6 +408,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the suite N times; each figure is the median, with the spread (default 1)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -430,7 +442,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> Options:
+    if args.repeat < 1:
+        raise ValueError(f"--repeat {args.repeat}: run the suite at least once")
     return Options(
+        repeat=args.repeat,
         sizes=Sizes.for_run(args.quick),
         only=parse_only(args.only),
         model_base_path=args.model_base_path,
@@ -441,7 +456,12 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 def run_and_write(options: Options, out: Path | None) -> Report:
-    report = run_suite(options)
+    reports = []
+    for attempt in range(options.repeat):
+        if options.repeat > 1:
+            progress(f"==== run {attempt + 1} of {options.repeat}")
+        reports.append(run_suite(options))
+    report = reports[0] if options.repeat == 1 else median_report(reports)
     path = report.write(out or default_out())
     print()
     print(report.table())
