@@ -12,15 +12,83 @@ penalty for a single client.
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from modelops.serving.repository import SignatureRunner
+
+Columns = dict[str, np.ndarray]
+
+
+class InferenceThread:
+    """The one thread every model call runs on, in submission order; callers await on their loop.
+
+    Leaner than ``loop.run_in_executor`` on a one-worker pool: no work item, pool bookkeeping or
+    second future per call.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._thread.start()
+
+    def run(self, runner: SignatureRunner, columns: Columns) -> asyncio.Future[Columns]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Columns] = loop.create_future()
+        if self._closed:
+            future.set_exception(RuntimeError("the inference thread is closed"))
+        else:
+            self._jobs.put((loop, future, runner, columns))
+        return future
+
+    def close(self) -> None:
+        """Calls still queued are cancelled; the one running finishes."""
+        self._closed = True
+        self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, runner, columns = job
+            if self._closed:
+                _settle_threadsafe(loop, future, None, asyncio.CancelledError())
+                continue
+            try:
+                result = runner(columns)
+            except BaseException as exc:  # the caller gets whatever the model raised
+                _settle_threadsafe(loop, future, None, exc)
+            else:
+                _settle_threadsafe(loop, future, result, None)
+
+
+def _settle_threadsafe(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Columns],
+    result: Columns | None,
+    error: BaseException | None,
+) -> None:
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+        pass
+
+
+def _settle(future: asyncio.Future[Columns], result: Columns | None, error: BaseException | None) -> None:
+    if future.done():  # the caller went away (cancelled)
+        return
+    if isinstance(error, asyncio.CancelledError):
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -51,26 +119,25 @@ class InferenceEngine:
     batch_observer: Callable[[SignatureRunner, int], None] | None = None
 
     def __post_init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._inference = InferenceThread()
         self._queues: dict[int, _SignatureQueue] = {}
 
     async def predict(
         self, runner: SignatureRunner, columns: dict[str, np.ndarray], rows: int
     ) -> dict[str, np.ndarray]:
         if not self.batching or not runner.batchable or rows >= self.max_batch_size:
-            loop = asyncio.get_running_loop()
             self.batches += 1
             self.batched_rows += rows
             if self.batch_observer is not None:
                 self.batch_observer(runner, rows)
-            return await loop.run_in_executor(self._executor, runner, columns)
+            return await self._inference.run(runner, columns)
         queue = self._queues.get(id(runner))
         if queue is None:
             queue = self._queues[id(runner)] = _SignatureQueue(self, runner)
         return await queue.submit(columns, rows)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._inference.close()
 
 
 class _SignatureQueue:
@@ -94,7 +161,6 @@ class _SignatureQueue:
 
     async def _drain(self) -> None:
         engine = self.engine
-        loop = asyncio.get_running_loop()
         while self.pending:
             batch = self._take([])
             deadline = time.monotonic() + engine.batch_timeout_s
@@ -117,7 +183,7 @@ class _SignatureQueue:
             if engine.batch_observer is not None:
                 engine.batch_observer(self.runner, rows)
             try:
-                outputs = await loop.run_in_executor(engine._executor, self.runner, _concatenate(batch))
+                outputs = await engine._inference.run(self.runner, _concatenate(batch))
             except Exception as exc:  # the model failed: every caller in the batch gets the error
                 for item in batch:
                     if not item.future.done():

@@ -210,3 +210,24 @@ def test_batching_server_answers_each_request_as_the_unbatched_server_does(base)
     # how many calls the requests took depends on timing; every row went through exactly one
     assert stats["rows"] - before["rows"] == len(records)
     assert 1 <= stats["batches"] - before["batches"] <= len(requests)
+
+
+def test_closing_the_engine_finishes_the_running_call_and_cancels_the_queued_ones():
+    async def scenario() -> tuple[HeldModel, list[Any]]:
+        engine = InferenceEngine(batching=False)
+        model = HeldModel()
+        client = Client(engine, model)
+        running = client.ask([1])
+        assert await asyncio.to_thread(model.entered.wait, WAIT_S), "the first call never reached the model"
+        queued = client.ask([2])
+        await client.all_queued(2)
+        await settle()
+        engine.close()
+        model.release.set()
+        outcomes = await asyncio.wait_for(asyncio.gather(running, queued, return_exceptions=True), WAIT_S)
+        return model, outcomes
+
+    model, (first, second) = asyncio.run(scenario())
+    assert list(first["score"]) == [10.0]
+    assert isinstance(second, asyncio.CancelledError)
+    assert model.calls == [[1]]
