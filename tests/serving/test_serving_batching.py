@@ -231,3 +231,57 @@ def test_closing_the_engine_finishes_the_running_call_and_cancels_the_queued_one
     assert list(first["score"]) == [10.0]
     assert isinstance(second, asyncio.CancelledError)
     assert model.calls == [[1]]
+
+
+# ---------------------------------------------------------------- inline calls when nothing else runs
+
+
+class ThreadRecordingModel(HeldModel):
+    """A HeldModel that also records the thread each call ran on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.get_ident())
+        return super().__call__(columns)
+
+
+def test_a_lone_small_request_runs_on_the_callers_thread_and_a_large_one_on_the_inference_thread():
+    async def scenario() -> tuple[ThreadRecordingModel, InferenceEngine, int]:
+        engine = InferenceEngine(batching=True, inline_max_rows=4)
+        model = ThreadRecordingModel()
+        model.release.set()
+        client = Client(engine, model)
+        try:
+            assert await answers([client.ask([1, 2])]) == [[10.0, 20.0]]
+            assert await answers([client.ask([1, 2, 3, 4, 5])]) == [[10.0, 20.0, 30.0, 40.0, 50.0]]
+        finally:
+            engine.close()
+        return model, engine, threading.get_ident()
+
+    model, engine, loop_thread = asyncio.run(scenario())
+    assert model.threads[0] == loop_thread and model.threads[1] != loop_thread
+    assert (engine.inline_calls, engine.batches, engine.batched_rows) == (1, 2, 7)
+
+
+def test_requests_arriving_while_a_call_runs_are_queued_and_batched_not_run_inline():
+    async def scenario() -> tuple[HeldModel, list[Any], InferenceEngine]:
+        engine = InferenceEngine(batching=True, inline_max_rows=1024, batch_timeout_s=0.0)
+        engine.arrivals.count = 1  # the first request is not alone: it goes to the inference thread
+        model = ThreadRecordingModel()
+        client = Client(engine, model)
+        ids = request_ids([1, 2, 3])
+        tasks = [client.ask(ids[0])]
+        assert await asyncio.to_thread(model.entered.wait, WAIT_S), "the first request never ran"
+        engine.arrivals.count = 0
+        tasks += [client.ask(request) for request in ids[1:]]  # a call is in flight: these queue
+        await client.all_queued(len(ids))
+        model.release.set()
+        assert await answers(tasks) == [[10.0 * i for i in request] for request in ids]
+        engine.close()
+        return model, ids, engine
+
+    model, ids, engine = asyncio.run(scenario())
+    assert model.calls == [ids[0], ids[1] + ids[2]] and engine.inline_calls == 0
