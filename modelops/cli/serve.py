@@ -84,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inline-max-rows",
         type=int,
-        default=64,
+        default=0,
         help="a call of at most this many rows runs on the event loop when nothing else is in flight, "
-        "saving two thread hand-offs (default 64; 0: always on the inference thread)",
+        "saving two thread hand-offs (default 0: every call on the inference thread)",
     )
     parser.add_argument(
         "--intra-op-threads", type=int, default=1, help="TensorFlow intra-op threads (default 1)"

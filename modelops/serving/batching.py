@@ -132,14 +132,23 @@ class InferenceEngine:
     def __post_init__(self) -> None:
         self._inference = InferenceThread()
         self._queues: dict[int, _SignatureQueue] = {}
+        self._deciding = 0  # small requests taking their one loop turn before running inline
 
     async def predict(
         self, runner: SignatureRunner, columns: dict[str, np.ndarray], rows: int
     ) -> dict[str, np.ndarray]:
         if rows <= self.inline_max_rows and self._idle():
-            self._count_call(runner, rows)
-            self.inline_calls += 1
-            return runner(columns)
+            # One turn of the loop first: requests it already holds (read, not yet parsed) then show
+            # up as deciding or queued, and this one joins them instead of running alone.
+            self._deciding += 1
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._deciding -= 1
+            if self._deciding == 0 and self._idle():
+                self._count_call(runner, rows)
+                self.inline_calls += 1
+                return runner(columns)
         if not self.batching or not runner.batchable or rows >= self.max_batch_size:
             self._count_call(runner, rows)
             return await self._inference.run(runner, columns)
@@ -150,7 +159,8 @@ class InferenceEngine:
 
     def _idle(self) -> bool:
         return (
-            self._inference.in_flight == 0
+            self._deciding == 0
+            and self._inference.in_flight == 0
             and self.arrivals.count == 0
             and all(q.worker is None or q.worker.done() for q in self._queues.values())
         )

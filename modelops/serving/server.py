@@ -39,7 +39,7 @@ class ServerOptions:
     batching: bool = True
     batch_timeout_ms: float = 1.0
     max_batch_size: int = 1024
-    inline_max_rows: int = 64  # see InferenceEngine.inline_max_rows
+    inline_max_rows: int = 0  # see InferenceEngine.inline_max_rows
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     admin_port: int | None = None
