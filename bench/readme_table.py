@@ -67,7 +67,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _value(row: dict[str, Any]) -> str:
     if row.get("value") is None:
-        return "not measured" + (f": {row['note']}" if row.get("note") else "")
+        note = row.get("note") or ""
+        return note if note.startswith("not measured") else "not measured" + (f": {note}" if note else "")
     text = f"{fmt_number(row['value'])} {row['unit']}".strip()
     low, high = row.get("value_min"), row.get("value_max")
     if low is not None and high is not None and low != high:
