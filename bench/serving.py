@@ -200,7 +200,6 @@ def modelops_server(
     timeout_ms: float,
     records: list[dict[str, Any]],
     grpc_port: int | None = None,
-    inline_max_rows: int = 0,
 ) -> Server:
     port = free_port()
     command = [
@@ -222,8 +221,6 @@ def modelops_server(
         "--inter-op-threads",
         str(threads),
         *(["--grpc-port", str(grpc_port)] if grpc_port else []),
-        "--inline-max-rows",
-        str(inline_max_rows),
     ]
     log = workdir / f"serve-{'batching' if batching else 'plain'}.log"
     server = Server(command, f"http://127.0.0.1:{port}", model_available, log).wait_ready()
@@ -340,9 +337,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the floor and the gRPC batch-64 scenarios (no wrk, no batching-off server)",
     )
-    parser.add_argument(
-        "--inline-max-rows", type=int, default=0, help="the servers' --inline-max-rows (default 0, off)"
-    )
     parser.add_argument("--json", type=Path, default=None, help="where to write results (default: workdir)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -361,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
         train_rows=args.train_rows,
         with_mlflow_peer=args.mlflow_peer,
         grpc_only=args.grpc_only,
-        inline_max_rows=args.inline_max_rows,
     )
     print_table(summary["floor"], summary["scenarios"], summary)
     out = args.json or workdir / "serving-bench.json"
@@ -379,7 +372,6 @@ def run(
     train_rows: int = 4000,
     with_mlflow_peer: bool = False,
     grpc_only: bool = False,
-    inline_max_rows: int = 0,
 ) -> dict[str, Any]:
     """Every serving scenario once; returns the summary (floor, scenarios, RSS, goals)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -416,9 +408,7 @@ def run(
 
     progress("modelops serve, batching on (REST and gRPC)")
     grpc_port = free_port()
-    server = modelops_server(
-        base, workdir, True, threads, batch_timeout_ms, records, grpc_port, inline_max_rows
-    )
+    server = modelops_server(base, workdir, True, threads, batch_timeout_ms, records, grpc_port)
     try:
         predict = f"{server.url}/v1/models/{MODEL}:predict"
         if not grpc_only:
@@ -447,9 +437,7 @@ def run(
         return summary
 
     progress("modelops serve, batching off")
-    server = modelops_server(
-        base, workdir, False, threads, batch_timeout_ms, records, inline_max_rows=inline_max_rows
-    )
+    server = modelops_server(base, workdir, False, threads, batch_timeout_ms, records)
     try:
         predict = f"{server.url}/v1/models/{MODEL}:predict"
         wrk(predict, bodies1, 1, 1, script)

@@ -82,13 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest batch per request and per model call (default: config serving.max_batch_size)",
     )
     parser.add_argument(
-        "--inline-max-rows",
-        type=int,
-        default=0,
-        help="a call of at most this many rows runs on the event loop when nothing else is in flight, "
-        "saving two thread hand-offs (default 0: every call on the inference thread)",
-    )
-    parser.add_argument(
         "--intra-op-threads", type=int, default=1, help="TensorFlow intra-op threads (default 1)"
     )
     parser.add_argument(
@@ -109,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
     max_batch_size = args.max_batch_size if args.max_batch_size is not None else serving.max_batch_size
     if max_batch_size < 1:
         raise UserError(f"--max-batch-size must be at least 1, got {max_batch_size}")
-    if args.inline_max_rows < 0:
-        raise UserError(f"--inline-max-rows must be >= 0 (0 turns it off), got {args.inline_max_rows}")
     if args.intra_op_threads < 0 or args.inter_op_threads < 0:
         raise UserError("--intra-op-threads/--inter-op-threads must be >= 0 (0 lets TensorFlow choose)")
     grpc_port = _grpc_port(args, serving.grpc_port)
@@ -129,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
         if args.batch_timeout_ms is not None
         else serving.batch_timeout_ms,
         max_batch_size=max_batch_size,
-        inline_max_rows=args.inline_max_rows,
         intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
         admin_port=args.admin_port,

@@ -123,7 +123,6 @@ def build_app(
             {
                 "batches": engine.batches,
                 "rows": engine.batched_rows,
-                "inline_calls": engine.inline_calls,
                 "batching": engine.batching,
                 "max_batch_size": engine.max_batch_size,
                 "versions": sorted(repository.versions),

@@ -37,7 +37,6 @@ class InferenceThread:
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
-        self.in_flight = 0  # calls handed over and not yet settled on their loop
         self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
         self._thread.start()
 
@@ -47,13 +46,8 @@ class InferenceThread:
         if self._closed:
             future.set_exception(RuntimeError("the inference thread is closed"))
         else:
-            self.in_flight += 1
-            future.add_done_callback(self._settled)
             self._jobs.put((loop, future, runner, columns))
         return future
-
-    def _settled(self, _: asyncio.Future[Columns]) -> None:
-        self.in_flight -= 1
 
     def close(self) -> None:
         """Calls still queued are cancelled; the one running finishes."""
@@ -123,32 +117,14 @@ class InferenceEngine:
     batched_rows: int = 0
     # Called with (runner, rows) once per signature call, e.g. ServingMetrics.observe_batch.
     batch_observer: Callable[[SignatureRunner, int], None] | None = None
-    # A call of at most this many rows runs on the caller's thread (the event loop) when nothing else
-    # is in flight, queued or being received: a lone client then skips two thread hand-offs, and
-    # nobody waits behind it but requests that arrive during that one call. 0: never.
-    inline_max_rows: int = 0
-    inline_calls: int = 0
 
     def __post_init__(self) -> None:
         self._inference = InferenceThread()
         self._queues: dict[int, _SignatureQueue] = {}
-        self._deciding = 0  # small requests taking their one loop turn before running inline
 
     async def predict(
         self, runner: SignatureRunner, columns: dict[str, np.ndarray], rows: int
     ) -> dict[str, np.ndarray]:
-        if rows <= self.inline_max_rows and self._idle():
-            # One turn of the loop first: requests it already holds (read, not yet parsed) then show
-            # up as deciding or queued, and this one joins them instead of running alone.
-            self._deciding += 1
-            try:
-                await asyncio.sleep(0)
-            finally:
-                self._deciding -= 1
-            if self._deciding == 0 and self._idle():
-                self._count_call(runner, rows)
-                self.inline_calls += 1
-                return runner(columns)
         if not self.batching or not runner.batchable or rows >= self.max_batch_size:
             self._count_call(runner, rows)
             return await self._inference.run(runner, columns)
@@ -156,14 +132,6 @@ class InferenceEngine:
         if queue is None:
             queue = self._queues[id(runner)] = _SignatureQueue(self, runner)
         return await queue.submit(columns, rows)
-
-    def _idle(self) -> bool:
-        return (
-            self._deciding == 0
-            and self._inference.in_flight == 0
-            and self.arrivals.count == 0
-            and all(q.worker is None or q.worker.done() for q in self._queues.values())
-        )
 
     def _count_call(self, runner: SignatureRunner, rows: int) -> None:
         self.batches += 1

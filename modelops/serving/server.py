@@ -39,7 +39,6 @@ class ServerOptions:
     batching: bool = True
     batch_timeout_ms: float = 1.0
     max_batch_size: int = 1024
-    inline_max_rows: int = 0  # see InferenceEngine.inline_max_rows
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     admin_port: int | None = None
@@ -94,7 +93,6 @@ def run_server(options: ServerOptions) -> None:
         max_batch_size=options.max_batch_size,
         batch_timeout_s=options.batch_timeout_ms / 1000.0,
         batch_observer=metrics.observe_batch,
-        inline_max_rows=options.inline_max_rows,
     )
     admin = AdminHooks(admin_port=options.admin_port)
     settings = ServingSettings(max_batch_size=options.max_batch_size)
