@@ -53,20 +53,22 @@ def test_only_accepts_the_sections_and_names_a_wrong_one():
         parse_only("ks,nope")
 
 
-def test_serving_rows_compare_each_figure_with_its_floor():
-    def scenario(name, batch, conns, rec_s, p50=1.0, p99=2.0):
-        return {
-            "scenario": name,
-            "batch": batch,
-            "connections": conns,
-            "records_per_s": rec_s,
-            "requests_per_s": rec_s / batch,
-            "p50_ms": p50,
-            "p99_ms": p99,
-            "wrk_cpu_us_per_request": 50.0,
-            "server_cpu_us_per_request": 400.0,
-        }
+def scenario(name, batch, conns, rec_s, p50=1.0, p99=2.0):
+    """One bench.serving scenario result, as serving_rows reads it."""
+    return {
+        "scenario": name,
+        "batch": batch,
+        "connections": conns,
+        "records_per_s": rec_s,
+        "requests_per_s": rec_s / batch,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "wrk_cpu_us_per_request": 50.0,
+        "server_cpu_us_per_request": 400.0,
+    }
 
+
+def test_serving_rows_compare_each_figure_with_its_floor():
     summary = {
         "floor": {
             "batch1_p50_ms": 0.4,
@@ -98,19 +100,6 @@ def test_serving_rows_compare_each_figure_with_its_floor():
 
 
 def test_serving_goals_just_missed_are_reported_missed():
-    def scenario(name, batch, conns, rec_s, p50=1.0, p99=2.0):
-        return {
-            "scenario": name,
-            "batch": batch,
-            "connections": conns,
-            "records_per_s": rec_s,
-            "requests_per_s": rec_s / batch,
-            "p50_ms": p50,
-            "p99_ms": p99,
-            "wrk_cpu_us_per_request": 50.0,
-            "server_cpu_us_per_request": 400.0,
-        }
-
     summary = {
         "floor": {"batch1_p50_ms": 0.4, "batch1_p99_ms": 0.6, "batch64_rows_per_s": 60_000},
         "scenarios": [
