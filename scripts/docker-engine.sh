@@ -41,8 +41,8 @@ install_missing() {
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} (apt, ~10-60 s)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq "${missing[@]}" >"$HOME_DIR/apt.log" 2>&1 \
-      || { apt-get update -qq >>"$HOME_DIR/apt.log" 2>&1 && apt-get install -y -qq "${missing[@]}" >>"$HOME_DIR/apt.log" 2>&1; } \
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >"$HOME_DIR/apt.log" 2>&1 \
+      || { apt-get -o DPkg::Lock::Timeout=600 update -qq >>"$HOME_DIR/apt.log" 2>&1 && apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >>"$HOME_DIR/apt.log" 2>&1; } \
       || { log "error: apt-get install ${missing[*]} failed; see $HOME_DIR/apt.log"; exit 1; }
   fi
 }

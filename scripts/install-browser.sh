@@ -40,8 +40,8 @@ if ! have_chromium; then
   fi
   log "installing Debian's chromium (apt-get; ~1-2 min the first time)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 
 if ! have_playwright; then

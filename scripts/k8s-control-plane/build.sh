@@ -15,18 +15,20 @@ if [ -x "$K/bin/kube-apiserver" ] && [ -x "$K/bin/kube-controller-manager" ] && 
    && [ -f "$STAMP" ]; then
   echo "already built in $K/bin"; exit 0
 fi
+# DPkg::Lock::Timeout: wait (up to 10 min) for another apt-get (docker-engine.sh, unattended upgrades)
+# instead of failing at once on the dpkg lock.
 mkdir -p "$K"/{apt/lists/partial,apt/cache/archives/partial,src,bin,gopath/src/k8s.io}
-apt-get update >/dev/null
-apt-get install -y golang-go etcd-server openssl golang-github-modern-go-reflect2-dev >/dev/null   # kubectl: the machine's
+apt-get -o DPkg::Lock::Timeout=600 update >/dev/null
+apt-get -o DPkg::Lock::Timeout=600 install -y golang-go etcd-server openssl golang-github-modern-go-reflect2-dev >/dev/null   # kubectl: the machine's
 # a deb-src entry built from the machine's own Debian source list (same mirror, same suites)
 src=$(ls /etc/apt/sources.list.d/*.sources | head -1)
 uri=$(awk '/^URIs:/{print $2; exit}' "$src"); suites=$(awk '/^Suites:/{$1=""; print; exit}' "$src")
 printf 'Types: deb-src\nURIs: %s\nSuites:%s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
   "$uri" "$suites" > "$K/apt/src.sources"
 APTO="-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=$K/apt -o Dir::State::Lists=$K/apt/lists -o Dir::Cache=$K/apt/cache"
-apt-get $APTO update >/dev/null
+apt-get -o DPkg::Lock::Timeout=600 $APTO update >/dev/null
 cd "$K/src"
-apt-get $APTO source --download-only kubernetes                # ~34 MB orig.tar.gz incl. vendor/
+apt-get -o DPkg::Lock::Timeout=600 $APTO source --download-only kubernetes                # ~34 MB orig.tar.gz incl. vendor/
 tree=$(ls -d kubernetes-1.20.*/ 2>/dev/null | head -1 || true); tree=${tree%/}   # none yet: a first build
 if [ -z "$tree" ]; then
   tar xzf kubernetes_*.orig.tar.gz && tar xJf kubernetes_*.debian.tar.xz
