@@ -2,15 +2,16 @@
 
 Run by ``modelops up`` as ``python -m modelops.stack.apply_deployments --pool P --prefect-file F
 --report R`` with the stack's environment (PREFECT_API_URL, PREFECT_HOME), in the background while the
-servers and the worker start. It makes sure the work pool exists (a Docker pool with the stack's
-defaults), then runs Prefect's own ``prefect --no-prompt deploy --name <each> --pool P --prefect-file
-F`` for every deployment in the file, one after the other in this process (Prefect and the flows'
-modules imported once, not once per deployment: ~0.6 s per deployment after the first instead of 4-8 s).
-A file that builds an image gets one process per deployment instead (two at a time, the first one
-alone), as does every deployment after one that hung. Either way one broken deployment is reported by
-name and does not stop the others. Success is the command's exit status. With ``--wait-for-server S``,
-``up`` starts this step while the Prefect server starts: it imports the flows in a thread while it waits
-up to S seconds for the server's health endpoint. The outcome goes to the report file as JSON::
+servers and the worker start. It creates the work pool or sets its template again (each type with the
+stack's defaults: :func:`ensure_work_pool`), then runs Prefect's own ``prefect --no-prompt deploy --name
+<each> --pool P --prefect-file F`` for every deployment in the file, one after the other in this process
+(Prefect and the flows' modules imported once, not once per deployment: ~0.6 s per deployment after the
+first instead of 4-8 s). A file that builds an image gets one process per deployment instead (two at a
+time, the first one alone), as does every deployment after one that hung. Either way one broken
+deployment is reported by name and does not stop the others. Success is the command's exit status. With
+``--wait-for-server S``, ``up`` starts this step while the Prefect server starts: it imports the flows
+in a thread while it waits up to S seconds for the server's health endpoint. The outcome goes
+to the report file as JSON::
 
     {"applied": ["train", ...], "failed": {"broken": "<last line Prefect printed>"}}
 
@@ -34,14 +35,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
-from prefect import get_client
 from prefect.cli import app as prefect_cli
-from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.flows import load_flow_from_entrypoint
 
 from modelops.config import load_config
-from modelops.stack import docker_pool, kubernetes_pool
+from modelops.stack import docker_pool, kubernetes_pool, work_pools
 from modelops.stack.components import console_script, deployment_names, http_ok
 
 # Prefect's console wraps at the terminal width; a wide one keeps each error message on one line.
@@ -58,10 +56,12 @@ class Outcome:
 
 
 def ensure_work_pool(name: str, pool_type: str = "process") -> None:
-    """Create the work pool unless it exists (``prefect deploy`` refuses a missing pool).
+    """Create the work pool, or set its template again (``prefect deploy`` refuses a missing pool).
 
-    A Docker pool gets the stack's defaults (:func:`modelops.stack.docker_pool.base_job_template`), set
-    again on every ``up`` so changed ports or configs reach the containers.
+    Each type gets the stack's defaults, set on every ``up`` so that changed ports, configs or the
+    interpreter reach the runs: a process pool starts ``prefect.engine`` directly
+    (:func:`modelops.stack.work_pools.process_pool_template`), a Docker pool
+    (:func:`modelops.stack.docker_pool.base_job_template`) and a Kubernetes pool get their own.
     """
     if pool_type == "docker":
         _ensure_docker_pool(name)
@@ -69,14 +69,8 @@ def ensure_work_pool(name: str, pool_type: str = "process") -> None:
     if pool_type == "kubernetes":
         _ensure_kubernetes_pool(name)
         return
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(name)
-        except ObjectNotFound:
-            try:
-                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
-            except ObjectAlreadyExists:
-                pass  # the worker created it at the same moment
+    outcome = work_pools.ensure_pool(name, "process", work_pools.process_pool_template())
+    print(f"work pool {name} (process): {outcome}", flush=True)
 
 
 def _ensure_docker_pool(name: str) -> None:

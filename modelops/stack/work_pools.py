@@ -1,17 +1,39 @@
 """Create a typed work pool with a base job template, or set the template on the existing one.
 
-Used by ``modelops up`` for the Docker and Kubernetes pools (:mod:`modelops.stack.docker_pool`,
-:mod:`modelops.stack.kubernetes_pool`); a pool of another type under that name is an error, never
-silently replaced.
+Used by ``modelops up`` for every pool type: the process pool (:func:`process_pool_template`), the
+Docker and Kubernetes pools (:mod:`modelops.stack.docker_pool`, :mod:`modelops.stack.kubernetes_pool`);
+a pool of another type under that name is an error, never silently replaced.
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
 from typing import Any
 
 from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+
+def engine_command(python: str = sys.executable) -> str:
+    return f"{shlex.quote(python)} -m prefect.engine"
+
+
+def process_pool_template(python: str = sys.executable) -> dict[str, Any]:
+    """Prefect's process-pool template with the flow-run command set to :func:`engine_command`.
+
+    Without a command, Prefect 3.9's process worker starts a run as ``python -m
+    prefect.runner._workspace_supervisor``, which imports Prefect, runs the deployment's pull steps and
+    then execs ``python -m prefect.engine``, which imports Prefect a second time before the run is
+    Running. With the command set, the worker starts the engine itself and the engine runs the pull
+    steps (here: ``set_working_directory``): one interpreter, one Prefect import. ``python`` is the
+    interpreter of ``modelops up``, the one the worker runs on: a process pool is local to its host.
+    """
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = engine_command(python)
+    return template
 
 
 def ensure_pool(name: str, pool_type: str, template: dict[str, Any]) -> str:

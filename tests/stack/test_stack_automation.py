@@ -4,16 +4,20 @@
 automation as it is written (on PostgreSQL, by NOTIFY to its trigger service; on SQLite, after the
 commit). This test holds ``up`` to that, on both backends: a fresh stack with the project's own
 prefect.yaml, one ``modelops.performance.degraded`` event sent as soon as ``up`` exits, and the
-retrain deployment's run must appear with the event's parameters.
+retrain deployment's run must appear with the event's parameters. That run's process is Prefect's
+engine itself (``python -m prefect.engine``, the process pool's command that ``up`` sets), never
+Prefect's workspace supervisor, which would import Prefect once more before the run is Running.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 
 import httpx
+import psutil
 import pytest
 from support.stack import wait_for
 from support.stack_home import run_modelops, stack_env
@@ -59,5 +63,37 @@ def test_a_degraded_event_right_after_up_launches_the_retrain(tmp_path, backend)
         run = wait_for(retrain_run, 120, "the retrain run the degraded event launches", interval=0.5)
         assert run["parameters"]["triggered_version"] == "3"
         assert float(run["parameters"]["ks"]) == pytest.approx(0.12)
+        commands = flow_run_commands(api, run["id"], timeout_s=120)
+        assert [sys.executable, "-m", "prefect.engine"] in commands, commands
+        assert not [c for c in commands if "prefect.runner._workspace_supervisor" in c], commands
     finally:
         run_modelops(env, "down", timeout=300)
+
+
+def flow_run_commands(api: str, flow_run_id: str, timeout_s: float) -> list[list[str]]:
+    """Every command line seen, until the run ends, of the processes started for this flow run.
+
+    A process belongs to the run when its environment holds ``PREFECT__FLOW_RUN_ID=<id>`` (the worker
+    sets it); sampled every 50 ms, so a process that execs another command is seen as both.
+    """
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    seen: list[list[str]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for process in psutil.process_iter():
+            try:
+                with open(f"/proc/{process.pid}/environ", "rb") as environ:
+                    if marker not in environ.read().split(b"\0"):
+                        continue
+                command = process.cmdline()
+            except (OSError, psutil.Error):
+                continue  # gone, or not ours to read
+            if command and command not in seen:
+                seen.append(command)
+        state = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
+        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(
+        f"flow run {flow_run_id} did not end within {timeout_s:.0f} s; processes seen: {seen}"
+    )
