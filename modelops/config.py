@@ -122,6 +122,9 @@ class StackSettings(_Section):
     # build installs TensorFlow & co. with pip: minutes; a cached one takes seconds).
     image_build_timeout_s: float = Field(1800.0, gt=0)
     worker_query_seconds: float = Field(2.0, gt=0, le=60)
+    # process pool: each flow run goes to a process that has already imported Prefect and the flows
+    # (modelops.stack.engine_standby); false: every run starts `python -m prefect.engine` cold.
+    engine_standby: bool = True
     startup_timeout_s: float = Field(120.0, gt=0)
     prefect_file: Path = Path("prefect.yaml")  # applied by `modelops up`; relative to the project root
     # Where the Prefect server and MLflow keep their own state: databases on the stack's PostgreSQL

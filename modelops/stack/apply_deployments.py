@@ -69,7 +69,8 @@ def ensure_work_pool(name: str, pool_type: str = "process") -> None:
     if pool_type == "kubernetes":
         _ensure_kubernetes_pool(name)
         return
-    outcome = work_pools.ensure_pool(name, "process", work_pools.process_pool_template())
+    template = work_pools.process_pool_template(standby=load_config().stack.engine_standby)
+    outcome = work_pools.ensure_pool(name, "process", template)
     print(f"work pool {name} (process): {outcome}", flush=True)
 
 

@@ -17,22 +17,25 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
 
-def engine_command(python: str = sys.executable) -> str:
-    return f"{shlex.quote(python)} -m prefect.engine"
+def engine_command(python: str = sys.executable, standby: bool = True) -> str:
+    """The process pool's flow-run command: the standby launcher, or Prefect's engine itself."""
+    module = "modelops.stack.engine_standby" if standby else "prefect.engine"
+    return f"{shlex.quote(python)} -m {module}"
 
 
-def process_pool_template(python: str = sys.executable) -> dict[str, Any]:
+def process_pool_template(python: str = sys.executable, standby: bool = True) -> dict[str, Any]:
     """Prefect's process-pool template with the flow-run command set to :func:`engine_command`.
 
     Without a command, Prefect 3.9's process worker starts a run as ``python -m
     prefect.runner._workspace_supervisor``, which imports Prefect, runs the deployment's pull steps and
     then execs ``python -m prefect.engine``, which imports Prefect a second time before the run is
-    Running. With the command set, the worker starts the engine itself and the engine runs the pull
-    steps (here: ``set_working_directory``): one interpreter, one Prefect import. ``python`` is the
-    interpreter of ``modelops up``, the one the worker runs on: a process pool is local to its host.
+    Running. With the command set, the worker starts the engine (or :mod:`modelops.stack.engine_standby`,
+    which hands the run to a process that has imported it already) and the engine runs the pull steps
+    (here: ``set_working_directory``) itself. ``python`` is the interpreter of ``modelops up``, the one
+    the worker runs on: a process pool is local to its host.
     """
     template = ProcessWorker.get_default_base_job_template()
-    template["variables"]["properties"]["command"]["default"] = engine_command(python)
+    template["variables"]["properties"]["command"]["default"] = engine_command(python, standby)
     return template
 
 

@@ -4,9 +4,12 @@
 automation as it is written (on PostgreSQL, by NOTIFY to its trigger service; on SQLite, after the
 commit). This test holds ``up`` to that, on both backends: a fresh stack with the project's own
 prefect.yaml, one ``modelops.performance.degraded`` event sent as soon as ``up`` exits, and the
-retrain deployment's run must appear with the event's parameters. That run's process is Prefect's
-engine itself (``python -m prefect.engine``, the process pool's command that ``up`` sets), never
-Prefect's workspace supervisor, which would import Prefect once more before the run is Running.
+retrain deployment's run must appear with the event's parameters.
+
+The run's process is the process pool's command that ``up`` sets (``modelops.stack.engine_standby``),
+never Prefect's workspace supervisor, which would import Prefect once more before the run is Running:
+the first run on the worker becomes ``python -m prefect.engine`` (cold), the next one is handed to the
+standby that the first one started, and ends the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from modelops.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
+LAUNCHER = [sys.executable, "-m", "modelops.stack.engine_standby"]  # the process pool's command
+ENGINE = [sys.executable, "-m", "prefect.engine"]
 EMIT = (
     "import sys\n"
     "from modelops.integrations.events import emit_model_event\n"
@@ -36,42 +41,64 @@ EMIT = (
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])
 def test_a_degraded_event_right_after_up_launches_the_retrain(tmp_path, backend):
     model = f"auto-{uuid.uuid4().hex[:8]}"
+    standby_dir = tmp_path / "standby"
     env = stack_env(
         tmp_path / "home",
         PROJECT_ROOT / "prefect.yaml",
         MODELOPS_STACK__BACKEND=backend,
         MODELOPS_MONITORING__SCHEDULE_CRON="0 0 1 1 *",  # no scheduled check during the test
+        MODELOPS_ENGINE_STANDBY_DIR=str(standby_dir),
     )
     api = f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
     try:
         up = run_modelops(env, "up", timeout=900)
         assert up.returncode == 0, up.stdout + up.stderr
-        emitted = subprocess.run(
-            [sys.executable, "-c", EMIT, model],
-            env={**env, "PREFECT_API_URL": api},
-            capture_output=True,
-            text=True,
-            timeout=120,
+        emit_degraded(env, api, model)
+        run = wait_for(
+            lambda: retrain_run(api, model), 120, "the retrain run the event launches", interval=0.5
         )
-        assert emitted.returncode == 0, emitted.stderr
-
-        def retrain_run() -> dict | None:
-            body = {"deployments": {"name": {"any_": ["retrain"]}}, "limit": 10}
-            runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
-            return next((r for r in runs if r["parameters"].get("model_name") == model), None)
-
-        run = wait_for(retrain_run, 120, "the retrain run the degraded event launches", interval=0.5)
         assert run["parameters"]["triggered_version"] == "3"
         assert float(run["parameters"]["ks"]) == pytest.approx(0.12)
-        commands = flow_run_commands(api, run["id"], timeout_s=120)
-        assert [sys.executable, "-m", "prefect.engine"] in commands, commands
+
+        # The first run on this worker starts cold: the pool's command (the launcher) execs the engine.
+        commands, first_state = flow_run_processes(api, run["id"], timeout_s=120)
+        assert ENGINE in commands, commands
         assert not [c for c in commands if "prefect.runner._workspace_supervisor" in c], commands
+
+        # The next one goes to the standby it started (Prefect and the flows imported already).
+        wait_for(lambda: any(standby_dir.glob("*.sock")), 120, "a warm standby for the worker")
+        second_model = f"{model}-2"
+        emit_degraded(env, api, second_model)
+        second = wait_for(lambda: retrain_run(api, second_model), 120, "the second retrain run", interval=0.5)
+        commands, second_state = flow_run_processes(api, second["id"], timeout_s=120)
+        assert commands == [LAUNCHER], commands  # the launcher never became the engine itself
+        assert second_state == first_state
+        worker_log = (tmp_path / "home" / "logs" / "worker.log").read_text()
+        assert f"runs flow run {second['id']}" in worker_log
     finally:
         run_modelops(env, "down", timeout=300)
 
 
-def flow_run_commands(api: str, flow_run_id: str, timeout_s: float) -> list[list[str]]:
-    """Every command line seen, until the run ends, of the processes started for this flow run.
+def emit_degraded(env: dict[str, str], api: str, model: str) -> None:
+    emitted = subprocess.run(
+        [sys.executable, "-c", EMIT, model],
+        env={**env, "PREFECT_API_URL": api},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert emitted.returncode == 0, emitted.stderr
+
+
+def retrain_run(api: str, model: str) -> dict | None:
+    body = {"deployments": {"name": {"any_": ["retrain"]}}, "limit": 10}
+    runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+    return next((r for r in runs if r["parameters"].get("model_name") == model), None)
+
+
+def flow_run_processes(api: str, flow_run_id: str, timeout_s: float) -> tuple[list[list[str]], str]:
+    """Every command line seen, until the run ends, of the processes started for this flow run, and
+    the state it ended in.
 
     A process belongs to the run when its environment holds ``PREFECT__FLOW_RUN_ID=<id>`` (the worker
     sets it); sampled every 50 ms, so a process that execs another command is seen as both.
@@ -92,7 +119,7 @@ def flow_run_commands(api: str, flow_run_id: str, timeout_s: float) -> list[list
                 seen.append(command)
         state = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
         if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            return seen
+            return seen, state
         time.sleep(0.05)
     raise AssertionError(
         f"flow run {flow_run_id} did not end within {timeout_s:.0f} s; processes seen: {seen}"
