@@ -191,11 +191,11 @@ def test_killing_the_launcher_kills_the_run(worker):
     launcher, cwd = worker.start(PREFECT__TEST_ENGINE_MODE="sleep")
     engine = engine_pid(cwd)
     os.kill(launcher, signal.SIGKILL)
-    status, _output = worker.finish()
-    assert status == -signal.SIGKILL
-    # a run never outlives the process its worker watches
+    # a run never outlives the process its worker watches (the engine would sleep 120 s otherwise)
     wait_for(lambda: not psutil.pid_exists(engine) or psutil.Process(engine).status() == psutil.STATUS_ZOMBIE,
              30, "the run on the standby to be killed")  # fmt: skip
+    status, _output = worker.finish()
+    assert status == -signal.SIGKILL
 
 
 def test_a_changed_source_file_sends_the_run_cold(worker):
