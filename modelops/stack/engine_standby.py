@@ -219,7 +219,7 @@ class Standby:
             self.socket_path.unlink(missing_ok=True)
             lock.close()
         if taken is None:
-            print("engine standby: the worker is gone; exiting", flush=True)
+            print("engine standby: the worker is gone or stopped it; exiting", flush=True)
             self.lock_path.unlink(missing_ok=True)  # no standby comes for a gone worker
             self.socket_path.with_suffix(".log").unlink(missing_ok=True)
             return 0
@@ -234,8 +234,10 @@ class Standby:
         return self.run(connection, request, fds)
 
     def _wait_for_run(self, listener: socket.socket) -> tuple[socket.socket, dict, list[int]] | None:
-        """The launcher's connection and request; None once the worker is gone."""
-        while _alive(self.worker):
+        """The launcher's connection and request; None once the worker is gone or on SIGTERM."""
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
+        while _alive(self.worker) and not stopping.is_set():
             try:
                 connection, _ = listener.accept()
             except TimeoutError:
@@ -250,6 +252,7 @@ class Standby:
 
     def run(self, connection: socket.socket, request: dict, fds: list[int]) -> int:
         """Become the flow run's engine process: its streams, directory, environment and arguments."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a new engine process, until Prefect's own
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -293,6 +296,29 @@ class Standby:
             self.connection.recv(1)  # the launcher never sends again: this returns when it is gone
         if not self.finished.is_set():
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stop_standbys(worker_pid: int, timeout_s: float = 10.0) -> list[int]:
+    """Stop this worker's standbys and remove their files (``modelops down``, after the worker).
+
+    Returns the pids it stopped (one that noticed the worker was gone may have left already). One
+    running a flow run is stopped too: that run's launcher went with the worker's process group.
+    """
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if "modelops.stack.engine_standby" in command and command[-2:] == ["--worker-pid", str(worker_pid)]:
+            found.append(process)
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _gone, alive = psutil.wait_procs(found, timeout=timeout_s)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    for leftover in standby_directory().glob(f"{worker_pid}-*"):
+        leftover.unlink(missing_ok=True)
+    return [process.pid for process in found]
 
 
 def _alive(process: psutil.Process | None) -> bool:

@@ -28,7 +28,7 @@ from modelops.config import ModelOpsConfig
 from modelops.integrations.postgres import apply_migrations, redact
 from modelops.serving.rest_client import model_status
 from modelops.stack import components as comp
-from modelops.stack import docker_pool, prefect_toml, reconcile
+from modelops.stack import docker_pool, engine_standby, prefect_toml, reconcile
 from modelops.stack.postgres import (
     POSTGRES_BIN_PATH,
     EmbeddedPostgres,
@@ -685,6 +685,9 @@ def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
                 stopped.append(name)
             del state.components[name]
             save_state(state)
+            if name == comp.WORKER and record.pid is not None:  # no launcher starts a standby now
+                for pid in engine_standby.stop_standbys(record.pid):
+                    echo(f"engine standby: stopped pid {pid}")
         if docker_pool.is_docker_pool(config):  # after the worker: it starts no new one now
             for name in docker_pool.stop_flow_run_containers(config.stack.work_pool):
                 echo(f"flow-run container {name}: stopped (its run is reopened or ended by `up`)")

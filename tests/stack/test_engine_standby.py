@@ -25,6 +25,7 @@ import pytest
 from support.stack import wait_for
 
 from modelops.config import PROJECT_ROOT
+from modelops.stack import engine_standby
 
 pytestmark = pytest.mark.slow
 
@@ -230,3 +231,13 @@ def test_the_standby_leaves_with_its_worker(worker):
     worker.stop()
     wait_for(lambda: not any(psutil.pid_exists(pid) for pid in standbys), 60, "the standby to exit")
     assert not list(worker.standby_dir.iterdir())  # and it leaves nothing behind
+
+
+def test_down_stops_a_waiting_standby_and_it_leaves_nothing_behind(worker):
+    worker.run()
+    wait_for(worker.standby_ready, 120, "a standby")
+    standbys = worker.standby_pids()
+    assert engine_standby.stop_standbys(worker.process.pid) == standbys  # what `modelops down` calls
+    assert not any(psutil.pid_exists(pid) for pid in standbys)
+    assert not list(worker.standby_dir.iterdir())
+    assert worker.process.poll() is None  # the worker itself is not ours to stop
