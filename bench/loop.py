@@ -17,6 +17,7 @@ engine standby is summed. The stack is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -114,13 +115,12 @@ def time_retrain(deployment_id: Any, timeout_s: float = 120.0) -> dict[str, Any]
 
 def standby_rss_bytes(worker_pid: int | None) -> int:
     """The RSS of this worker's waiting engine standbys (one per environment; here one)."""
-    import psutil
+    from modelops.stack.engine_standby import standby_processes
 
     total = 0
-    for process in psutil.process_iter(["cmdline", "memory_info"]):
-        command = process.info["cmdline"] or []
-        if "modelops.stack.engine_standby" in command and ["--worker-pid", str(worker_pid)] == command[-2:]:
-            total += process.info["memory_info"].rss
+    for process in standby_processes(worker_pid):
+        with contextlib.suppress(Exception):  # gone meanwhile
+            total += process.memory_info().rss
     return total
 
 

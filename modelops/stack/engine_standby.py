@@ -298,17 +298,23 @@ class Standby:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def standby_processes(worker_pid: int | None) -> list[psutil.Process]:
+    """The standbys started for this worker, waiting or running a flow run."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if "modelops.stack.engine_standby" in command and command[-2:] == ["--worker-pid", str(worker_pid)]:
+            found.append(process)
+    return found
+
+
 def stop_standbys(worker_pid: int, timeout_s: float = 10.0) -> list[int]:
     """Stop this worker's standbys and remove their files (``modelops down``, after the worker).
 
     Returns the pids it stopped (one that noticed the worker was gone may have left already). One
     running a flow run is stopped too: that run's launcher went with the worker's process group.
     """
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        command = process.info["cmdline"] or []
-        if "modelops.stack.engine_standby" in command and command[-2:] == ["--worker-pid", str(worker_pid)]:
-            found.append(process)
+    found = standby_processes(worker_pid)
     for process in found:
         with contextlib.suppress(psutil.Error):
             process.terminate()
