@@ -25,6 +25,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SERVER_DSN = os.environ.get("MODELOPS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+# The heaviest modules first (a whole stack, images, a control plane): with pytest-xdist handing out
+# whole files in this order (scripts/test.sh: --dist loadfile --no-loadscope-reorder), the long ones
+# overlap each other and the many short ones fill in at the end, instead of one long file running alone.
+COST_TIERS = (("e2e", "docker"), ("k8s", "browser"), ("slow",))
+
+
+def _cost_tier(item: pytest.Item) -> int:
+    marks = {mark.name for mark in item.iter_markers()}
+    return next((tier for tier, names in enumerate(COST_TIERS) if marks.intersection(names)), len(COST_TIERS))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    module_tier: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        module_tier[module] = min(module_tier.get(module, len(COST_TIERS)), _cost_tier(item))
+    position = {id(item): index for index, item in enumerate(items)}
+    items.sort(key=lambda item: (module_tier[item.nodeid.split("::", 1)[0]], position[id(item)]))
+
+
 @pytest.fixture(autouse=True)
 def _log_handlers_outlive_captured_streams() -> Iterator[None]:
     """Point handlers left on a closed stream (a test's captured stderr) back at the real stderr.

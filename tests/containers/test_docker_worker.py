@@ -29,7 +29,7 @@ import httpx
 import psycopg2
 import pytest
 from support.fakes.docker_env import STANDIN, forget, registry_address, require_engine
-from support.network import free_port
+from support.network import free_ports
 from support.stack import wait_for
 from support.stack_home import run_modelops, stack_env
 
@@ -46,17 +46,7 @@ CLI = [sys.executable, "-c", "import sys; from modelops.cli import main; sys.exi
 
 def _serving_ports() -> int:
     """A port whose successor is free too (the docker target's blue/green slots)."""
-    import socket
-
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two consecutive free ports")
+    return free_ports(2)
 
 
 class DockerStack:
@@ -68,8 +58,6 @@ class DockerStack:
         registry = registry_address()
         rest = _serving_ports()
         grpc = _serving_ports()
-        while grpc in (rest - 1, rest, rest + 1):
-            grpc = _serving_ports()
         self.env = stack_env(home, PROJECT_ROOT / "prefect.docker.yaml")
         self.env.update(
             MODELOPS_CONFIG="docker",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -24,13 +23,13 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
+from support.network import free_ports
 from support.serving import build_saved_model, expected_score, sample_records
 from support.stack import wait_for
 from support.stack_home import PROBE_FLOW, prefect_yaml, run_modelops, stack_env, stack_status
 
 from modelops.config import load_config
 from modelops.serving import rest_client
-from modelops.stack.processes import port_in_use
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +40,8 @@ RESTART_DEADLINE_S = 10.0
 
 
 def _serving_port() -> int:
-    """A free port with free neighbours below the ephemeral range (32768+), as 8501 is: the second
-    model gets the next port, which an outgoing connection's local port could hold up there."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000, 10)
-        if not any(port_in_use("127.0.0.1", candidate) for candidate in range(port, port + 5)):
-            return port
-    raise AssertionError("no free port range below 32000 for the model servers")
+    """A free port with four free neighbours (the later models take the next ports, as after 8501)."""
+    return free_ports(5)
 
 
 @pytest.fixture(scope="module")
