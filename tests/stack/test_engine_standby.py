@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,12 +71,15 @@ sys.exit(int(os.environ.get("PREFECT__TEST_ENGINE_EXIT", "0")))
 class Worker:
     """A real process in the role of Prefect's process worker (the launcher's parent)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, project: Path | None = None) -> None:
+        """``project``: a copy of the project's code the launcher and standbys import instead of this
+        checkout's (a test that changes a source file changes the copy, never files other tests use)."""
         (tmp_path / "standin_engine.py").write_text(ENGINE)
         self.standby_dir = tmp_path / "standby"
+        path = [str(project) if project else None, str(tmp_path), os.environ.get("PYTHONPATH")]
         self.env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, path)),
             "MODELOPS_ENGINE_STANDBY_ENGINE": "standin_engine",
             "MODELOPS_ENGINE_STANDBY_DIR": str(self.standby_dir),
         }
@@ -199,16 +203,29 @@ def test_killing_the_launcher_kills_the_run(worker):
     assert status == -signal.SIGKILL
 
 
-def test_a_changed_source_file_sends_the_run_cold(worker):
+@pytest.fixture
+def worker_on_a_copy(tmp_path):
+    """A worker whose launcher and standbys import a copy of the project's code (tmp_path/project)."""
+    project = tmp_path / "project"
+    for name in ("modelops", "flows", "tasks", "infra"):
+        shutil.copytree(PROJECT_ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    worker = Worker(tmp_path, project=project)
+    try:
+        yield worker, project
+    finally:
+        worker.stop()
+        wait_for(lambda: not worker.standby_pids(), 60, "the standbys to exit after their worker")
+
+
+def test_a_changed_source_file_sends_the_run_cold(worker_on_a_copy):
+    worker, project = worker_on_a_copy
     worker.run()
     wait_for(worker.standby_ready, 120, "a standby")
-    source = PROJECT_ROOT / "modelops" / "messages.py"  # imported by the flows, so by the standby
+    # imported by the flows, so by the standby; the copy's, so no other test's standby sees the change
+    source = project / "modelops" / "messages.py"
     before = source.stat()
     os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
-    try:
-        launcher, status, output = worker.run(PREFECT__TEST_RUN_VALUE="after the change")
-    finally:
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    launcher, status, output = worker.run(PREFECT__TEST_RUN_VALUE="after the change")
     assert status == 0
     assert engine_report(output)["pid"] == launcher  # cold: the launcher ran it itself
     assert "modelops/messages.py changed since the standby imported it: starting the engine cold" in output
