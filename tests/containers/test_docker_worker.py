@@ -44,11 +44,6 @@ ROWS = 600
 CLI = [sys.executable, "-c", "import sys; from modelops.cli import main; sys.exit(main(sys.argv[1:]))"]
 
 
-def _serving_ports() -> int:
-    """A port whose successor is free too (the docker target's blue/green slots)."""
-    return free_ports(2)
-
-
 class DockerStack:
     def __init__(self, home: Path) -> None:
         suffix = uuid.uuid4().hex[:8]
@@ -56,8 +51,8 @@ class DockerStack:
         self.model = f"dock-{suffix}"
         self.pool = f"docker-test-{suffix}"
         registry = registry_address()
-        rest = _serving_ports()
-        grpc = _serving_ports()
+        rest = free_ports(2)  # and its successor: the docker target's blue/green slots
+        grpc = free_ports(2)
         self.env = stack_env(home, PROJECT_ROOT / "prefect.docker.yaml")
         self.env.update(
             MODELOPS_CONFIG="docker",
