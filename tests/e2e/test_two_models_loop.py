@@ -25,12 +25,9 @@ import psycopg2
 import pytest
 import yaml
 from support.network import free_port
-from support.stack import wait_for
+from support.stack import WHOLE_LOOP_TIMEOUT, wait_for
 
-# The whole loop runs in the module fixture, and pytest-timeout counts a fixture's set-up against the
-# first test: the suite's 600 s default is too tight on a loaded 2-core machine
-# (the set-up took 372 s in one loaded run).
-pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, WHOLE_LOOP_TIMEOUT]
 
 ALPHA, BETA = "alpha-loans", "beta-loans"
 REVIEWER = "two-models-reviewer"

@@ -19,10 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# For a module that runs a whole loop in its module fixture: pytest-timeout counts a fixture's set-up
+# against the first test, and the suite's 600 s default is too tight on a loaded 2-core machine (the
+# demo of tests/e2e/test_e2e_loop.py alone took 594 s in one loaded run).
+WHOLE_LOOP_TIMEOUT = pytest.mark.timeout(2400)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str = "condition", interval: float = 0.2):
