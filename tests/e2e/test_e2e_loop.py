@@ -17,6 +17,7 @@ import psycopg2
 import pytest
 from support.network import free_port
 from support.stack import WHOLE_LOOP_TIMEOUT, wait_for
+from support.stack_home import STARTUP_TIMEOUT_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, WHOLE_LOOP_TIMEOUT]
 
@@ -51,6 +52,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
     }
     env.update({key: str(value) for key, value in ports.items()})
     env["MODELOPS_STACK__HOME"] = str(home)
+    env["MODELOPS_STACK__STARTUP_TIMEOUT_S"] = STARTUP_TIMEOUT_S
     env["MODELOPS_MONITORING__DEMO_INTERVAL_S"] = "10"
     result_file = home / "result.json"
     command = [

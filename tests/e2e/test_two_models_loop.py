@@ -26,6 +26,7 @@ import pytest
 import yaml
 from support.network import free_port
 from support.stack import WHOLE_LOOP_TIMEOUT, wait_for
+from support.stack_home import STARTUP_TIMEOUT_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, WHOLE_LOOP_TIMEOUT]
 
@@ -68,6 +69,7 @@ class Stack:
             MODELOPS_STACK__MLFLOW_PORT=str(self.ports["mlflow"]),
             MODELOPS_STACK__POSTGRES_PORT=str(self.ports["postgres"]),
             MODELOPS_STACK__WORKER_QUERY_SECONDS="1",
+            MODELOPS_STACK__STARTUP_TIMEOUT_S=STARTUP_TIMEOUT_S,
             MODELOPS_SERVING__PORT=str(self.ports["serving"]),
         )
         self.api = f"http://127.0.0.1:{self.ports['prefect']}/api"

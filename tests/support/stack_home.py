@@ -24,6 +24,10 @@ CLIENT_VARIABLES = (  # a developer's own settings that would point the stack's 
     "MODELOPS_CONFIG",
     "PREFECT_PROFILES_PATH",
 )
+# How long a test's `modelops up` waits for each component to become healthy. The product's default
+# (120 s) was too short on a loaded 2-core CI machine, where the Prefect server alone took longer to
+# start; a test fails on what a component does, not on how fast a busy machine starts it.
+STARTUP_TIMEOUT_S = "300"
 
 PROBE_FLOW = """
 import json, os
@@ -74,8 +78,9 @@ def stack_env(home: Path, prefect_file: Path, **extra: str) -> dict[str, str]:
         MODELOPS_STACK__WORK_POOL="stack-test",
         MODELOPS_STACK__WORKER_QUERY_SECONDS="1",
         MODELOPS_STACK__PREFECT_FILE=str(prefect_file),
-        **extra,
+        MODELOPS_STACK__STARTUP_TIMEOUT_S=STARTUP_TIMEOUT_S,
     )
+    env.update(extra)
     return env
 
 
