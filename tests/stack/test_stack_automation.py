@@ -104,11 +104,13 @@ def retrain_run(api: str, model: str) -> dict | None:
 
 
 def flow_run_processes(api: str, flow_run_id: str, timeout_s: float) -> tuple[list[list[str]], str]:
-    """Every command line seen, until the run ends, of the processes started for this flow run, and
-    the state it ended in.
+    """Every command line seen, until the run ends, of the processes the worker started for this flow
+    run, and the state it ended in.
 
     A process belongs to the run when its environment holds ``PREFECT__FLOW_RUN_ID=<id>`` (the worker
-    sets it); sampled every 50 ms, so a process that execs another command is seen as both.
+    sets it) and its parent's does not: the run's own children inherit the variable (Python's
+    ``platform.processor()`` runs ``uname -p``, for one) but were not started by the worker. Sampled
+    every 50 ms, so a process that execs another command is seen as both.
     """
     marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
     seen: list[list[str]] = []
@@ -116,9 +118,8 @@ def flow_run_processes(api: str, flow_run_id: str, timeout_s: float) -> tuple[li
     while time.monotonic() < deadline:
         for process in psutil.process_iter():
             try:
-                with open(f"/proc/{process.pid}/environ", "rb") as environ:
-                    if marker not in environ.read().split(b"\0"):
-                        continue
+                if not _carries(process.pid, marker) or _carries(process.ppid(), marker):
+                    continue
                 command = process.cmdline()
             except (OSError, psutil.Error):
                 continue  # gone, or not ours to read
@@ -131,3 +132,9 @@ def flow_run_processes(api: str, flow_run_id: str, timeout_s: float) -> tuple[li
     raise AssertionError(
         f"flow run {flow_run_id} did not end within {timeout_s:.0f} s; processes seen: {seen}"
     )
+
+
+def _carries(pid: int, marker: bytes) -> bool:
+    """Whether the process's environment holds ``marker`` (raises OSError when it is gone or not ours)."""
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        return marker in environ.read().split(b"\0")
