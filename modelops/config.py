@@ -211,7 +211,10 @@ class MonitoringSettings(_Section):
     min_sample: int = Field(200, ge=2)
     window: WindowSettings = WindowSettings()
     schedule_cron: str = "*/10 * * * *"
-    demo_interval_s: int = Field(20, ge=5)
+    # `modelops demo` asks ks-check for a run after each period; > 0 also adds an interval schedule
+    # of that many seconds for the demo's length (a scheduled run can then hold the deployment's one
+    # slot when the demo asks, and the asked run waits for it).
+    demo_interval_s: int = Field(0, ge=0)
     psi_limit: float = Field(0.25, gt=0)
     score_ks_limit: float = Field(0.2, gt=0, lt=1)
     retrain_cooldown_s: int = Field(300, ge=0)

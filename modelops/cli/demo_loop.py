@@ -1,7 +1,8 @@
 """``modelops demo``: the seed's whole loop on the embedded stack, narrated as it goes.
 
     stack up → train v1 → lifecycle (approval) → v1 live → replay periods with growing drift
-    → scheduled KS check sees the decline → automation → retrain v2 → lifecycle (approval)
+    → KS check (a ks-check run asked for after each period; its schedule runs too) sees the decline
+    → automation → retrain v2 → lifecycle (approval)
     → v2 live → replay again → KS recovered → timeline
 
 Everything happens through the same deployments, automations and APIs a person would use: the
@@ -59,7 +60,7 @@ from modelops.stack.manager import up as stack_up
 
 Narrate = Callable[[str], None]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-# A check that read its window before the last records were shipped stores its row a moment later.
+# A scheduled check that read its window before the last records were shipped stores its row a moment later.
 CHECK_MARGIN = timedelta(seconds=2)
 DEMO_SCHEDULE_SLUG = "modelops-demo"
 
@@ -230,38 +231,62 @@ class LoopDriver:
         run = start_deployment(LIFECYCLE_DEPLOYMENT, {"model_name": model_name, "candidate_version": version})
         return str(run.id)
 
-    def wait_for_check(self, since: datetime, period: int) -> dict[str, Any]:
-        """The first KS check stored after ``since`` (a run of the scheduled ks-check deployment)."""
+    def check_now(self) -> str:
+        """Ask the ks-check deployment for a run now, as the UI's "Quick run" does; returns its id. The
+        worker runs it like a scheduled one (the limit of 1 queues it behind a check already running)."""
+        run = start_deployment(KS_CHECK_DEPLOYMENT, {})
+        self.narrate(f"    ks-check: a run asked for now ({run.name}), as the UI's Quick run does")
+        return str(run.id)
+
+    def wait_for_check(self, since: datetime, period: int, asked_run: str) -> dict[str, Any]:
+        """The first KS check stored after ``since``: by ``asked_run`` (started after ``since``, so its
+        row counts once it completed) or by a scheduled run, whichever stores its row first."""
         dsn = resolve_database_url(self.config)
         deadline = time.time() + self.timeout_s
-        while time.time() < deadline:
-            for check in read_recent_checks(
-                dsn, self.config.model.name, limit=5, schema=self.config.database.schema_name
-            ):
-                if check["checked_at"] > since + CHECK_MARGIN:
-                    record = {"period": period, **check}
-                    self.result.checks.append(record)
-                    return record
-            time.sleep(1)
-        raise DemoError("no KS check ran: is the ks-check deployment scheduled and the worker up?")
+        with self._client() as client:
+            while time.time() < deadline:
+                state = client.read_flow_run(UUID(asked_run)).state
+                asked_done = state is not None and state.type.value in TERMINAL
+                if asked_done and state is not None and state.type.value != "COMPLETED":
+                    raise DemoError(f"the KS check run {asked_run} ended {state.name}: {state.message}")
+                margin = timedelta(0) if asked_done else CHECK_MARGIN
+                for check in read_recent_checks(
+                    dsn, self.config.model.name, limit=5, schema=self.config.database.schema_name
+                ):
+                    if check["checked_at"] > since + margin:
+                        record = {"period": period, **check}
+                        self.result.checks.append(record)
+                        return record
+                if asked_done:
+                    raise DemoError(f"the KS check run {asked_run} completed but stored no check")
+                time.sleep(0.5)
+        raise DemoError("no KS check ran: is the ks-check deployment's worker up (modelops status)?")
 
 
 @contextmanager
 def short_ks_schedule(config: ModelOpsConfig, narrate: Narrate) -> Iterator[None]:
-    """Give the ks-check deployment an extra interval schedule for the demo; remove it afterwards.
+    """With ``monitoring.demo_interval_s`` > 0, give the ks-check deployment an extra interval schedule
+    for the demo and remove it afterwards; with 0 (the default) do nothing.
 
-    The deployment keeps its cron schedule from the config; a demo cannot wait ten minutes per check.
+    The deployment keeps its cron schedule from the config either way; the demo does not wait for it
+    (ten minutes per check): it asks for a run after each period (:meth:`LoopDriver.check_now`).
     """
     seconds = config.monitoring.demo_interval_s
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(KS_CHECK_DEPLOYMENT)
         for schedule in client.read_deployment_schedules(deployment.id):
-            if schedule.slug == DEMO_SCHEDULE_SLUG:
+            if schedule.slug == DEMO_SCHEDULE_SLUG:  # left by a demo that was killed
                 client.delete_deployment_schedule(deployment.id, schedule.id)
-        schedules: list[tuple[SCHEDULE_TYPES, bool]] = [
-            (IntervalSchedule(interval=timedelta(seconds=seconds)), True)
-        ]
-        (created,) = client.create_deployment_schedules(deployment.id, schedules, slug=DEMO_SCHEDULE_SLUG)
+        if seconds == 0:
+            created = None
+        else:
+            schedules: list[tuple[SCHEDULE_TYPES, bool]] = [
+                (IntervalSchedule(interval=timedelta(seconds=seconds)), True)
+            ]
+            (created,) = client.create_deployment_schedules(deployment.id, schedules, slug=DEMO_SCHEDULE_SLUG)
+    if created is None:
+        yield
+        return
     narrate(
         f"    ks-check deployment: demo schedule every {seconds} s "
         f"(beside its cron {config.monitoring.schedule_cron!r})"
@@ -332,7 +357,7 @@ KIND_STACK = "stack up"
 KIND_TRAIN = "training v1"
 KIND_LIFECYCLE = "lifecycles (approval, prebuild, deploy)"
 KIND_TRAFFIC = "replay (scoring, shipping)"
-KIND_CHECK = "waiting for scheduled KS checks"
+KIND_CHECK = "KS checks (ks-check deployment runs)"
 KIND_RETRAIN = "retrain (automation to registered)"
 AFTER_APPROVAL = "after the approval: prebuild → build → deploy → promote"
 
@@ -405,8 +430,8 @@ def _replay_until_recovered(
     period, seed = 1, config.training.seed
     while True:
         shipped_at = _replay_period(driver, config, period, rows, seed, first_version)
-        with driver.step(f"scheduled KS check after period {period}", KIND_CHECK) as step:
-            check = driver.wait_for_check(shipped_at, period)
+        with driver.step(f"KS check after period {period}", KIND_CHECK) as step:
+            check = driver.wait_for_check(shipped_at, period, driver.check_now())
             step.detail = f"v{check['model_version']} KS {check.get('ks') or 0:.3f}: {check['status']}"
         if retrained is not None:
             if check["status"] != "ok":

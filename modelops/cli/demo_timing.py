@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-BETWEEN_STEPS = "between the steps (KS schedule, log sidecar start and stop, aliases)"
+BETWEEN_STEPS = "between the steps (log sidecar start and stop, aliases)"
 STARTUP = "modelops process start-up (Python imports, before the first step)"
 
 

@@ -154,9 +154,9 @@ def test_drift_to_challenger_spans_the_drifted_replay_to_the_registered_retrain(
     steps = [
         {"name": "start the embedded stack", "started": 0.0, "seconds": 20.0},
         {"name": "replay period 1 against v1", "started": 100.0, "seconds": 10.0},
-        {"name": "scheduled KS check after period 1", "started": 110.0, "seconds": 15.0},
+        {"name": "KS check after period 1", "started": 110.0, "seconds": 15.0},
         {"name": "replay period 2 against v1", "started": 125.0, "seconds": 10.0},
-        {"name": "scheduled KS check after period 2", "started": 135.0, "seconds": 20.0},
+        {"name": "KS check after period 2", "started": 135.0, "seconds": 20.0},
         {
             "name": "automation → retrain → new version registered (alias challenger)",
             "started": 155.0,

@@ -22,7 +22,7 @@ STEPS = [
         {"waiting for the approval form": 11.02, "after the approval": 11.3},
     ),
     Timed("replay period 1 against v1", 2.51, "replay", {"scoring": 1.6, "shipping": 0.9}),
-    Timed("scheduled KS check after period 1", 20.07, "ks"),
+    Timed("KS check after period 1", 20.07, "ks"),
     Timed("replay period 2 against v1", 1.84, "replay", {"scoring": 1.2, "shipping": 0.6}),
 ]
 

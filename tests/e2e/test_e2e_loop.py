@@ -206,6 +206,20 @@ def test_ks_check_is_scheduled_from_the_config(loop):
     assert deployment["work_pool_name"] == "modelops-local"
 
 
+def test_after_each_period_the_demo_asks_the_ks_check_deployment_for_a_run(loop):
+    """One run per period check, asked for (not auto-scheduled: the cron stays as it is), each completed."""
+    runs = httpx.post(
+        f"{loop['prefect']}/flow_runs/filter",
+        json={
+            "deployments": {"name": {"any_": ["ks-check"]}},
+            "flow_runs": {"parent_task_run_id": {"is_null_": True}},
+        },
+    ).json()
+    asked = [r for r in runs if not r["auto_scheduled"]]
+    assert len(asked) == len(loop["result"]["checks"]) >= 2
+    assert {r["state_type"] for r in asked} == {"COMPLETED"}
+
+
 def test_the_automation_templated_the_retrain_parameters_from_the_event(loop):
     runs = httpx.post(
         f"{loop['prefect']}/flow_runs/filter", json={"deployments": {"name": {"any_": ["retrain"]}}}
