@@ -53,7 +53,6 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
     env.update({key: str(value) for key, value in ports.items()})
     env["MODELOPS_STACK__HOME"] = str(home)
     env["MODELOPS_STACK__STARTUP_TIMEOUT_S"] = STARTUP_TIMEOUT_S
-    env["MODELOPS_MONITORING__DEMO_INTERVAL_S"] = "10"
     result_file = home / "result.json"
     command = [
         sys.executable,
