@@ -6,7 +6,7 @@ Runs the lead's demo loop (``modelops.cli.demo_loop.run_demo``, auto-approved) o
 a temporary home on free ports, then stops the stack. From the demo's timeline: the figure runs
 from the start of the replay of the period whose KS check came back degraded (the drifted traffic
 starts flowing) to the end of the step "automation → retrain → new version registered". It spans
-replay + shipping, the wait for the scheduled KS check (``monitoring.demo_interval_s``), the
+replay + shipping, the KS check the demo asks for after the period, the
 automation, the worker poll, retraining and registration. Several minutes of CPU: opt-in
 (``modelops bench --only loop --demo-loop``).
 """
