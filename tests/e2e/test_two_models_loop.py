@@ -3,7 +3,7 @@
 One embedded stack (real Prefect server, worker, deployments and the retrain automation from the
 project's ``prefect.yaml``, real MLflow, real PostgreSQL, the local serving target over real HTTP):
 
-    train alpha, train beta → a lifecycle each, approved with ``modelops approve`` → both served
+    train alpha and beta at once → a lifecycle each, approved with ``modelops approve`` → both served
     → interleaved traffic (alpha: the training period; beta: a drifted one) shipped by the sidecar
     → one run of the scheduled ks-check deployment checks both champions
     → only beta degrades → the automation retrains beta → its review is approved → beta v2 serves
@@ -161,10 +161,17 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
     sidecar = None
     try:
         stack.run("up", timeout=900)
+        # Both models at once, as two data scientists would: the trainings, then the lifecycles.
+        training = {model: stack.spawn("train", "--model-name", model) for model in (ALPHA, BETA)}
+        codes = {model: process.wait(timeout=900) for model, process in training.items()}
+        assert codes == {ALPHA: 0, BETA: 0}, [
+            out.read_text()[-3000:] for out in stack.home.glob("train-*.out")
+        ]
         for model in (ALPHA, BETA):
-            stack.run("train", "--model-name", model)
             stack.run("lifecycle", "--model", model, "--version", "1")
+        for model in (ALPHA, BETA):
             stack.approve(model, "1")
+        for model in (ALPHA, BETA):
             wait_for(lambda m=model: stack.alias(m, "champion") == "1", 600, f"{model} v1 champion")
         urls_before = stack.serving_urls()
 
