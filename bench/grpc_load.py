@@ -28,6 +28,7 @@ import grpc
 from modelops.serving.grpc_client import GrpcServingClient, predict_request, read_prediction
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
+WARM_UP_CALLS = 20  # at most: each body once, before the clock starts
 
 
 def build_bodies(target: str, model: str, records: list[dict[str, Any]], batch: int) -> list[bytes]:
@@ -60,7 +61,7 @@ def load(target: str, bodies: list[bytes], in_flight: int, seconds: float) -> di
 def _load_blocking(target: str, bodies: list[bytes], seconds: float) -> tuple[list[float], int, float]:
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(PREDICT)  # bytes in, bytes out: no client-side protobuf work
-        for body in bodies[:20]:  # warm-up
+        for body in bodies[:WARM_UP_CALLS]:
             call(body, timeout=30)
         latencies: list[float] = []
         errors = 0
@@ -82,7 +83,7 @@ async def _load_async(
 ) -> tuple[list[float], int, float]:
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(PREDICT)
-        for body in bodies[:20]:  # warm-up
+        for body in bodies[:WARM_UP_CALLS]:
             await call(body, timeout=30)
         latencies: list[float] = []
         errors = 0

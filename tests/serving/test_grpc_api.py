@@ -327,13 +327,13 @@ def test_traffic_refuses_a_rest_url_for_grpc(tmp_path):
 
 @pytest.mark.parametrize("in_flight", [1, 3], ids=["blocking-stub", "aio-3-in-flight"])
 def test_the_bench_load_generator_counts_every_answered_call(server, in_flight):
-    from bench.grpc_load import build_bodies, load
+    from bench.grpc_load import WARM_UP_CALLS, build_bodies, load
 
     bodies = build_bodies(server.grpc_target, MODEL, sample_records(128, seed=5), 64)
     rows_before = httpx.get(f"{server.url}/-/stats").json()["rows"]
-    summary = load(server.grpc_target, bodies, in_flight, seconds=0.5)
+    summary = load(server.grpc_target, bodies, in_flight, seconds=2)
     rows = httpx.get(f"{server.url}/-/stats").json()["rows"] - rows_before
     assert summary["errors"] == 0 and summary["requests"] > 0
-    warm_up = len(bodies[:20])  # each body once, up to 20, before the clock starts
+    warm_up = len(bodies[:WARM_UP_CALLS])
     assert rows == 64 * (warm_up + summary["requests"])  # every answered call is counted, none twice
     assert 0 < summary["p50_us"] <= summary["p99_us"] <= summary["max_us"]
