@@ -45,6 +45,7 @@ from modelops.stack.processes import (
     port_in_use,
     port_owner,
     spawn,
+    start_ticks,
     stop_tree,
     tree_rss_bytes,
 )
@@ -178,7 +179,7 @@ def _forget_dead(state: StackState, config: ModelOpsConfig, echo: Echo) -> None:
         if name == comp.POSTGRES:
             alive = _embedded_postgres(config, state).running_pid() == record.pid
         else:
-            alive = find_process(record.pid, record.create_time) is not None
+            alive = find_process(record.pid, record.start_ticks) is not None
         if not alive:
             echo(f"{name}: recorded pid {record.pid} is gone; starting it again")
             del state.components[name]
@@ -400,7 +401,7 @@ def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> No
         name=spec.name,
         url=spec.url,
         pid=process.pid,
-        create_time=process.create_time(),
+        start_ticks=start_ticks(process.pid),
         log=str(spec.log),
         port=spec.port,
     )
@@ -408,9 +409,7 @@ def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> No
 
 
 def _record(name: str, url: str, pid: int, log: str, port: int | None) -> ComponentRecord:
-    return ComponentRecord(
-        name=name, url=url, pid=pid, create_time=psutil.Process(pid).create_time(), log=log, port=port
-    )
+    return ComponentRecord(name=name, url=url, pid=pid, start_ticks=start_ticks(pid), log=log, port=port)
 
 
 def _adopt_postgres(pg: EmbeddedPostgres, state: StackState, echo: Echo) -> None:
@@ -433,7 +432,7 @@ def _wait_healthy(
     while pending:
         for name, spec in list(pending.items()):
             record = state.components[name]
-            if find_process(record.pid, record.create_time) is None:
+            if find_process(record.pid, record.start_ticks) is None:
                 raise StackError(
                     f"{name}: the process (pid {record.pid}) exited during startup; last lines of "
                     f"{spec.log}:\n{log_tail(spec.log)}"
@@ -602,7 +601,7 @@ def _serving_row(config: ModelOpsConfig, target: LocalTarget, model_name: str) -
 def _component_status(config: ModelOpsConfig, state: StackState, record: ComponentRecord) -> ComponentStatus:
     if record.external:
         return _external_database_status(config, record)
-    process = find_process(record.pid, record.create_time)
+    process = find_process(record.pid, record.start_ticks)
     if process is None:
         return ComponentStatus(
             record.name, record.url, record.pid, False, False, 0, detail=f"not running; log {record.log}"
@@ -723,7 +722,7 @@ def _stop_component(config: ModelOpsConfig, state: StackState, record: Component
     if record.external:
         echo(f"{record.name}: external ({record.url}), left running")
         return False
-    process = find_process(record.pid, record.create_time)
+    process = find_process(record.pid, record.start_ticks)
     if process is None:
         echo(f"{record.name}: pid {record.pid} already gone")
         return False

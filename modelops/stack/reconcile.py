@@ -104,7 +104,7 @@ class StackView:
     def of(cls, config: ModelOpsConfig) -> StackView:
         state = load_state(config.stack_home)
         record = state.components.get(comp.WORKER) if state else None
-        worker = find_process(record.pid, record.create_time) if record else None
+        worker = find_process(record.pid, record.start_ticks) if record else None
         return cls(
             config.stack.work_pool,
             worker,

@@ -1,7 +1,7 @@
 """The stack's state file (``<stack home>/stack.json``): what ``modelops up`` started and where.
 
-``down`` stops exactly the processes recorded here (PID + creation time, so a recycled PID is never
-signalled) and then deletes the file. Data directories (databases, artifacts) are kept.
+``down`` stops exactly the processes recorded here (PID + start time after boot, so a recycled PID is
+never signalled) and then deletes the file. Data directories (databases, artifacts) are kept.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from modelops.stack.processes import start_ticks_from_create_time
 
 STATE_FILE = "stack.json"
 
@@ -21,7 +23,7 @@ class ComponentRecord:
     name: str
     url: str
     pid: int | None = None  # None: external (e.g. a configured PostgreSQL DSN)
-    create_time: float | None = None  # psutil create_time of pid, guards against PID reuse
+    start_ticks: int | None = None  # processes.start_ticks(pid): guards against PID reuse
     log: str | None = None
     port: int | None = None
 
@@ -50,7 +52,7 @@ class StackState:
     @classmethod
     def from_json(cls, text: str) -> StackState:
         raw = json.loads(text)
-        components = {name: ComponentRecord(**rec) for name, rec in raw.get("components", {}).items()}
+        components = {name: _component(rec) for name, rec in raw.get("components", {}).items()}
         return cls(
             home=raw["home"],
             components=components,
@@ -60,6 +62,14 @@ class StackState:
             postgres_log=raw.get("postgres_log"),
             backend=raw.get("backend"),
         )
+
+
+def _component(raw: dict) -> ComponentRecord:
+    if "create_time" in raw:  # written before start_ticks: psutil's create_time, which drifts with the clock
+        create_time = raw.pop("create_time")
+        if create_time is not None:
+            raw.setdefault("start_ticks", start_ticks_from_create_time(create_time))
+    return ComponentRecord(**raw)
 
 
 def state_path(home: Path) -> Path:

@@ -46,7 +46,7 @@ from typing import Any
 
 from modelops.config import ModelOpsConfig, load_config
 from modelops.stack import components as comp
-from modelops.stack.processes import find_process, spawn
+from modelops.stack.processes import find_process, spawn, start_ticks
 from modelops.stack.state import ComponentRecord, StackState, load_state, save_state
 from modelops.targets.base import DeployError
 from modelops.targets.local import LocalTarget, Standby
@@ -162,7 +162,7 @@ class Supervisor:
 
     def _check_worker(self, state: StackState) -> None:
         record = state.components.get(comp.WORKER)
-        if record is None or record.external or find_process(record.pid, record.create_time) is not None:
+        if record is None or record.external or find_process(record.pid, record.start_ticks) is not None:
             return
         now = time.monotonic()
         if not self.backoff.ready(comp.WORKER, now):
@@ -174,7 +174,7 @@ class Supervisor:
             name=spec.name,
             url=spec.url,
             pid=process.pid,
-            create_time=process.create_time(),
+            start_ticks=start_ticks(process.pid),
             log=str(spec.log),
             port=spec.port,
         )
@@ -205,7 +205,7 @@ class Supervisor:
             if component in self.revivals or not self.backoff.ready(component, now):
                 continue
             record = self.target.record(model)
-            if record is None or record.stopped or find_process(record.pid, record.create_time):
+            if record is None or record.stopped or find_process(record.pid, record.start_ticks):
                 continue
             self.backoff.restarted(component, now)
             standby = self._take_standby(ready_only=True)

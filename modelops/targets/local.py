@@ -51,6 +51,7 @@ import psutil
 
 from modelops.config import ModelOpsConfig, load_config
 from modelops.serving.rest_client import HttpTransport, ServingClient, ServingClientError
+from modelops.stack.processes import find_process, start_ticks, start_ticks_from_create_time
 from modelops.stack.serving_ports import configured_port, port_map
 from modelops.targets.base import DeployError, Rollout, ServingTarget
 
@@ -66,7 +67,7 @@ class ServingProcess:
     model_name: str
     version: str
     pid: int
-    create_time: float
+    start_ticks: int  # with the pid, names the process (modelops.stack.processes.start_ticks)
     host: str
     port: int
     admin_port: int
@@ -90,7 +91,7 @@ class Standby:
     """A warm spare server process: TensorFlow imported, waiting for its ``serve`` arguments."""
 
     pid: int
-    create_time: float
+    start_ticks: int
     handoff: Path
     log: Path
 
@@ -100,7 +101,7 @@ class Standby:
 
     @property
     def alive(self) -> bool:
-        return _alive(self.pid, self.create_time)
+        return _alive(self.pid, self.start_ticks)
 
     def assign(self, argv: list[str]) -> None:
         tmp = self.handoff.with_suffix(".tmp")
@@ -165,7 +166,12 @@ class LocalTarget(ServingTarget):
     def _read_state(self, model_name: str) -> ServingProcess | None:
         path = self._state_file(model_name)
         try:
-            return ServingProcess(**json.loads(path.read_text()))
+            raw = json.loads(path.read_text())
+            if (
+                "create_time" in raw
+            ):  # written before start_ticks (psutil's create_time drifts with the clock)
+                raw["start_ticks"] = start_ticks_from_create_time(raw.pop("create_time"))
+            return ServingProcess(**raw)
         except FileNotFoundError:
             return None
         except (ValueError, TypeError) as exc:
@@ -196,7 +202,7 @@ class LocalTarget(ServingTarget):
 
     def current(self, model_name: str) -> Rollout | None:
         state = self._read_state(model_name)
-        if state is None or state.stopped or not _alive(state.pid, state.create_time):
+        if state is None or state.stopped or not _alive(state.pid, state.start_ticks):
             return None
         return self._rollout(state)
 
@@ -206,7 +212,7 @@ class LocalTarget(ServingTarget):
             state = self._read_state(model_name)
             if state is None:
                 return None
-            _terminate(state.pid, state.create_time)
+            _terminate(state.pid, state.start_ticks)
             self._write_state(replace(state, stopped=True))
             log.info("suspended %s version %s (pid %d)", model_name, state.version, state.pid)
             return state
@@ -224,7 +230,7 @@ class LocalTarget(ServingTarget):
             state = self._read_state(model_name) if acquired else None
             if state is None:
                 return None
-            if not state.stopped and _alive(state.pid, state.create_time):
+            if not state.stopped and _alive(state.pid, state.start_ticks):
                 return self._rollout(state)
             source = self.served_copy(model_name, state.version)
             if not (source / "saved_model.pb").is_file():
@@ -243,7 +249,7 @@ class LocalTarget(ServingTarget):
         with self._lock(model_name):
             state = self._read_state(model_name)
             if state is not None:
-                _terminate(state.pid, state.create_time)
+                _terminate(state.pid, state.start_ticks)
                 self._state_file(model_name).unlink(missing_ok=True)
                 log.info("stopped %s version %s (pid %d)", model_name, state.version, state.pid)
 
@@ -258,7 +264,7 @@ class LocalTarget(ServingTarget):
             )
         with self._lock(model_name):
             old = self._read_state(model_name)
-            if old is not None and not _alive(old.pid, old.create_time):
+            if old is not None and not _alive(old.pid, old.start_ticks):
                 log.warning(
                     "previous server for %s (pid %d) is gone; deploying without a swap", model_name, old.pid
                 )
@@ -268,7 +274,7 @@ class LocalTarget(ServingTarget):
             state = self._roll_out(model_name, version, old, placed)
             placed.commit()
             if old is not None:
-                _terminate(old.pid, old.create_time)
+                _terminate(old.pid, old.start_ticks)
                 log.info(
                     "swapped %s: version %s (pid %d) replaced version %s (pid %d)",
                     model_name,
@@ -296,7 +302,7 @@ class LocalTarget(ServingTarget):
                 command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=str(self.home),
             )  # fmt: skip
-        return Standby(process.pid, psutil.Process(process.pid).create_time(), handoff, log_path)
+        return Standby(process.pid, _started(process.pid), handoff, log_path)
 
     def _roll_out(
         self,
@@ -385,7 +391,7 @@ class LocalTarget(ServingTarget):
             model_name=model_name,
             version=version,
             pid=process.pid,
-            create_time=psutil.Process(process.pid).create_time(),
+            start_ticks=_started(process.pid),
             host=self.host,
             port=port,
             admin_port=admin_port,
@@ -495,39 +501,40 @@ def _post(url: str, timeout: float) -> None:
         raise DeployError(f"could not open the public port ({url}): {response.text[:300]}")
 
 
-def _alive(pid: int, create_time: float | None) -> bool:
-    try:
-        process = psutil.Process(pid)
-        if create_time is not None and abs(process.create_time() - create_time) > 0.01:
-            return False  # the pid was reused by another process
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def _started(pid: int) -> int:
+    started = start_ticks(pid)
+    if started is None:  # it has not been reaped, so even a server that died at once is still a zombie
+        raise DeployError(f"the server process (pid {pid}) vanished as it started")
+    return started
 
 
-def _terminate(pid: int, create_time: float | None, grace_s: float = 15.0) -> None:
+def _alive(pid: int, started: int | None) -> bool:
+    return find_process(pid, started) is not None
+
+
+def _terminate(pid: int, started: int | None, grace_s: float = 15.0) -> None:
     """SIGTERM the server's process group (graceful: in-flight requests finish), SIGKILL after grace."""
-    if not _alive(pid, create_time):
+    if not _alive(pid, started):
         with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
             psutil.Process(pid).wait(0)  # reap our own zombie child (no-op for someone else's)
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
-    if not _gone_within(pid, create_time, grace_s):
+    if not _gone_within(pid, started, grace_s):
         log.warning("server pid %d ignored SIGTERM for %.0fs; killing it", pid, grace_s)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         # SIGKILL cannot be ignored, but a process in uninterruptible sleep (a loaded machine
         # reclaiming memory) dies only when it wakes: callers count on it being gone
-        if not _gone_within(pid, create_time, 30):
+        if not _gone_within(pid, started, 30):
             log.error("server pid %d still present 30 s after SIGKILL", pid)
 
 
-def _gone_within(pid: int, create_time: float | None, timeout_s: float) -> bool:
+def _gone_within(pid: int, started: int | None, timeout_s: float) -> bool:
     """Polls rather than ``psutil.wait``: a server another process started stays a zombie until that
     parent reaps it, and a zombie serves nothing."""
     deadline = time.monotonic() + timeout_s
-    while _alive(pid, create_time):
+    while _alive(pid, started):
         with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
             psutil.Process(pid).wait(0.1)  # reaps our own child; a short sleep for anyone else's
         if time.monotonic() > deadline:

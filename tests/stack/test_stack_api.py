@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -12,8 +14,15 @@ import pytest
 
 from modelops.config import load_config
 from modelops.stack import Endpoints, StackNotRunning, endpoints, use_stack_environment
-from modelops.stack.processes import find_process, port_in_use, spawn, stop_tree
-from modelops.stack.state import ComponentRecord, StackState, load_state, remove_state, save_state
+from modelops.stack.processes import find_process, port_in_use, spawn, start_ticks, stop_tree
+from modelops.stack.state import (
+    ComponentRecord,
+    StackState,
+    load_state,
+    remove_state,
+    save_state,
+    state_path,
+)
 
 
 def _config(tmp_path, **extra: str):
@@ -47,8 +56,6 @@ def test_use_stack_environment_keeps_variables_already_set(tmp_path, monkeypatch
     monkeypatch.setenv("PREFECT_API_URL", "http://elsewhere:1/api")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     use_stack_environment(_config(tmp_path, MODELOPS_STACK__MLFLOW_PORT="5999"))
-    import os
-
     assert os.environ["PREFECT_API_URL"] == "http://elsewhere:1/api"
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"
 
@@ -56,7 +63,7 @@ def test_use_stack_environment_keeps_variables_already_set(tmp_path, monkeypatch
 def test_state_round_trip_and_removal(tmp_path):
     state = StackState(home=str(tmp_path), database_url="postgresql://x@127.0.0.1:1/db")
     state.components["mlflow"] = ComponentRecord(
-        name="mlflow", url="http://127.0.0.1:1", pid=12, create_time=3.5
+        name="mlflow", url="http://127.0.0.1:1", pid=12, start_ticks=3500
     )
     save_state(state)
     assert load_state(tmp_path) == state
@@ -95,7 +102,39 @@ def test_stop_tree_stops_a_process_that_ignores_the_first_sigterm(tmp_path):
 
 def test_find_process_ignores_a_recycled_pid():
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as popen:
-        real = psutil.Process(popen.pid).create_time()
+        real = start_ticks(popen.pid)
+        assert real is not None
         assert find_process(popen.pid, real) is not None
         assert find_process(popen.pid, real - 100) is None
         popen.kill()
+
+
+def test_a_live_process_is_still_found_when_the_wall_clock_moves(monkeypatch):
+    """NTP moving the clock moves /proc/stat's boot time by whole seconds, and psutil's create_time()
+    with it (a CI run saw `modelops up` call a worker that had just started "exited during startup")."""
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as popen:
+        try:
+            recorded = start_ticks(popen.pid)
+            booted = psutil.boot_time()
+            monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: booted + 1.0)  # the clock moved
+            assert psutil.Process(popen.pid).create_time() != pytest.approx(
+                booted + recorded / os.sysconf("SC_CLK_TCK"), abs=0.5
+            )
+            assert find_process(popen.pid, recorded) is not None
+        finally:
+            popen.kill()
+
+
+def test_a_state_file_from_before_start_ticks_still_names_its_processes(tmp_path):
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as popen:
+        try:
+            created = psutil.Process(popen.pid).create_time()
+            legacy = {"name": "worker", "url": "http://127.0.0.1:1", "pid": popen.pid, "create_time": created}
+            state_path(tmp_path).write_text(
+                json.dumps({"home": str(tmp_path), "components": {"worker": legacy}})
+            )
+            record = load_state(tmp_path).components["worker"]
+            assert record.start_ticks == start_ticks(popen.pid)
+            assert find_process(record.pid, record.start_ticks) is not None
+        finally:
+            popen.kill()
