@@ -39,13 +39,13 @@ from modelops.stack.postgres import (
     has_extension,
     place,
 )
+from modelops.stack.process_identity import start_ticks
 from modelops.stack.processes import (
     find_process,
     log_tail,
     port_in_use,
     port_owner,
     spawn,
-    start_ticks,
     stop_tree,
     tree_rss_bytes,
 )

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from modelops.stack.process_identity import start_ticks
+
 
 def spawn(
     argv: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path | None = None
@@ -28,30 +30,6 @@ def spawn(
             start_new_session=True,
         )
     return psutil.Process(popen.pid)
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks after boot (``/proc/<pid>/stat``), or None once it is gone.
-
-    With the PID it names one process for the whole of its life. psutil's ``create_time()`` cannot: it
-    adds the boot time read afresh from ``/proc/stat`` on every call, and that moves by a whole second
-    when NTP adjusts the wall clock, so two reads of one live process's create_time can differ by 1 s.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # fields after the command name, which is in parentheses and may hold spaces; starttime is the 22nd
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
-
-
-def start_ticks_from_create_time(create_time: float) -> int:
-    """The :func:`start_ticks` of a process whose psutil ``create_time()`` was recorded (older state
-    files), exact unless the wall clock was adjusted since."""
-    return round((create_time - psutil.boot_time()) * _CLOCK_TICKS)
 
 
 def find_process(pid: int | None, started: int | None) -> psutil.Process | None:

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from modelops.stack.processes import start_ticks_from_create_time
+from modelops.stack.process_identity import start_ticks_from_create_time
 
 STATE_FILE = "stack.json"
 

@@ -46,7 +46,8 @@ from typing import Any
 
 from modelops.config import ModelOpsConfig, load_config
 from modelops.stack import components as comp
-from modelops.stack.processes import find_process, spawn, start_ticks
+from modelops.stack.process_identity import start_ticks
+from modelops.stack.processes import find_process, spawn
 from modelops.stack.state import ComponentRecord, StackState, load_state, save_state
 from modelops.targets.base import DeployError
 from modelops.targets.local import LocalTarget, Standby

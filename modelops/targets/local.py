@@ -51,7 +51,8 @@ import psutil
 
 from modelops.config import ModelOpsConfig, load_config
 from modelops.serving.rest_client import HttpTransport, ServingClient, ServingClientError
-from modelops.stack.processes import find_process, start_ticks, start_ticks_from_create_time
+from modelops.stack.process_identity import start_ticks, start_ticks_from_create_time
+from modelops.stack.processes import find_process
 from modelops.stack.serving_ports import configured_port, port_map
 from modelops.targets.base import DeployError, Rollout, ServingTarget
 

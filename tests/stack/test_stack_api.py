@@ -14,7 +14,8 @@ import pytest
 
 from modelops.config import load_config
 from modelops.stack import Endpoints, StackNotRunning, endpoints, use_stack_environment
-from modelops.stack.processes import find_process, port_in_use, spawn, start_ticks, stop_tree
+from modelops.stack.process_identity import start_ticks
+from modelops.stack.processes import find_process, port_in_use, spawn, stop_tree
 from modelops.stack.state import (
     ComponentRecord,
     StackState,

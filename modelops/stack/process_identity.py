@@ -1,0 +1,41 @@
+"""Which process a recorded PID names: the PID with the process's start time in clock ticks after boot.
+
+No psutil here: the stack's state file (and with it the client image's ``ship`` and ``traffic``)
+reads these records without it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks after boot (``/proc/<pid>/stat``), or None once it is gone.
+
+    With the PID it names one process for the whole of its life. psutil's ``create_time()`` cannot: it
+    adds the boot time read afresh from ``/proc/stat`` on every call, and that moves by a whole second
+    when NTP adjusts the wall clock, so two reads of one live process's create_time can differ by 1 s.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # the fields after the command name, which is in parentheses and may hold spaces; starttime is the 22nd
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def start_ticks_from_create_time(create_time: float) -> int:
+    """The :func:`start_ticks` of a process whose psutil ``create_time()`` was recorded (state files
+    written before start ticks), exact unless the wall clock was adjusted since."""
+    return round((create_time - boot_time()) * CLOCK_TICKS)
+
+
+def boot_time() -> float:
+    """``btime`` of ``/proc/stat``, as psutil reads it: the wall clock now minus the time since boot."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise RuntimeError("/proc/stat has no btime line")
