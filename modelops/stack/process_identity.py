@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -27,10 +28,14 @@ def start_ticks(pid: int) -> int | None:
     return int(stat[stat.rindex(b")") + 2 :].split()[19])
 
 
-def start_ticks_from_create_time(create_time: float) -> int:
-    """The :func:`start_ticks` of a process whose psutil ``create_time()`` was recorded (state files
-    written before start ticks), exact unless the wall clock was adjusted since."""
-    return round((create_time - boot_time()) * CLOCK_TICKS)
+def upgrade_record(raw: dict[str, Any]) -> dict[str, Any]:
+    """A process record read from a state file, with psutil's ``create_time`` (files written before
+    start ticks) replaced by its :func:`start_ticks`: exact unless the wall clock was adjusted since."""
+    if "create_time" in raw:
+        create_time = raw.pop("create_time")
+        if create_time is not None:
+            raw.setdefault("start_ticks", round((create_time - boot_time()) * CLOCK_TICKS))
+    return raw
 
 
 def boot_time() -> float:

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from modelops.stack.process_identity import start_ticks_from_create_time
+from modelops.stack.process_identity import upgrade_record
 
 STATE_FILE = "stack.json"
 
@@ -23,7 +23,7 @@ class ComponentRecord:
     name: str
     url: str
     pid: int | None = None  # None: external (e.g. a configured PostgreSQL DSN)
-    start_ticks: int | None = None  # processes.start_ticks(pid): guards against PID reuse
+    start_ticks: int | None = None  # process_identity.start_ticks(pid): guards against PID reuse
     log: str | None = None
     port: int | None = None
 
@@ -52,7 +52,8 @@ class StackState:
     @classmethod
     def from_json(cls, text: str) -> StackState:
         raw = json.loads(text)
-        components = {name: _component(rec) for name, rec in raw.get("components", {}).items()}
+        records = raw.get("components", {})
+        components = {name: ComponentRecord(**upgrade_record(rec)) for name, rec in records.items()}
         return cls(
             home=raw["home"],
             components=components,
@@ -62,14 +63,6 @@ class StackState:
             postgres_log=raw.get("postgres_log"),
             backend=raw.get("backend"),
         )
-
-
-def _component(raw: dict) -> ComponentRecord:
-    if "create_time" in raw:  # written before start_ticks: psutil's create_time, which drifts with the clock
-        create_time = raw.pop("create_time")
-        if create_time is not None:
-            raw.setdefault("start_ticks", start_ticks_from_create_time(create_time))
-    return ComponentRecord(**raw)
 
 
 def state_path(home: Path) -> Path:

@@ -51,7 +51,7 @@ import psutil
 
 from modelops.config import ModelOpsConfig, load_config
 from modelops.serving.rest_client import HttpTransport, ServingClient, ServingClientError
-from modelops.stack.process_identity import start_ticks, start_ticks_from_create_time
+from modelops.stack.process_identity import start_ticks, upgrade_record
 from modelops.stack.processes import find_process
 from modelops.stack.serving_ports import configured_port, port_map
 from modelops.targets.base import DeployError, Rollout, ServingTarget
@@ -68,7 +68,7 @@ class ServingProcess:
     model_name: str
     version: str
     pid: int
-    start_ticks: int  # with the pid, names the process (modelops.stack.processes.start_ticks)
+    start_ticks: int  # with the pid, names the process (modelops.stack.process_identity.start_ticks)
     host: str
     port: int
     admin_port: int
@@ -167,12 +167,7 @@ class LocalTarget(ServingTarget):
     def _read_state(self, model_name: str) -> ServingProcess | None:
         path = self._state_file(model_name)
         try:
-            raw = json.loads(path.read_text())
-            if (
-                "create_time" in raw
-            ):  # written before start_ticks (psutil's create_time drifts with the clock)
-                raw["start_ticks"] = start_ticks_from_create_time(raw.pop("create_time"))
-            return ServingProcess(**raw)
+            return ServingProcess(**upgrade_record(json.loads(path.read_text())))
         except FileNotFoundError:
             return None
         except (ValueError, TypeError) as exc:
