@@ -9,6 +9,10 @@ before the run and sent as bytes over one channel (one HTTP/2 connection), ``--i
 time (one: the blocking stub; more: ``grpc.aio``); the answers are checked once (every record
 scored) before the run and counted during it. Prints one JSON line shaped like wrk's summary in
 :mod:`bench.serving`.
+
+``--save-answer FILE`` keeps that checked answer's bytes and ``--send-to HOST:PORT`` sends the load
+elsewhere (the bodies still come from TARGET): together they drive :mod:`bench.grpc_echo`, the
+transport's ceiling, with the same bytes as the real server.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ PREDICT = "/tensorflow.serving.PredictionService/Predict"
 WARM_UP_CALLS = 20  # at most: each body once, before the clock starts
 
 
-def build_bodies(target: str, model: str, records: list[dict[str, Any]], batch: int) -> list[bytes]:
+def build_bodies(
+    target: str, model: str, records: list[dict[str, Any]], batch: int
+) -> tuple[list[bytes], bytes]:
+    """The serialized PredictRequests, and the serialized answer to the first (checked)."""
     with GrpcServingClient(target, timeout=30) as client:
         inputs = client.signature_inputs(model)
         requests = [
@@ -40,7 +47,7 @@ def build_bodies(target: str, model: str, records: list[dict[str, Any]], batch: 
         ]
         check = client.prediction.Predict(requests[0], timeout=30)  # a real answer before any load
         read_prediction(check, batch, f"Predict grpc://{target}")
-    return [r.SerializeToString() for r in requests]
+    return [r.SerializeToString() for r in requests], check.SerializeToString()
 
 
 def load(target: str, bodies: list[bytes], in_flight: int, seconds: float) -> dict[str, Any]:
@@ -134,12 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--in-flight", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--save-answer", type=Path, help="write the checked answer's bytes here")
+    parser.add_argument("--send-to", help="host:port to load instead of TARGET (bodies from TARGET)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     records = json.loads(args.records_json.read_text())
-    bodies = build_bodies(args.target, args.model, records, args.batch)
+    bodies, answer = build_bodies(args.target, args.model, records, args.batch)
+    if args.save_answer:
+        args.save_answer.write_bytes(answer)
     before = resource.getrusage(resource.RUSAGE_SELF)
-    summary = load(args.target, bodies, args.in_flight, args.duration)
+    summary = load(args.send_to or args.target, bodies, args.in_flight, args.duration)
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     summary["client_cpu_s"] = cpu

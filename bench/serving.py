@@ -275,9 +275,16 @@ def wrk(
 
 
 def grpc_load(
-    target: str, records_file: Path, batch: int, in_flight: int, seconds: float, server: Server
+    target: str,
+    records_file: Path,
+    batch: int,
+    in_flight: int,
+    seconds: float,
+    server: Server | None,
+    *extra: str,
 ) -> dict[str, Any]:
-    """gRPC Predict load from :mod:`bench.grpc_load` (its own process), in wrk's result shape."""
+    """gRPC Predict load from :mod:`bench.grpc_load` (its own process), in wrk's result shape;
+    ``server`` is the process whose CPU time is counted, ``extra`` more arguments to the generator."""
     command = [
         sys.executable,
         "-m",
@@ -291,16 +298,50 @@ def grpc_load(
         str(in_flight),
         "--duration",
         str(seconds),
+        *extra,
     ]
-    server_cpu = server.cpu_seconds()
+    server_cpu = server.cpu_seconds() if server else 0.0
     output = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
     result = json.loads(output.strip().splitlines()[-1])
     requests = max(1, result["requests"])
     result["requests_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
     # the load generator's CPU (wrk's column), including its start-up; the server's over the run
     result["wrk_cpu_us_per_request"] = 1e6 * result["client_cpu_s"] / requests
-    result["server_cpu_us_per_request"] = 1e6 * (server.cpu_seconds() - server_cpu) / requests
+    if server is not None:
+        result["server_cpu_us_per_request"] = 1e6 * (server.cpu_seconds() - server_cpu) / requests
     return result
+
+
+def grpc_transport_alone(
+    target: str, records_file: Path, workdir: Path, seconds: float
+) -> list[dict[str, Any]]:
+    """Batch-64 calls, 1 in flight, to :mod:`bench.grpc_echo` (each flavor): the real request bodies and
+    the real answer's bytes, and nothing else; the serving server at ``target`` builds the bodies."""
+    answer = workdir / "grpc-answer.bin"
+    rows = []
+    for flavor in ("aio", "sync"):
+        progress(f"  gRPC transport alone ({flavor} echo server), batch 64, 1 call in flight, {seconds:.0f}s")
+        port = free_port()
+        if not answer.exists():  # the echo answers the real server's bytes: save them first
+            grpc_load(target, records_file, 64, 1, 0.1, None, "--save-answer", str(answer))
+        command = [sys.executable, "-m", "bench.grpc_echo", str(port), str(answer), "--flavor", flavor]
+        log = workdir / f"grpc-echo-{flavor}.log"
+        echo = Server(command, f"127.0.0.1:{port}", _listens, log).wait_ready()
+        try:
+            result = grpc_load(target, records_file, 64, 1, seconds, echo, "--send-to", echo.url)
+        finally:
+            echo.stop()
+        rows.append(scenario(f"{GRPC_ECHO_SCENARIO} ({flavor})", 64, 1, result))
+    return rows
+
+
+def _listens(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -428,6 +469,7 @@ def run(
             progress(f"  gRPC batch 64, {in_flight} call(s) in flight on one channel, {seconds:.0f}s")
             result = grpc_load(f"127.0.0.1:{grpc_port}", records_file, 64, in_flight, seconds, server)
             rows.append(scenario(GRPC_SCENARIO, 64, in_flight, result))
+        rows.extend(grpc_transport_alone(f"127.0.0.1:{grpc_port}", records_file, workdir, seconds))
         summary["rss_mb_modelops"] = server.rss_mb()
     finally:
         server.stop()
@@ -516,6 +558,7 @@ def mlflow_peer(
 
 
 GRPC_SCENARIO = "modelops gRPC Predict, batching on"  # connections = calls in flight on one channel
+GRPC_ECHO_SCENARIO = "gRPC transport alone: echo"  # + " (aio)" / " (sync)": bench.grpc_echo
 
 # Issue #15's goals, the one place they are written: bench.serving's summary and bench.suite's rows read them.
 P50_OVER_FLOOR_MS = 0.4  # batch-1, 1 conn: p50 <= in-process floor + this
@@ -575,9 +618,10 @@ def goals(
         check(f"batch-64: >= {BATCH64_SHARE:g}x in-process floor", f"{share:.2f}x", share >= BATCH64_SHARE)
     if grpc64:
         share = grpc64["records_per_s"] / floor_figures["batch64_rows_per_s"]
+        ceiling = grpc_ceiling(floor_figures, rows)
         check(
             f"batch-64 over gRPC, 1 call in flight: >= {GRPC64_SHARE:g}x in-process floor",
-            f"{share:.2f}x",
+            f"{share:.2f}x" + (f" (the transport alone allows {ceiling:.2f}x here)" if ceiling else ""),
             share >= GRPC64_SHARE,
         )
     for connections in (8, 16):
@@ -597,6 +641,17 @@ def goals(
             on16["p99_ms"] <= P99_16CONN_MS,
         )
     return checks
+
+
+def grpc_ceiling(floor_figures: dict[str, Any], rows: list[dict[str, Any]]) -> float | None:
+    """The highest share of the batch-64 floor a gRPC server could reach here if its own work took no
+    time: the model call (the floor's) plus the fastest echo round trip with the same bytes."""
+    echoes = [r for r in rows if r["scenario"].startswith(GRPC_ECHO_SCENARIO) and r["requests_per_s"] > 0]
+    if not echoes:
+        return None
+    model_call_s = 64 / floor_figures["batch64_rows_per_s"]
+    round_trip_s = min(1 / r["requests_per_s"] for r in echoes)
+    return model_call_s / (model_call_s + round_trip_s)
 
 
 def print_table(floor_figures: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:

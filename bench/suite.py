@@ -179,6 +179,7 @@ def serving_rows(summary: dict[str, Any], command: str) -> list[Row]:
             on64["records_per_s"] >= serving.BATCH64_SHARE * floor["batch64_rows_per_s"],
             floor=floor["batch64_rows_per_s"],
         )
+    grpc_ceiling = serving.grpc_ceiling(floor, summary["scenarios"])
     if grpc64:
         add(
             "batch-64 over gRPC, 1 call in flight: rec/s (floor: in-process batch-64)",
@@ -188,6 +189,16 @@ def serving_rows(summary: dict[str, Any], command: str) -> list[Row]:
             grpc64["records_per_s"] >= serving.GRPC64_SHARE * floor["batch64_rows_per_s"],
             floor=floor["batch64_rows_per_s"],
             note=f"server CPU {grpc64['server_cpu_us_per_request']:.0f} us per request",
+        )
+    if grpc_ceiling is not None:
+        add(
+            "batch-64 over gRPC: the most the transport alone allows (echo round trip + the floor's call)",
+            grpc_ceiling * floor["batch64_rows_per_s"],
+            "rec/s",
+            "(context: the gRPC goal's ceiling here)",
+            None,
+            floor=floor["batch64_rows_per_s"],
+            note=f"{grpc_ceiling:.2f}x the floor; bench.grpc_echo, best of the aio and sync servers",
         )
     if grpc64x4:
         add(

@@ -329,7 +329,7 @@ def test_traffic_refuses_a_rest_url_for_grpc(tmp_path):
 def test_the_bench_load_generator_counts_every_answered_call(server, in_flight):
     from bench.grpc_load import WARM_UP_CALLS, build_bodies, load
 
-    bodies = build_bodies(server.grpc_target, MODEL, sample_records(128, seed=5), 64)
+    bodies, _answer = build_bodies(server.grpc_target, MODEL, sample_records(128, seed=5), 64)
     rows_before = httpx.get(f"{server.url}/-/stats").json()["rows"]
     summary = load(server.grpc_target, bodies, in_flight, seconds=2)
     rows = httpx.get(f"{server.url}/-/stats").json()["rows"] - rows_before
@@ -337,3 +337,34 @@ def test_the_bench_load_generator_counts_every_answered_call(server, in_flight):
     warm_up = len(bodies[:WARM_UP_CALLS])
     assert rows == 64 * (warm_up + summary["requests"])  # every answered call is counted, none twice
     assert 0 < summary["p50_us"] <= summary["p99_us"] <= summary["max_us"]
+
+
+@pytest.mark.parametrize("flavor", ["aio", "sync"])
+def test_the_bench_transport_echo_answers_the_real_answer_without_the_model(server, tmp_path, flavor):
+    """bench.grpc_echo (the gRPC ceiling): the real request bodies in, the real answer's bytes out,
+    and the serving server sees none of those calls."""
+    from tensorflow_serving.apis import predict_pb2
+
+    from bench.grpc_load import build_bodies, load
+
+    bodies, answer = build_bodies(server.grpc_target, MODEL, sample_records(128, seed=5), 64)
+    answer_file = tmp_path / "answer.bin"
+    answer_file.write_bytes(answer)
+    port = free_port()
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "bench.grpc_echo", str(port), str(answer_file), "--flavor", flavor],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    try:
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "READY"
+        rows_before = httpx.get(f"{server.url}/-/stats").json()["rows"]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            raw = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")(bodies[0], timeout=30)
+        assert raw == answer
+        assert len(predict_pb2.PredictResponse.FromString(raw).outputs) > 0
+        summary = load(f"127.0.0.1:{port}", bodies, 1, seconds=1)
+        assert summary["errors"] == 0 and summary["requests"] > 0
+        assert httpx.get(f"{server.url}/-/stats").json()["rows"] == rows_before
+    finally:
+        echo.terminate()
+        echo.wait(30)
