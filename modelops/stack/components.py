@@ -180,7 +180,8 @@ def worker(config: ModelOpsConfig, database_url: str | None, started_after: floa
     so the stack's URLs go here; a Docker worker's containers get theirs from the pool's template
     (:mod:`modelops.stack.docker_pool`), and it gets the engine's address.
 
-    Healthy once it heartbeats into the pool after ``started_after`` (epoch seconds).
+    Healthy once it heartbeats into the pool after ``started_after`` (epoch seconds). It can start before
+    the Prefect server: it waits for its pool (:mod:`modelops.stack.worker_process`).
     """
     paths = home_paths(config)
     env = _base_env(config)
@@ -196,9 +197,13 @@ def worker(config: ModelOpsConfig, database_url: str | None, started_after: floa
     return ProcessSpec(
         name=WORKER,
         argv=[
-            console_script("prefect"),
-            "worker",
-            "start",
+            sys.executable,
+            "-m",
+            "modelops.stack.worker_process",  # `prefect worker start`, once the pool exists
+            "--wait-for-pool",
+            f"{config.stack.startup_timeout_s:g}",
+            "--unless",
+            str(deploy_report(config)),
             "--pool",
             pool,
             "--type",
@@ -213,6 +218,11 @@ def worker(config: ModelOpsConfig, database_url: str | None, started_after: floa
         health=lambda: worker_online(api, pool, WORKER_NAME, started_after),
         cwd=PROJECT_ROOT,
     )
+
+
+def deploy_report(config: ModelOpsConfig) -> Path:
+    """Where the deployment step (:mod:`modelops.stack.apply_deployments`) writes its outcome."""
+    return config.stack_home / "deployments.json"
 
 
 def stack_client_environment(config: ModelOpsConfig, database_url: str | None) -> dict[str, str]:

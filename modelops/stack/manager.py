@@ -106,11 +106,10 @@ def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
         launched: list[_Deployments] = []  # the deployment step, started while the servers start
         deploy: _Deployments | None = None
         try:
-            worker_pending, t_worker = _start_all(config, state, started, echo, launched)
+            pending, t_servers = _start_all(config, state, started, echo, launched)
             deploy = launched[0]
-            _wait_healthy(worker_pending, state, config, t_worker, echo)
+            _wait_healthy(pending, state, config, t_servers, echo)
             restore_serving(config, echo)  # needs MLflow when a served copy is gone
-            _start_supervisor(config, state, started, echo)
         except BaseException:
             _roll_back(config, state, started, launched[0] if launched else None, echo)
             raise
@@ -188,10 +187,13 @@ def _forget_dead(state: StackState, config: ModelOpsConfig, echo: Echo) -> None:
 def _start_all(
     config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo, launched: list[_Deployments]
 ) -> tuple[dict[str, comp.ProcessSpec], float]:
-    """Start what is missing and wait for it, except the worker: returns it (if started) to wait for.
+    """Start what is missing and wait for the servers; returns the worker and the supervisor (those
+    started) to wait for, and when the servers were healthy.
 
     The deployment step starts (into ``launched``) as soon as PostgreSQL runs: it imports the flows
-    while the servers start, then waits for the Prefect server's health itself."""
+    while the servers start, then waits for the Prefect server's health itself. The worker and the
+    supervisor start then too, so their imports overlap the servers' start: the worker waits for the
+    pool the deployment step makes, the supervisor for ``up`` to release the stack lock."""
     pg = _postgres_to_start(config, state, echo)
     _choose_backend(config, state, echo)
     on_postgres = state.backend == "postgres"
@@ -218,10 +220,10 @@ def _start_all(
         _start_postgres(pg, config, state, started, echo)
         echo(f"{comp.POSTGRES}: healthy in {time.monotonic() - t0:.1f} s")
     launched.append(_launch_deployments(config, state, echo))  # needs no worker: overlap them all
+    then = _start_worker(config, state, started, echo) | _start_supervisor(config, state, started, echo)
     _apply_schema(config, state, echo)  # while the servers start
     _wait_healthy(pending, state, config, t0, echo)
-    t1 = time.monotonic()
-    return _start_worker(config, state, started, echo), t1
+    return then, time.monotonic()
 
 
 def _choose_backend(config: ModelOpsConfig, state: StackState, echo: Echo) -> None:
@@ -382,17 +384,21 @@ def _start_worker(
     return {worker.name: worker}
 
 
-def _start_supervisor(config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo) -> None:
-    """Last, so it never races ``up`` restoring what ran; from now on it restarts what dies."""
+def _start_supervisor(
+    config: ModelOpsConfig, state: StackState, started: list[str], echo: Echo
+) -> dict[str, comp.ProcessSpec]:
+    """Start the supervisor unless it runs; returns it (if started) to wait for. It never races ``up``
+    restoring what ran: it leaves the worker and the model servers alone while ``up`` holds the stack
+    lock, and from then on restarts what dies."""
     record = state.components.get(comp.SUPERVISOR)
     if record is not None:
         echo(f"{comp.SUPERVISOR}: already running (pid {record.pid})")
-        return
+        return {}
     spec = comp.supervisor(config, started_after=time.time())
     echo(f"{comp.SUPERVISOR}: starting: restarts a dead worker or model server (log {spec.log})")
     _launch(spec, state, started)
     save_state(state)
-    _wait_healthy({spec.name: spec}, state, config, time.monotonic(), echo)
+    return {spec.name: spec}
 
 
 def _launch(spec: comp.ProcessSpec, state: StackState, started: list[str]) -> None:
@@ -448,7 +454,7 @@ def _wait_healthy(
                 f"(raise stack.startup_timeout_s if the machine is busy); last log lines:\n{logs}"
             )
         if pending:
-            time.sleep(0.25)
+            time.sleep(0.1)
 
 
 @dataclass
@@ -480,7 +486,7 @@ def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -
              "built and pushed first (a cold build installs the dependencies: minutes)")  # fmt: skip
     log = config.stack_home / "logs" / "deploy.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    report = config.stack_home / "deployments.json"
+    report = comp.deploy_report(config)
     report.unlink(missing_ok=True)
     echo(f"deployments: applying {prefect_file} to work pool '{config.stack.work_pool}' (log {log})")
     with log.open("ab") as out:

@@ -21,7 +21,8 @@ Each restart is one log line (what died, the new pid, how long it took) and one 
 ``<home>/restarts.json``, which ``modelops status`` shows. A component that dies again within
 ``CRASH_LOOP_S`` of its restart waits 1, 2, 4 ... 60 s before the next one.
 
-The worker check holds the stack lock (non-blocking: while ``up``/``down`` run it waits a poll).
+Each check holds the stack lock (non-blocking: while ``up``/``down`` run it waits a poll, and only
+writes its heartbeat), so ``up`` can start it beside the worker and restore what served itself.
 """
 
 from __future__ import annotations
@@ -152,11 +153,13 @@ class Supervisor:
     def tick(self) -> None:
         _reap_children()
         with _stack_lock(self.home) as held:
-            state = load_state(self.home) if held else None
-            if state is not None:
-                self._check_worker(state)
-        self._check_serving()
-        self._keep_standby()
+            if held:  # else `up` or `down` runs: they start and stop what they need; wait a poll
+                state = load_state(self.home)
+                if state is not None:
+                    self._check_worker(state)
+        if held:
+            self._check_serving()
+            self._keep_standby()
         self._write_heartbeat()
 
     # -- the worker ------------------------------------------------------------------------------
