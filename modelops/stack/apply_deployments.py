@@ -269,8 +269,13 @@ def main(argv: list[str] | None = None) -> int:
         healthy = wait_for_server(os.environ["PREFECT_API_URL"], args.wait_for_server)
         waited = f"{time.monotonic() - t0:.1f} s"
         print(f"Prefect server {'healthy after' if healthy else 'not healthy after'} {waited}", flush=True)
-    ensure_work_pool(args.pool, args.pool_type)
-    outcome = apply_all(prefect_file, args.pool, args.timeout, build_timeout_s=args.build_timeout)
+    try:
+        ensure_work_pool(args.pool, args.pool_type)
+    except Exception as exc:  # reported, as a deployment's failure is: the worker waits for the report
+        outcome = Outcome(failed={f"work pool {args.pool}": f"{type(exc).__name__}: {exc}"})
+        print(f"work pool {args.pool}: failed: {type(exc).__name__}: {exc}", flush=True)
+    else:
+        outcome = apply_all(prefect_file, args.pool, args.timeout, build_timeout_s=args.build_timeout)
     args.report.write_text(json.dumps(asdict(outcome)))
     return 1 if outcome.failed else 0
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -20,7 +22,7 @@ from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.settings import PREFECT_API_URL
 
-from modelops.config import load_config
+from modelops.config import PROJECT_ROOT, load_config
 from modelops.stack import components as comp
 from modelops.stack.state import StackState, save_state
 from modelops.stack.supervisor import Supervisor
@@ -63,6 +65,26 @@ def test_the_worker_stops_waiting_when_the_deployment_step_reported_without_the_
     report.write_text(json.dumps({"applied": [], "failed": {"x": "broken"}}))
     waiter.join(30)
     assert found == [False] and time.monotonic() - started < 60
+
+
+def test_the_deployment_step_reports_a_work_pool_it_could_not_make(tmp_path):
+    """Its report is what tells a waiting worker to go: it is written when the pool fails too."""
+    report = tmp_path / "deployments.json"
+    env = dict(
+        os.environ,
+        PREFECT_API_URL="http://127.0.0.1:9/api",  # nothing listens there
+        PREFECT_CLIENT_MAX_RETRIES="0",
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        MODELOPS_STACK__HOME=str(tmp_path),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "modelops.stack.apply_deployments", "--pool", "p", "--prefect-file",
+         str(PROJECT_ROOT / "prefect.yaml"), "--report", str(report), "--wait-for-server", "0.5"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    outcome = json.loads(report.read_text())
+    assert outcome["applied"] == [] and list(outcome["failed"]) == ["work pool p"]
 
 
 def test_the_worker_stops_waiting_after_the_timeout_on_an_unreachable_api():
