@@ -53,6 +53,12 @@ def stack_environment(home: Path) -> dict[str, str]:
     }
 
 
+def busy_cpu_seconds() -> float:
+    """CPU-seconds the whole machine has spent busy since boot (``/proc/stat``: all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def _seconds_after(moment: datetime | None, origin: float) -> float | None:
     return None if moment is None else moment.timestamp() - origin
 
@@ -139,9 +145,11 @@ def run(repeat: int = 3, idle_s: float = 5.0) -> dict[str, Any]:
     result: dict[str, Any] = {"home": str(home), "worker_query_seconds": config.stack.worker_query_seconds}
     progress(f"loop: starting the embedded stack in {home} (Prefect :{config.stack.prefect_port})")
     started = time.perf_counter()
+    busy_before = busy_cpu_seconds()
     try:
         up(config)
         result["up_s"] = time.perf_counter() - started
+        result["up_busy_cpu_s"] = busy_cpu_seconds() - busy_before
         progress(f"loop: stack up in {result['up_s']:.1f} s")
         use_stack_environment(config)
         from prefect import get_client
@@ -251,6 +259,20 @@ def rows(result: dict[str, Any], command: str) -> list[Row]:
                 "s",
                 goal="<= 15 s",  # issue #15
                 met=result["up_s"] <= 15,
+                command=command,
+            )
+        )
+    if "up_busy_cpu_s" in result:
+        available = (os.cpu_count() or 1) * result["up_s"]
+        out.append(
+            Row(
+                "stack",
+                "modelops up: the machine's busy CPU-seconds during it (floor: CPU-seconds it had)",
+                result["up_busy_cpu_s"],
+                "s",
+                goal="(context: near 1.0 = CPU-bound)",
+                met=None,
+                floor=available,
                 command=command,
             )
         )

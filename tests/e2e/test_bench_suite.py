@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT_ROOT))  # bench/ is a top-level folder, not an installed package
 
+from bench import loop, serving  # noqa: E402
 from bench.readme_table import markdown, replace_table, table_source  # noqa: E402
 from bench.report import Report, Row, median_report  # noqa: E402
 from bench.suite import SECTIONS, Options, Sizes, parse_only, run_suite, serving_rows  # noqa: E402
@@ -111,6 +114,34 @@ def test_serving_goals_just_missed_are_reported_missed():
     }
     missed = {r.goal for r in serving_rows(summary, "cmd") if r.met is False}
     assert missed == {"<= floor + 0.4 ms (0.80)", ">= 3x off and >= 3,500 rec/s", ">= 0.6x floor", "<= 20 ms"}
+
+
+def test_the_grpc_goal_names_the_transport_ceiling_measured_in_the_same_run():
+    floor = {"batch1_p50_ms": 0.4, "batch1_p99_ms": 0.6, "batch64_rows_per_s": 64_000}  # 1 ms per call
+    summary = {
+        "floor": floor,
+        "scenarios": [
+            scenario(serving.GRPC_SCENARIO, 64, 1, 32_000),  # 2 ms per call: 0.5x
+            scenario(f"{serving.GRPC_ECHO_SCENARIO} (aio)", 64, 1, 64_000),  # 1 ms round trip
+            scenario(f"{serving.GRPC_ECHO_SCENARIO} (sync)", 64, 1, 256_000),  # 0.25 ms: the fastest
+        ],
+    }
+    assert serving.grpc_ceiling(floor, summary["scenarios"]) == pytest.approx(1 / 1.25)
+    ceiling = next(r for r in serving_rows(summary, "cmd") if "transport alone" in r.figure)
+    assert ceiling.met is None and ceiling.value == pytest.approx(0.8 * 64_000)
+    (goal,) = [g for g in serving.goals(floor, summary["scenarios"], summary) if "gRPC" in g["goal"]]
+    assert goal["met"] is False and goal["measured"] == "0.50x (the transport alone allows 0.80x here)"
+
+
+def test_the_up_row_comes_with_the_cpu_the_machine_spent_during_it():
+    before = loop.busy_cpu_seconds()
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # 0.2 s of this process's CPU: the machine's busy time grows by it
+        pass
+    assert loop.busy_cpu_seconds() - before >= 0.15
+    result = {"worker_query_seconds": 0.25, "up_s": 10.0, "up_busy_cpu_s": 17.0}
+    row = next(r for r in loop.rows(result, "cmd") if "busy CPU" in r.figure)
+    assert row.value == 17.0 and row.floor == (os.cpu_count() or 1) * 10.0 and row.met is None
 
 
 def test_tiny_suite_run_of_shipping_and_ks_against_real_postgresql(tmp_path, postgres_url):
