@@ -317,13 +317,12 @@ def grpc_transport_alone(
 ) -> list[dict[str, Any]]:
     """Batch-64 calls, 1 in flight, to :mod:`bench.grpc_echo` (each flavor): the real request bodies and
     the real answer's bytes, and nothing else; the serving server at ``target`` builds the bodies."""
-    answer = workdir / "grpc-answer.bin"
+    answer = workdir / "grpc-answer.bin"  # the echo answers the real server's bytes
+    grpc_load(target, records_file, 64, 1, 0.1, None, "--save-answer", str(answer))
     rows = []
     for flavor in ("aio", "sync"):
         progress(f"  gRPC transport alone ({flavor} echo server), batch 64, 1 call in flight, {seconds:.0f}s")
         port = free_port()
-        if not answer.exists():  # the echo answers the real server's bytes: save them first
-            grpc_load(target, records_file, 64, 1, 0.1, None, "--save-answer", str(answer))
         command = [sys.executable, "-m", "bench.grpc_echo", str(port), str(answer), "--flavor", flavor]
         log = workdir / f"grpc-echo-{flavor}.log"
         echo = Server(command, f"127.0.0.1:{port}", _listens, log).wait_ready()

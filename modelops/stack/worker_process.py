@@ -20,23 +20,18 @@ import argparse
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from prefect.cli import app as prefect_cli
 
+from modelops.stack.components import http_ok
+
 POLL_S = 0.1
 
 
-def pool_exists(api_url: str, pool: str, timeout_s: float = 1.0) -> bool:
-    url = f"{api_url}/work_pools/{urllib.parse.quote(pool, safe='')}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return bool(200 <= response.status < 300)
-    except (urllib.error.URLError, OSError, ValueError):  # 404 (no pool yet) is an HTTPError
-        return False
+def pool_exists(api_url: str, pool: str) -> bool:
+    return http_ok(f"{api_url}/work_pools/{urllib.parse.quote(pool, safe='')}", timeout_s=1.0)  # 404: not yet
 
 
 def wait_for_pool(api_url: str, pool: str, timeout_s: float, unless: Path | None = None) -> bool:
