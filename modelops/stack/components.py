@@ -155,8 +155,9 @@ def mlflow_server(config: ModelOpsConfig, stores: BackendStores) -> ProcessSpec:
     return ProcessSpec(
         name=MLFLOW,
         argv=[
-            console_script("mlflow"),
-            "server",
+            sys.executable,
+            "-m",
+            "modelops.stack.mlflow_process",  # `mlflow server` without its second process
             "--host",
             host,
             "--port",

@@ -65,7 +65,8 @@ TINY_TRAINING = {
 
 # ------------------------------------------------------------------------------------ MLflow server
 class MlflowServer:
-    """``mlflow server`` on sqlite + a local artifact store in ``root``; killable and restartable.
+    """The stack's MLflow server (``mlflow server`` in one process, :mod:`modelops.stack.mlflow_process`)
+    on sqlite + a local artifact store in ``root``; killable and restartable.
 
     The port stays the same across restarts, so clients keep their tracking URI.
     """
@@ -82,7 +83,8 @@ class MlflowServer:
     def start(self, wait: bool = True, timeout: float = 300.0) -> None:
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         command = [
-            str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+            sys.executable, "-m", "modelops.stack.mlflow_process",
+            "--host", "127.0.0.1", "--port", str(self.port),
             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
             "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts"),
             "--workers", "1",
@@ -107,7 +109,7 @@ class MlflowServer:
             raise AssertionError(f"{exc}\n{self.tail()}") from None
 
     def kill(self) -> None:
-        """SIGKILL the whole server (gunicorn/uvicorn parent and workers): a crash, not a shutdown."""
+        """SIGKILL the whole server (its process group): a crash, not a shutdown."""
         if self.process is None or self.process.poll() is not None:
             return
         try:
