@@ -130,11 +130,27 @@ def prefect_server(config: ModelOpsConfig, stores: BackendStores) -> ProcessSpec
         PREFECT_SERVER_API_PORT=str(port),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_UI_API_URL=f"http://{host}:{port}/api",
+        # Block types are registered once `up` is done (modelops.stack.prefect_server_process), and the
+        # memo check would import every collection (the Docker and Kubernetes SDKs) to decide to skip.
+        PREFECT_SERVER_REGISTER_BLOCKS_ON_START="false",
+        PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION="false",
     )
     env.pop("PREFECT_API_URL", None)
     return ProcessSpec(
         name=PREFECT_SERVER,
-        argv=[console_script("prefect"), "server", "start", "--host", host, "--port", str(port)],
+        argv=[
+            sys.executable,
+            "-m",
+            "modelops.stack.prefect_server_process",  # `prefect server start`, block types registered later
+            "--register-blocks-after",
+            str(deploy_report(config)),
+            "--at-most",
+            f"{config.stack.startup_timeout_s:g}",
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
         env=env,
         log=paths["logs"] / "prefect-server.log",
         url=f"http://{host}:{port}",
