@@ -28,25 +28,17 @@ from prefect.cli import app as prefect_cli
 from prefect.server.database import provide_database_interface
 from prefect.server.models.block_registration import run_block_auto_registration
 
-from modelops.stack.components import http_ok
+from modelops.stack.components import heartbeat_after, http_ok
 
 POLL_S = 0.2
 
 
-def written_since(path: Path, since: float) -> bool:
-    """``path`` exists and was written at or after ``since`` (epoch seconds): not a previous ``up``'s."""
-    try:
-        return path.stat().st_mtime >= since
-    except OSError:
-        return False
-
-
 def wait_for_report(health_url: str, report: Path, at_most_s: float) -> bool:
-    """Wait until the server answers (its migrations are done) and ``report`` is written after now;
-    False when ``at_most_s`` passed first (the server answering or not)."""
+    """Wait until the server answers (its migrations are done) and ``report`` is written after now (not
+    a previous ``up``'s); False when ``at_most_s`` passed first (the server answering or not)."""
     started = time.time()
     deadline = time.monotonic() + at_most_s
-    while not (written_since(report, started - 1) and http_ok(health_url, timeout_s=1.0)):
+    while not (heartbeat_after(report, started) and http_ok(health_url, timeout_s=1.0)):
         if time.monotonic() > deadline:
             return False
         time.sleep(POLL_S)
@@ -54,7 +46,7 @@ def wait_for_report(health_url: str, report: Path, at_most_s: float) -> bool:
 
 
 async def register_block_types() -> None:
-    """What the Prefect server does at start with ``PREFECT_API_BLOCKS_REGISTER_ON_START`` on."""
+    """What the Prefect server does at start with ``PREFECT_SERVER_REGISTER_BLOCKS_ON_START`` on."""
     database = provide_database_interface()
     session = await database.session()
     async with session:
