@@ -12,7 +12,9 @@ scored) before the run and counted during it. Prints one JSON line shaped like w
 
 ``--save-answer FILE`` keeps that checked answer's bytes and ``--send-to HOST:PORT`` sends the load
 elsewhere (the bodies still come from TARGET): together they drive :mod:`bench.grpc_echo`, the
-transport's ceiling, with the same bytes as the real server.
+transport's ceiling, with the same bytes as the real server. ``--save-body FILE`` keeps the checked
+request as it goes on the wire (gRPC-framed), for :mod:`bench.grpc_h2load`; ``--duration 0`` sends no
+load.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from bench.grpc_h2load import frame
 from modelops.serving.grpc_client import GrpcServingClient, predict_request, read_prediction
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -143,12 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--save-answer", type=Path, help="write the checked answer's bytes here")
     parser.add_argument("--send-to", help="host:port to load instead of TARGET (bodies from TARGET)")
+    parser.add_argument("--save-body", type=Path, help="write the checked request, gRPC-framed, here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     records = json.loads(args.records_json.read_text())
     bodies, answer = build_bodies(args.target, args.model, records, args.batch)
     if args.save_answer:
         args.save_answer.write_bytes(answer)
+    if args.save_body:
+        args.save_body.write_bytes(frame(bodies[0]))
+    if args.duration <= 0:
+        return 0
     before = resource.getrusage(resource.RUSAGE_SELF)
     summary = load(args.send_to or args.target, bodies, args.in_flight, args.duration)
     after = resource.getrusage(resource.RUSAGE_SELF)

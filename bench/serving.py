@@ -9,9 +9,11 @@ with a Lua script cycling through pre-built JSON bodies; its own CPU time is rep
 
 Scenarios: batch-1 over 1 connection (p50/p99 vs floor), batch-1 over 16 connections with dynamic
 batching on and off, batch-64 records/s vs the in-process floor, an empty endpoint (the HTTP
-stack's ceiling), batch-64 over TF Serving's gRPC API (:mod:`bench.grpc_load`, 1 and 4 calls in
-flight on one channel, same server process), RSS per serving process, and optionally
-``mlflow models serve`` as the peer. ``--grpc-only``: the floor and the gRPC scenarios alone.
+stack's ceiling), batch-64 over TF Serving's gRPC API (nghttp2's ``h2load``, ``apt-get install -y
+nghttp2-client``, through :mod:`bench.grpc_h2load`: 1 and 4 calls in flight on one connection, same
+server process; and 1 in flight from Python's grpcio client, :mod:`bench.grpc_load`), RSS per
+serving process, and optionally ``mlflow models serve`` as the peer. ``--grpc-only``: the floor and
+the gRPC scenarios alone.
 Prints a table and writes JSON. Goals are reported, not asserted: this is not a test. Before load,
 each ``modelops serve`` process is smoke-tested with :mod:`modelops.serving.rest_client` (wrk only
 counts HTTP errors: a server answering malformed scores must not be benchmarked).
@@ -41,6 +43,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import grpc_h2load
 from modelops.config import TrainingSettings
 from modelops.data.generator import generate_period, generate_training
 from modelops.data.schema import HMEQ_SCHEMA
@@ -312,22 +315,61 @@ def grpc_load(
     return result
 
 
+def save_checked_call(target: str, records_file: Path, body: Path, answer: Path) -> None:
+    """One batch-64 Predict sent and its answer checked by :mod:`bench.grpc_load`; the request's bytes
+    (gRPC-framed, for h2load) and the answer's (for the echo server) saved."""
+    command = [
+        sys.executable, "-m", "bench.grpc_load", target, MODEL, str(records_file), "--batch", "64",
+        "--duration", "0", "--save-body", str(body), "--save-answer", str(answer),
+    ]  # fmt: skip
+    subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+
+
+def grpc_native(
+    target: str,
+    body_file: Path,
+    in_flight: int,
+    seconds: float,
+    server: Server,
+    rows_url: str | None,
+) -> dict[str, Any]:
+    """gRPC Predict load from h2load (:mod:`bench.grpc_h2load`), in wrk's result shape; ``server`` is
+    the process whose CPU time is counted. With ``rows_url`` (a ``modelops serve``'s REST URL), every
+    call h2load counts must have scored its 64 rows there: the rows the server reports scoring during
+    the run are compared, so a call answered with a gRPC error (an HTTP 200 to h2load) is an error."""
+    grpc_h2load.warm_up(target, body_file)
+    rows_before = served_rows(rows_url) if rows_url else 0
+    server_cpu = server.cpu_seconds()
+    result = grpc_h2load.load(target, body_file, in_flight, seconds)
+    requests = max(1, result["requests"])
+    result["server_cpu_us_per_request"] = 1e6 * (server.cpu_seconds() - server_cpu) / requests
+    if rows_url:
+        scored_calls = (served_rows(rows_url) - rows_before) // 64
+        result["errors"] += max(0, result["requests"] - scored_calls)
+    result["requests_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["wrk_cpu_us_per_request"] = 1e6 * result["client_cpu_s"] / requests
+    return result
+
+
+def served_rows(url: str) -> int:
+    """The rows a ``modelops serve`` process has scored since it started (its ``/-/stats``)."""
+    return int(httpx.get(f"{url}/-/stats", timeout=10).json()["rows"])
+
+
 def grpc_transport_alone(
-    target: str, records_file: Path, workdir: Path, seconds: float
+    body_file: Path, answer_file: Path, workdir: Path, seconds: float
 ) -> list[dict[str, Any]]:
-    """Batch-64 calls, 1 in flight, to :mod:`bench.grpc_echo` (each flavor): the real request bodies and
-    the real answer's bytes, and nothing else; the serving server at ``target`` builds the bodies."""
-    answer = workdir / "grpc-answer.bin"  # the echo answers the real server's bytes
-    grpc_load(target, records_file, 64, 1, 0.1, None, "--save-answer", str(answer))
+    """Batch-64 calls, 1 in flight, from h2load to :mod:`bench.grpc_echo` (each flavor): the real
+    request's bytes in, the real answer's bytes out, and nothing else."""
     rows = []
     for flavor in ("aio", "sync"):
         progress(f"  gRPC transport alone ({flavor} echo server), batch 64, 1 call in flight, {seconds:.0f}s")
         port = free_port()
-        command = [sys.executable, "-m", "bench.grpc_echo", str(port), str(answer), "--flavor", flavor]
+        command = [sys.executable, "-m", "bench.grpc_echo", str(port), str(answer_file), "--flavor", flavor]
         log = workdir / f"grpc-echo-{flavor}.log"
         echo = Server(command, f"127.0.0.1:{port}", _listens, log).wait_ready()
         try:
-            result = grpc_load(target, records_file, 64, 1, seconds, echo, "--send-to", echo.url)
+            result = grpc_native(echo.url, body_file, 1, seconds, echo, rows_url=None)
         finally:
             echo.stop()
         rows.append(scenario(f"{GRPC_ECHO_SCENARIO} ({flavor})", 64, 1, result))
@@ -384,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if shutil.which("wrk") is None and not args.grpc_only:
         print("bench.serving: wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    if not grpc_h2load.available():
+        print(f"bench.serving: {grpc_h2load.INSTALL_HINT}", file=sys.stderr)
         return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="modelops-bench-serving-"))
     summary = run(
@@ -464,11 +509,19 @@ def run(
                 rows.append(scenario("modelops batching on", batch, connections, result))
             ceiling = wrk(f"{server.url}/-/stats", bodies1, 16, seconds, script, method="GET", server=server)
             rows.append(scenario("HTTP ceiling: GET /-/stats (no model)", 1, 16, ceiling))
+        target = f"127.0.0.1:{grpc_port}"
+        body, answer = workdir / "grpc-body.bin", workdir / "grpc-answer.bin"  # a checked call's bytes
+        save_checked_call(target, records_file, body, answer)
         for in_flight in (1, 4):
-            progress(f"  gRPC batch 64, {in_flight} call(s) in flight on one channel, {seconds:.0f}s")
-            result = grpc_load(f"127.0.0.1:{grpc_port}", records_file, 64, in_flight, seconds, server)
+            progress(
+                f"  gRPC batch 64 (h2load), {in_flight} call(s) in flight on one connection, {seconds:.0f}s"
+            )
+            result = grpc_native(target, body, in_flight, seconds, server, rows_url=server.url)
             rows.append(scenario(GRPC_SCENARIO, 64, in_flight, result))
-        rows.extend(grpc_transport_alone(f"127.0.0.1:{grpc_port}", records_file, workdir, seconds))
+        progress(f"  gRPC batch 64 from Python's grpcio client, 1 call in flight, {seconds:.0f}s")
+        result = grpc_load(target, records_file, 64, 1, seconds, server)
+        rows.append(scenario(GRPC_PYTHON_CLIENT_SCENARIO, 64, 1, result))
+        rows.extend(grpc_transport_alone(body, answer, workdir, seconds))
         summary["rss_mb_modelops"] = server.rss_mb()
     finally:
         server.stop()
@@ -556,7 +609,9 @@ def mlflow_peer(
     return rows
 
 
-GRPC_SCENARIO = "modelops gRPC Predict, batching on"  # connections = calls in flight on one channel
+# h2load (bench.grpc_h2load); its connections column = calls in flight on one HTTP/2 connection
+GRPC_SCENARIO = "modelops gRPC Predict, batching on"
+GRPC_PYTHON_CLIENT_SCENARIO = "modelops gRPC Predict, grpcio client"  # bench.grpc_load, what `traffic` uses
 GRPC_ECHO_SCENARIO = "gRPC transport alone: echo"  # + " (aio)" / " (sync)": bench.grpc_echo
 
 # Issue #15's goals, the one place they are written: bench.serving's summary and bench.suite's rows read them.
