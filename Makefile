@@ -23,6 +23,7 @@ lint: setup
 	./scripts/lint.sh
 
 bench: setup
+	./scripts/install-bench-tools.sh
 	$(BIN)/modelops bench
 
 down:

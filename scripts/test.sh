@@ -8,6 +8,7 @@ lint_status=0
 ./scripts/lint.sh || lint_status=$?
 ./scripts/ensure-postgres.sh
 ./scripts/install-browser.sh || echo "test: no chromium here; the browser test will skip with the reason" >&2
+./scripts/install-bench-tools.sh || echo "test: no h2load here: the gRPC bench test will fail" >&2
 if [ -x scripts/docker-engine.sh ] && [ "${MODELOPS_SKIP_DOCKER:-0}" != 1 ]; then
   already_running=0
   ./scripts/docker-engine.sh status >/dev/null 2>&1 && already_running=1

@@ -368,3 +368,73 @@ def test_the_bench_transport_echo_answers_the_real_answer_without_the_model(serv
     finally:
         echo.terminate()
         echo.wait(30)
+
+
+class _MeasuredProcess:
+    """What bench.serving.grpc_native needs of the process under load: its CPU time."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.process = psutil.Process(pid)
+
+    def cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+
+def _framed_predict(server, model: str, tmp_path: Path) -> Path:
+    from bench.grpc_h2load import frame
+    from bench.grpc_load import build_bodies
+
+    body_file = tmp_path / f"{model}-body.bin"
+    bodies, _answer = build_bodies(server.grpc_target, MODEL, sample_records(64, seed=5), 64)
+    if model != MODEL:  # the same request for a model this server does not serve: NOT_FOUND
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest.FromString(bodies[0])
+        request.model_spec.name = model
+        bodies = [request.SerializeToString()]
+    body_file.write_bytes(frame(bodies[0]))
+    return body_file
+
+
+def test_the_bench_native_grpc_load_counts_only_calls_the_server_scored(server, tmp_path):
+    """h2load (the gRPC bench's load) sees HTTP statuses only, and a gRPC error is an HTTP 200: the
+    bench compares its count with the rows the server scored, so refused calls count as errors."""
+    from bench import grpc_h2load
+    from bench.serving import grpc_native
+
+    assert grpc_h2load.available(), grpc_h2load.INSTALL_HINT  # scripts/install-bench-tools.sh
+    measured = _MeasuredProcess(server.process.pid)
+    good = grpc_native(
+        server.grpc_target, _framed_predict(server, MODEL, tmp_path), 2, 1.0, measured, server.url
+    )
+    assert good["requests"] > 0 and good["errors"] == 0 and good["status_errors"] == 0
+    assert 0 < good["p50_us"] <= good["p99_us"] <= good["max_us"]
+    assert good["server_cpu_us_per_request"] > 0 and good["wrk_cpu_us_per_request"] > 0
+
+    refused = grpc_native(
+        server.grpc_target, _framed_predict(server, "no-such-model", tmp_path), 1, 1.0, measured, server.url
+    )
+    assert refused["requests"] > 0 and refused["errors"] == refused["requests"]
+
+
+def test_h2load_summary_reads_duration_failures_and_latencies():
+    from bench.grpc_h2load import summarize
+
+    output = (
+        "finished in 2.00s, 500.00 req/s, 1KB/s\n"
+        "requests: 1003 total, 1003 started, 1001 done, 1000 succeeded, 1 failed, 1 errored, 1 timeout\n"
+    )
+    answers = [(200, float(us)) for us in range(1, 1001)] + [(500, 5.0)]
+    summary = summarize(output, answers)
+    assert summary["duration_us"] == 2_000_000
+    assert (summary["requests"], summary["errors"], summary["status_errors"]) == (1000, 3, 1)
+    assert (summary["p50_us"], summary["p99_us"], summary["max_us"]) == (501.0, 991.0, 1000.0)
+    assert (
+        summarize("finished in 850.5ms, 1 req/s\nrequests: 1 total, 0 failed, 0 errored, 0 timeout\n", [])[
+            "duration_us"
+        ]
+        == 850_500
+    )
