@@ -87,6 +87,7 @@ _NUMPY_OF_ENUM: dict[int, Any] = {
     types_pb2.DT_BOOL: np.bool_,
 }
 _ENUM_OF_NUMPY = {np.dtype(v): k for k, v in _NUMPY_OF_ENUM.items()}
+_ITEMSIZE = {k: np.dtype(v).itemsize for k, v in _NUMPY_OF_ENUM.items()}
 _VAL_FIELD = {
     types_pb2.DT_HALF: "half_val",
     types_pb2.DT_FLOAT: "float_val",
@@ -134,8 +135,14 @@ def _invalid(message: str) -> Refusal:
 # ----------------------------------------------------------------------------- tensors <-> numpy
 
 
-def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto, spec: InputSpec) -> np.ndarray:
-    """The input ``name`` as a numpy array of the signature's dtype and shape, or :class:`Refusal`."""
+def tensor_to_array(
+    name: str, tensor: tensor_pb2.TensorProto, spec: InputSpec, check_finite: bool = True
+) -> np.ndarray:
+    """The input ``name`` as a numpy array of the signature's dtype and shape, or :class:`Refusal`.
+
+    ``check_finite=False`` leaves the refusal of infinite floats to the caller (:meth:`GrpcApi.decode_inputs`
+    checks every float input in one NumPy call).
+    """
     expected = _DTYPE_ENUM[spec.dtype]
     if tensor.dtype != expected:
         raise _invalid(
@@ -143,6 +150,17 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto, spec: InputSpec) 
             f"{dtype_name(expected)}"
         )
     tensor_shape = tensor.tensor_shape
+    dims = tensor_shape.dim
+    content = tensor.tensor_content
+    if content and len(dims) == 1 and len(spec.shape) == 1 and not tensor_shape.unknown_rank:
+        # the common case, a column of numbers as bytes: no per-dimension Python work
+        numpy_dtype = _NUMPY_OF_ENUM.get(expected)
+        size = dims[0].size
+        if numpy_dtype is not None and size >= 0 and len(content) == size * _ITEMSIZE[expected]:
+            array = np.frombuffer(content, dtype=numpy_dtype)
+            if check_finite and expected in _FLOATS:
+                _refuse_infinite(name, array)
+            return array
     if tensor_shape.unknown_rank:
         raise _invalid(f"input {name!r}: tensor_shape has unknown_rank; send the shape, e.g. [rows]")
     shape = tuple([d.size for d in tensor_shape.dim])
@@ -174,13 +192,18 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto, spec: InputSpec) 
         array = np.frombuffer(content, dtype=numpy_dtype).reshape(shape)
     else:
         array = _typed_values(name, tensor, expected, numpy_dtype, size).reshape(shape)
-    if expected in _FLOATS and np.isinf(array).any():
+    if check_finite and expected in _FLOATS:
+        _refuse_infinite(name, array)
+    return array
+
+
+def _refuse_infinite(name: str, array: np.ndarray) -> None:
+    if np.isinf(array).any():
         index = int(np.flatnonzero(np.isinf(array.reshape(-1)))[0])
         raise _invalid(
             f"input {name!r}, value {index}: infinite values are not accepted; send a finite number, "
             "or NaN for a missing value"
         )
-    return array
 
 
 def _typed_values(name: str, tensor: tensor_pb2.TensorProto, enum: int, numpy_dtype: Any, size: int) -> Any:
@@ -337,10 +360,13 @@ class GrpcApi:
             )
             raise _invalid(f"{' and '.join(parts)}; the signature expects exactly {sorted(expected)}")
         columns: dict[str, np.ndarray] = {}
+        floats: list[tuple[str, np.ndarray]] = []
         rows: int | None = None
         first = ""
         for spec in specs:
-            array = tensor_to_array(spec.name, given[spec.name], spec)
+            array = tensor_to_array(spec.name, given[spec.name], spec, check_finite=False)
+            if array.dtype.kind == "f":
+                floats.append((spec.name, array))
             count = array.shape[0]
             if rows is None:
                 rows, first = count, spec.name
@@ -356,6 +382,9 @@ class GrpcApi:
                 )
             columns[spec.name] = array
         assert rows is not None
+        if floats and np.isinf(np.concatenate([a.reshape(-1) for _, a in floats])).any():
+            for name, array in floats:  # which one: the message names the input and the value
+                _refuse_infinite(name, array)
         return columns, rows
 
     def metadata(
