@@ -373,6 +373,18 @@ def _scalar_column(spec: InputSpec, values: Sequence[Any], nulls_as_nan: bool = 
 def _check_utf8(spec: InputSpec, values: Sequence[Any]) -> None:
     """JSON allows lone surrogate escapes (``"\\ud800"``) that no UTF-8 tensor can hold; refuse them here,
     before batching, so one bad record cannot fail the other requests of a merged batch."""
+    try:
+        joined = "".join(values)  # all strings (base64 values are bytes by now: TypeError)
+    except TypeError:
+        pass
+    else:
+        if joined.isascii():
+            return
+        try:
+            joined.encode("utf-8")
+            return
+        except UnicodeEncodeError:
+            pass  # find the record below
     for index, value in enumerate(values):
         if isinstance(value, str) and not value.isascii():
             try:
