@@ -7,8 +7,8 @@
 Sections (each reproducible on its own with the command shown in its rows):
 
 * ``serving``  — bench.serving: the local TF-Serving-compatible server (wrk load) vs calling the
-  SavedModel signature in-process, batching on/off, batch 64 (REST, and gRPC with bench.grpc_load), RSS,
-  ``mlflow models serve`` as peer;
+  SavedModel signature in-process, batching on/off, batch 64 (REST, and gRPC from h2load:
+  bench.grpc_h2load), RSS, ``mlflow models serve`` as peer;
 * ``shipping`` — bench.log_shipping: spool files → PostgreSQL by the sidecar vs a raw COPY;
 * ``ks``       — bench.ks_window: the ks_check flow's window read + KS vs binary COPY + NumPy KS,
   at 10 k … 1 M (10 M without ``--quick``) rows, with the EXPLAIN of the window queries;

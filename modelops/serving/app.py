@@ -261,7 +261,7 @@ async def _predict(
     engine: InferenceEngine,
     settings: ServingSettings,
 ) -> Response:
-    engine.arrivals.enter()
+    engine.arrivals.count += 1
     handed_over = False
     try:
         declared = request.headers.get("content-length")
@@ -275,7 +275,7 @@ async def _predict(
         served = version or repository.default_version
         parsed = decode_predict_request(body, served.inputs_by_signature, settings.max_batch_size)
         runner = served.signatures[parsed.signature_name]
-        engine.arrivals.leave()
+        engine.arrivals.count -= 1
         handed_over = True
         try:
             outputs = await engine.predict(runner, parsed.columns, parsed.rows)
@@ -287,7 +287,7 @@ async def _predict(
             raise
     finally:
         if not handed_over:
-            engine.arrivals.leave()
+            engine.arrivals.count -= 1
     outputs = {k: _jsonable(v) for k, v in outputs.items()}
     if len(outputs) == 1:
         (only,) = outputs.values()

@@ -7,12 +7,9 @@ serves them on its ``--port``, 8500 by default)::
     tensorflow.serving.PredictionService/GetModelMetadata   metadata_field ["signature_def"]
     tensorflow.serving.ModelService/GetModelStatus          the versions' states
 
-The gRPC server is grpcio's thread-pool server, in the same process as the REST server: one model
-runtime, and a handler thread decodes a Predict call and hands it to the same :class:`InferenceEngine`
-as REST ``:predict`` requests (:meth:`InferenceEngine.predict_blocking`), so concurrent gRPC and REST
-requests are merged into the same signature calls. Handler threads rather than ``grpc.aio`` on the
-REST event loop: a call then never waits for the loop, and grpcio's thread-pool server costs less per
-call than ``grpc.aio`` here (``bench.grpc_echo`` measures both).
+The gRPC server (``grpc.aio``) runs on the REST server's event loop, in the same process: one model
+runtime, and Predict calls go to the same :class:`InferenceEngine` as REST ``:predict`` requests, so
+concurrent gRPC and REST requests are merged into the same signature calls.
 
 Input tensors are decoded without per-element Python work: numeric ``tensor_content`` with
 ``np.frombuffer`` reshaped by ``tensor_shape`` (or, when ``tensor_content`` is empty, the typed
@@ -34,8 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from concurrent import futures
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +56,6 @@ from modelops.serving.repository import ModelRepository, ModelVersion
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
-HANDLER_THREADS = 16
 SIGNATURE_DEF = "signature_def"
 # TF dtype name (InputSpec.dtype) <-> DataType enum, numpy dtype and the typed TensorProto field.
 _DTYPE_ENUM = {
@@ -309,9 +304,9 @@ class GrpcApi:
 
     # -- the methods
 
-    def predict(self, request: predict_pb2.PredictRequest, call: _Call) -> predict_pb2.PredictResponse:
+    async def predict(self, request: predict_pb2.PredictRequest, call: _Call) -> predict_pb2.PredictResponse:
         engine = self.engine
-        engine.arrivals.enter()  # like REST: a batch in the making waits for requests being decoded
+        engine.arrivals.count += 1  # like REST: a batch in the making waits for requests being decoded
         handed_over = False
         try:
             loaded = self.version_of(request.model_spec, call)
@@ -331,17 +326,17 @@ class GrpcApi:
                     f"output_filter names unknown output(s) {unknown}; the signature's outputs: "
                     f"{list(runner.outputs)}"
                 )
-            engine.arrivals.leave()
+            engine.arrivals.count -= 1
             handed_over = True
             try:
-                outputs = engine.predict_blocking(runner, columns, rows)
+                outputs = await engine.predict(runner, columns, rows)
             except Exception as exc:
                 if type(exc).__name__ == "InvalidArgumentError":
                     raise _invalid(f"the model rejected the input: {getattr(exc, 'message', exc)}") from None
                 raise
         finally:
             if not handed_over:
-                engine.arrivals.leave()
+                engine.arrivals.count -= 1
         response = predict_pb2.PredictResponse(model_spec=self.answer_spec(loaded, signature_name))
         for name in wanted or outputs:
             response.outputs[name].CopyFrom(array_to_tensor(outputs[name]))
@@ -387,7 +382,7 @@ class GrpcApi:
                 _refuse_infinite(name, array)
         return columns, rows
 
-    def metadata(
+    async def metadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, call: _Call
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         loaded = self.version_of(request.model_spec, call)
@@ -403,7 +398,7 @@ class GrpcApi:
         response.metadata[SIGNATURE_DEF].Pack(self._signature_maps[loaded.version])
         return response
 
-    def status(
+    async def status(
         self, request: get_model_status_pb2.GetModelStatusRequest, call: _Call
     ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
@@ -427,13 +422,13 @@ class GrpcApi:
 
     # -- the envelope every method goes through: metrics, refusals, unexpected errors
 
-    def answer(
+    async def answer(
         self,
         method: str,
         api: str,
-        handler: Callable[[Any, _Call], Any],
+        handler: Callable[[Any, _Call], Awaitable[Any]],
         request: Any,
-        context: grpc.ServicerContext,
+        context: grpc.aio.ServicerContext,
     ) -> Any:
         started = time.perf_counter()
         call = _Call()
@@ -441,7 +436,7 @@ class GrpcApi:
         message = ""
         response = None
         try:
-            response = handler(request, call)
+            response = await handler(request, call)
         except Refusal as refusal:
             code, message = refusal.code, refusal.message
         except Exception as exc:  # never let one call take the server down
@@ -451,7 +446,7 @@ class GrpcApi:
             call.version, method, api, code.name, _HTTP_OF_CODE.get(code, 500), time.perf_counter() - started
         )
         if code is not grpc.StatusCode.OK:
-            context.abort(code, message)  # raises: grpcio ends the call with this status
+            await context.abort(code, message)
         return response
 
 
@@ -459,36 +454,36 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, api: GrpcApi) -> None:
         self.api = api
 
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return self.api.answer("Predict", "predict", self.api.predict, request, context)
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        return await self.api.answer("Predict", "predict", self.api.predict, request, context)
 
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return self.api.answer("GetModelMetadata", "metadata", self.api.metadata, request, context)
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        return await self.api.answer("GetModelMetadata", "metadata", self.api.metadata, request, context)
 
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        _unimplemented(self.api, "Classify", context)
+    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        await _unimplemented(self.api, "Classify", context)
 
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        _unimplemented(self.api, "Regress", context)
+    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        await _unimplemented(self.api, "Regress", context)
 
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        _unimplemented(self.api, "MultiInference", context)
+    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        await _unimplemented(self.api, "MultiInference", context)
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, api: GrpcApi) -> None:
         self.api = api
 
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return self.api.answer("GetModelStatus", "status", self.api.status, request, context)
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        return await self.api.answer("GetModelStatus", "status", self.api.status, request, context)
 
-    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        _unimplemented(self.api, "HandleReloadConfigRequest", context)
+    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        await _unimplemented(self.api, "HandleReloadConfigRequest", context)
 
 
-def _unimplemented(api: GrpcApi, method: str, context: grpc.ServicerContext) -> None:
+async def _unimplemented(api: GrpcApi, method: str, context: grpc.aio.ServicerContext) -> None:
     api.metrics.observe_grpc("", "other", "other", "UNIMPLEMENTED", 501, 0.0)
-    context.abort(
+    await context.abort(
         grpc.StatusCode.UNIMPLEMENTED,
         f"{method} is not served by this server: use PredictionService/Predict (and GetModelMetadata, "
         "ModelService/GetModelStatus)",
@@ -496,21 +491,19 @@ def _unimplemented(api: GrpcApi, method: str, context: grpc.ServicerContext) -> 
 
 
 def build_grpc_server(
-    api: GrpcApi, host: str, port: int, max_message_bytes: int, handler_threads: int = HANDLER_THREADS
-) -> tuple[grpc.Server, int]:
-    """A thread-pool gRPC server with both services, bound to ``host:port`` (not started).
+    api: GrpcApi, host: str, port: int, max_message_bytes: int
+) -> tuple[grpc.aio.Server, int]:
+    """A ``grpc.aio`` server with both services, bound to ``host:port`` (call in the running loop).
 
-    ``handler_threads`` calls are handled at once (more wait in grpcio's queue): the calls that can be
-    merged into one model call. ``SO_REUSEPORT`` is off: a second server on the same port fails here
-    instead of silently sharing it (gRPC turns it on by default on Linux).
+    ``SO_REUSEPORT`` is off: a second server on the same port fails here instead of silently
+    sharing it (gRPC turns it on by default on Linux).
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=handler_threads, thread_name_prefix="grpc"),
+    server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-        ],
+        ]
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(api), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(api), server)

@@ -159,12 +159,12 @@ class _Server(uvicorn.Server):
 
             host, port, max_bytes = self.grpc_address
             self._grpc_server, _ = build_grpc_server(self.grpc_api, host, port, max_bytes)
-            self._grpc_server.start()
+            await self._grpc_server.start()
         await super().startup(sockets=sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._grpc_server is not None:
-            await asyncio.to_thread(self._grpc_server.stop(grace=5).wait)
+            await self._grpc_server.stop(grace=5)
         await super().shutdown(sockets=sockets)
 
     async def add_listener(self, sock: socket.socket) -> None:

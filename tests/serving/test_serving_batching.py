@@ -35,13 +35,11 @@ class HeldModel(SignatureRunner):
     def __init__(self) -> None:
         super().__init__(name="serving_default", inputs=(), outputs=("score",), batchable=True, function=None)
         self.calls: list[list[int]] = []
-        self.threads: list[str] = []  # the thread each call ran on
         self.entered = threading.Event()
         self.release = threading.Event()
 
     def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.calls.append([int(i) for i in columns["id"]])
-        self.threads.append(threading.current_thread().name)
         self.entered.set()
         if not self.release.wait(WAIT_S):
             raise TimeoutError("the test never released the model")
@@ -167,88 +165,6 @@ def test_a_lone_request_does_not_wait_for_the_batch_timeout():
         return model
 
     assert asyncio.run(scenario()).calls == [[5]]
-
-
-def ask_from_thread(engine: InferenceEngine, model: HeldModel, ids: list[int], name: str) -> Any:
-    """``predict_blocking`` from a thread of its own (as a gRPC handler calls it); join() for the answer."""
-    answer: dict[str, Any] = {}
-
-    def call() -> None:
-        answer["score"] = list(
-            engine.predict_blocking(model, {"id": np.array(ids, dtype=np.float64)}, len(ids))["score"]
-        )
-
-    thread = threading.Thread(target=call, name=name)
-    thread.start()
-
-    def join() -> list[float]:
-        thread.join(WAIT_S)
-        assert not thread.is_alive(), "the blocking caller never got its answer"
-        return answer["score"]
-
-    return join
-
-
-def test_a_blocking_caller_on_an_idle_engine_calls_the_model_on_its_own_thread():
-    engine = InferenceEngine(batching=True, batch_timeout_s=3600)
-    model = HeldModel()
-    model.release.set()
-    try:
-        assert ask_from_thread(engine, model, [3, 4], "grpc-handler")() == [30.0, 40.0]
-    finally:
-        engine.close()
-    assert model.calls == [[3, 4]] and model.threads == ["grpc-handler"]
-    assert (engine.batches, engine.batched_rows) == (1, 2)
-
-
-def test_blocking_and_event_loop_callers_queued_behind_a_call_are_merged_into_one():
-    """A gRPC handler (thread) and REST requests (event loop) that arrive while the model is busy
-    become one call on the inference thread, each caller with its own rows."""
-
-    async def scenario() -> HeldModel:
-        engine = InferenceEngine(batching=True, batch_timeout_s=0.0)
-        model = HeldModel()
-        client = Client(engine, model)
-        try:
-            first = client.ask([0])
-            assert await asyncio.to_thread(model.entered.wait, WAIT_S), "the first call never started"
-            join = ask_from_thread(engine, model, [1, 2], "grpc-handler")
-            while engine._outstanding < 1:  # the blocking caller has queued (it cannot run: model busy)
-                await asyncio.sleep(0.001)
-            last = client.ask([3])
-            await client.all_queued(2)
-            model.release.set()
-            assert await answers([first, last]) == [[0.0], [30.0]]
-            assert await asyncio.to_thread(join) == [10.0, 20.0]
-        finally:
-            engine.close()
-        return model
-
-    model = asyncio.run(scenario())
-    assert model.calls == [[0], [1, 2, 3]]
-    assert model.threads[1] == "inference"
-
-
-def test_a_blocking_caller_waits_for_a_request_being_received_instead_of_calling_alone():
-    async def scenario() -> HeldModel:
-        engine = InferenceEngine(batching=True, batch_timeout_s=3600)  # only the arrival ends the wait
-        model = HeldModel()
-        model.release.set()
-        client = Client(engine, model)
-        try:
-            engine.arrivals.enter()  # a REST request is being decoded
-            join = ask_from_thread(engine, model, [1], "grpc-handler")
-            while engine._outstanding < 1:
-                await asyncio.sleep(0.001)
-            engine.arrivals.leave()  # ... and is handed over
-            second = client.ask([2, 3])
-            assert await answers([second]) == [[20.0, 30.0]]
-            assert await asyncio.to_thread(join) == [10.0]
-        finally:
-            engine.close()
-        return model
-
-    assert asyncio.run(scenario()).calls == [[1, 2, 3]]
 
 
 # ---------------------------------------------------------------- end to end, real server and model
