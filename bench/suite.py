@@ -89,17 +89,19 @@ def serving_section(options: Options, report: Report) -> list[Row]:
     )
     if options.model_base_path:
         command += f" --model-base-path {options.model_base_path}"
-    if shutil.which("wrk") is None:
+    missing = [tool for tool in ("wrk", "h2load") if shutil.which(tool) is None]
+    if missing:
         return [
             Row(
                 "serving",
                 "serving benchmark",
                 None,
                 "",
-                goal="wrk installed",
+                goal="wrk and h2load installed",
                 met=False,
                 command=command,
-                note="wrk (the load generator) is not installed: apt-get install -y wrk",
+                note=f"not installed: {', '.join(missing)} (the load generators); run "
+                "scripts/install-bench-tools.sh (apt-get install -y wrk nghttp2-client)",
             )
         ]
     workdir = Path(tempfile.mkdtemp(prefix="modelops-bench-serving-", dir=options.workdir))

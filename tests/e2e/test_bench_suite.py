@@ -282,3 +282,19 @@ def test_readme_table_is_replaced_between_the_markers_and_names_its_source():
     assert replace_table(updated, table, "bench/results/new.json") == updated
     with pytest.raises(ValueError, match="no bench-table markers"):
         replace_table("no markers here", table, "x.json")
+
+
+def test_the_serving_section_names_a_missing_load_generator_and_how_to_install_it(monkeypatch):
+    """Without h2load (or wrk) the serving section is one missed row saying what to install, not a
+    traceback halfway through the run."""
+    import shutil
+
+    from bench import suite
+
+    real_which = shutil.which
+    monkeypatch.setattr(suite.shutil, "which", lambda name: None if name == "h2load" else real_which(name))
+    rows = suite.serving_section(Options(sizes=Sizes.tiny(), only=("serving",)), Report())
+    missing = ", ".join(tool for tool in ("wrk", "h2load") if tool == "h2load" or real_which(tool) is None)
+    assert len(rows) == 1 and rows[0].met is False
+    assert rows[0].note.startswith(f"not installed: {missing} (the load generators)")
+    assert "scripts/install-bench-tools.sh" in rows[0].note
