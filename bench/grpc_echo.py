@@ -6,9 +6,8 @@ Answers every ``tensorflow.serving.PredictionService/Predict`` call with the byt
 real PredictResponse, saved by :mod:`bench.grpc_load` ``--save-answer``) without parsing the request:
 no protobuf, no tensors, no model. The serving bench drives it with h2load (:mod:`bench.grpc_h2load`)
 and the real request's bytes, so the round trip it measures is what the server side of Python gRPC
-costs per call. The serving
-bench turns that into the ceiling of the gRPC batch-64 goal: the share of the in-process floor that
-a server whose own work took no time at all would reach here.
+costs per call, and turns that into the ceiling of the gRPC batch-64 goal: the share of the in-process
+floor that a server whose own work took no time at all would reach here.
 
 ``--flavor aio`` is the server the project runs (``grpc.aio``, as in
 :func:`modelops.serving.grpc_api.build_grpc_server`); ``sync`` is grpcio's thread-pool server.

@@ -10,11 +10,9 @@ time (one: the blocking stub; more: ``grpc.aio``); the answers are checked once 
 scored) before the run and counted during it. Prints one JSON line shaped like wrk's summary in
 :mod:`bench.serving`.
 
-``--save-answer FILE`` keeps that checked answer's bytes and ``--send-to HOST:PORT`` sends the load
-elsewhere (the bodies still come from TARGET): together they drive :mod:`bench.grpc_echo`, the
-transport's ceiling, with the same bytes as the real server. ``--save-body FILE`` keeps the checked
-request as it goes on the wire (gRPC-framed), for :mod:`bench.grpc_h2load`; ``--duration 0`` sends no
-load.
+``--save-answer FILE`` keeps that checked answer's bytes (what :mod:`bench.grpc_echo` answers) and
+``--save-body FILE`` the checked request as it goes on the wire (gRPC-framed, what
+:mod:`bench.grpc_h2load` sends); ``--duration 0`` sends no load after that check.
 """
 
 from __future__ import annotations
@@ -145,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--save-answer", type=Path, help="write the checked answer's bytes here")
-    parser.add_argument("--send-to", help="host:port to load instead of TARGET (bodies from TARGET)")
     parser.add_argument("--save-body", type=Path, help="write the checked request, gRPC-framed, here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -158,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration <= 0:
         return 0
     before = resource.getrusage(resource.RUSAGE_SELF)
-    summary = load(args.send_to or args.target, bodies, args.in_flight, args.duration)
+    summary = load(args.target, bodies, args.in_flight, args.duration)
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     summary["client_cpu_s"] = cpu

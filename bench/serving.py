@@ -288,21 +288,7 @@ def grpc_load(
 ) -> dict[str, Any]:
     """gRPC Predict load from :mod:`bench.grpc_load` (its own process), in wrk's result shape;
     ``server`` is the process whose CPU time is counted, ``extra`` more arguments to the generator."""
-    command = [
-        sys.executable,
-        "-m",
-        "bench.grpc_load",
-        target,
-        MODEL,
-        str(records_file),
-        "--batch",
-        str(batch),
-        "--in-flight",
-        str(in_flight),
-        "--duration",
-        str(seconds),
-        *extra,
-    ]
+    command = _grpc_load_command(target, records_file, batch, in_flight, seconds, *extra)
     server_cpu = server.cpu_seconds() if server else 0.0
     output = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
     result = json.loads(output.strip().splitlines()[-1])
@@ -315,13 +301,21 @@ def grpc_load(
     return result
 
 
+def _grpc_load_command(
+    target: str, records_file: Path, batch: int, in_flight: int, seconds: float, *extra: str
+) -> list[str]:
+    return [
+        sys.executable, "-m", "bench.grpc_load", target, MODEL, str(records_file),
+        "--batch", str(batch), "--in-flight", str(in_flight), "--duration", str(seconds), *extra,
+    ]  # fmt: skip
+
+
 def save_checked_call(target: str, records_file: Path, body: Path, answer: Path) -> None:
     """One batch-64 Predict sent and its answer checked by :mod:`bench.grpc_load`; the request's bytes
     (gRPC-framed, for h2load) and the answer's (for the echo server) saved."""
-    command = [
-        sys.executable, "-m", "bench.grpc_load", target, MODEL, str(records_file), "--batch", "64",
-        "--duration", "0", "--save-body", str(body), "--save-answer", str(answer),
-    ]  # fmt: skip
+    command = _grpc_load_command(
+        target, records_file, 64, 1, 0, "--save-body", str(body), "--save-answer", str(answer)
+    )
     subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
 
 
