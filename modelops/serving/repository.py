@@ -87,7 +87,10 @@ def _fast_call(
     """The signature called the way ``tf.constant`` and the call would end up calling it, minus their
     Python layers: one ``EagerTensor`` per input (what ``tf.constant`` builds in eager mode) passed
     flat, in the function's own argument order, with its captured variables. None when this TF
-    version lacks one of those private APIs."""
+    version lacks one of those private APIs.
+
+    ``tf.constant`` copies a NumPy array first, since the tensor may share its memory; here it is not
+    copied: the server builds each call's arrays for that call and never changes them afterwards."""
     import tensorflow as tf
     from tensorflow.python.eager import context
     from tensorflow.python.framework import ops
