@@ -1,4 +1,4 @@
-"""How the suite shares one machine between pytest-xdist workers (scripts/test.sh runs two).
+"""How the suite shares one machine between pytest-xdist workers (scripts/test.sh runs up to four).
 
 Each worker hands out ports from its own block below the kernel's ephemeral range, so two workers never
 pick the same port; the heaviest test files are collected first, so xdist (``--dist loadfile
@@ -90,3 +90,21 @@ def test_the_heaviest_files_are_collected_first():
     assert files.index("tests/architecture/test_import_layers.py") > files.index(
         "tests/stack/test_stack_lifecycle.py"
     )
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 2), (2, 4), (8, 4)])
+def test_the_default_worker_count_is_two_per_core_within_the_port_blocks(tmp_path, cores, expected):
+    script = (PROJECT_ROOT / "scripts" / "test.sh").read_text()
+    line = next(line for line in script.splitlines() if line.startswith('workers="${MODELOPS_TEST_WORKERS'))
+    fake_nproc = tmp_path / "nproc"
+    fake_nproc.write_text(f"#!/bin/sh\necho {cores}\n")
+    fake_nproc.chmod(0o755)
+    done = subprocess.run(
+        ["bash", "-c", f'{line}\necho "$workers"'],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == expected <= network.MAX_WORKERS
