@@ -6,10 +6,11 @@ Starts the embedded stack (Prefect server + worker + deployments, MLflow, Postgr
 home on free ports, so it never touches a stack you run yourself. ``modelops up`` applies prefect.yaml,
 whose ``retrain`` deployment has an event trigger on ``modelops.performance.degraded``. Each repeat
 emits that event (as the ks_check flow does) and polls the Prefect API for the retrain run: the time
-until it exists (the automation) and until it is Running (the worker's poll, the hand-over to the engine
-standby, or a cold process start and the flow's imports). The worker's first run, which finds no standby
-yet, is timed and reported on its own; the repeats follow it, 5 s apart. The run then fails or skips
-quickly (no model is registered in this fresh stack): that is fine for this figure. Afterwards the stack
+until it exists (the automation) and until it is Running (the worker woken by the run's Scheduled
+event, or its poll; the hand-over to the engine standby, or a cold process start and the flow's
+imports). The worker's first run, which finds no standby yet, is timed and reported on its own; the
+repeats follow it, 5 s apart. The run then fails or skips quickly (no model is registered in this fresh
+stack): that is fine for this figure. Afterwards the stack
 idles a few seconds and the RSS of every component (as ``modelops status`` shows it) and of the waiting
 engine standby is summed. The stack is stopped at the end.
 """
@@ -142,7 +143,11 @@ def run(repeat: int = 3, idle_s: float = 5.0) -> dict[str, Any]:
     use_stack_environment(config)  # before Prefect is imported: the stack manager imports it
     from modelops.stack.manager import down, status, up
 
-    result: dict[str, Any] = {"home": str(home), "worker_query_seconds": config.stack.worker_query_seconds}
+    result: dict[str, Any] = {
+        "home": str(home),
+        "worker_query_seconds": config.stack.worker_query_seconds,
+        "worker_wakeups": config.stack.worker_wakeups,
+    }
     progress(f"loop: starting the embedded stack in {home} (Prefect :{config.stack.prefect_port})")
     started = time.perf_counter()
     busy_before = busy_cpu_seconds()
@@ -222,16 +227,22 @@ def rows(result: dict[str, Any], command: str) -> list[Row]:
                 command=command,
             )
         )
+    if result.get("worker_wakeups"):  # the run's Scheduled event wakes the worker: no poll to wait for
+        how, floor = (
+            f"worker woken by the run's Scheduled event, polls every {poll:g} s as the fallback",
+            None,
+        )
+    else:
+        how, floor = f"worker poll {poll:g} s = floor", poll
     out.append(
         Row(
             "loop",
-            f"degraded event -> retrain run Running"
-            f" (worst of {len(running)}; worker poll {poll:g} s = floor)",
+            f"degraded event -> retrain run Running (worst of {len(running)}; {how})",
             max(running) if running else None,
             "s",
             goal="<= 2 s",  # issue #15 (was <= 5 s)
             met=(max(running) <= 2.0) if running and len(running) == len(attempts) else False,
-            floor=poll,
+            floor=floor,
             command=command,
             note="" if len(running) == len(attempts) else "a retrain run never reached Running",
         )

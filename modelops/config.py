@@ -121,7 +121,10 @@ class StackSettings(_Section):
     # docker pool: how long the first deployment may take to build and push the flow image (a cold
     # build installs TensorFlow & co. with pip: minutes; a cached one takes seconds).
     image_build_timeout_s: float = Field(1800.0, gt=0)
-    worker_query_seconds: float = Field(2.0, gt=0, le=60)
+    # How often the worker polls for due runs. With worker_wakeups it also polls as soon as a run of its
+    # pool is scheduled (an event), so this poll is only the fallback (modelops.stack.worker_wakeup).
+    worker_query_seconds: float = Field(5.0, gt=0, le=60)
+    worker_wakeups: bool = True
     # process pool: each flow run goes to a process that has already imported Prefect and the flows
     # (modelops.stack.engine_standby); false: every run starts `python -m prefect.engine` cold.
     engine_standby: bool = True

@@ -223,6 +223,7 @@ def worker(config: ModelOpsConfig, database_url: str | None, started_after: floa
             str(deploy_report(config)),
             "--pool",
             pool,
+            *(["--wake-on-events"] if config.stack.worker_wakeups else []),
             "--type",
             config.stack.work_pool_type,
             "--name",

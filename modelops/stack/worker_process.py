@@ -12,6 +12,8 @@ first events. So this process imports Prefect's CLI, waits up to S seconds until
 creates it with the stack's template as soon as the server answers), then runs Prefect's own ``prefect
 worker start`` in this process, as the ``prefect`` command does. It starts anyway after S seconds, or
 as soon as FILE exists (the deployment step's report: the step ended without making the pool).
+With ``--wake-on-events`` the worker also polls as soon as a run of its pool is scheduled
+(:mod:`modelops.stack.worker_wakeup`), so its periodic poll can be slow.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from prefect.cli import app as prefect_cli
 
+from modelops.stack import worker_wakeup
 from modelops.stack.components import http_ok
 
 POLL_S = 0.1
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-for-pool", type=float, default=0.0, metavar="S")
     parser.add_argument("--unless", type=Path, default=None, metavar="FILE")
     parser.add_argument("--pool", required=True)
+    parser.add_argument("--wake-on-events", action="store_true")
     known, other_args = parser.parse_known_args(argv)
     api_url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
     waited = known.wait_for_pool
@@ -59,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             "creates a missing pool and keeps trying to connect)",
             flush=True,
         )
+    if known.wake_on_events:
+        worker_wakeup.install(known.pool, log=lambda line: print(line, flush=True))
     sys.argv = ["prefect", "worker", "start", "--pool", known.pool, *other_args]
     prefect_cli()  # exits with the worker's status, as the `prefect` command does
     return 0

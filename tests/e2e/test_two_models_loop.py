@@ -68,7 +68,6 @@ class Stack:
             MODELOPS_STACK__PREFECT_PORT=str(self.ports["prefect"]),
             MODELOPS_STACK__MLFLOW_PORT=str(self.ports["mlflow"]),
             MODELOPS_STACK__POSTGRES_PORT=str(self.ports["postgres"]),
-            MODELOPS_STACK__WORKER_QUERY_SECONDS="1",
             MODELOPS_STACK__STARTUP_TIMEOUT_S=STARTUP_TIMEOUT_S,
             MODELOPS_SERVING__PORT=str(self.ports["serving"]),
         )

@@ -76,7 +76,6 @@ def stack_env(home: Path, prefect_file: Path, **extra: str) -> dict[str, str]:
         MODELOPS_STACK__MLFLOW_PORT=str(free_port()),
         MODELOPS_STACK__POSTGRES_PORT=str(free_port()),
         MODELOPS_STACK__WORK_POOL="stack-test",
-        MODELOPS_STACK__WORKER_QUERY_SECONDS="1",
         MODELOPS_STACK__PREFECT_FILE=str(prefect_file),
         MODELOPS_STACK__STARTUP_TIMEOUT_S=STARTUP_TIMEOUT_S,
     )
