@@ -25,7 +25,15 @@ import pytest
 import yaml
 from support.network import free_port
 from support.scoring_log import insert_scores
-from support.stack import BIN, PROJECT_ROOT, TINY_TRAINING, MlflowServer, wait_for, write_config
+from support.stack import (
+    BIN,
+    PROJECT_ROOT,
+    TINY_TRAINING,
+    MlflowServer,
+    stop_process_group,
+    wait_for,
+    write_config,
+)
 
 from modelops.data.generator import generate_period
 from modelops.data.schema import HMEQ_SCHEMA
@@ -209,12 +217,7 @@ def test_a_burst_for_two_models_retrains_each_exactly_once(prefect_harness, scor
             )
     finally:
         if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+            stop_process_group(worker)
         if deployment_id is not None:
             with get_client(sync_client=True) as client:
                 client.delete_resource_owned_automations(f"prefect.deployment.{deployment_id}")

@@ -24,7 +24,7 @@ from prefect.events.clients import get_events_subscriber
 from prefect.events.schemas.events import Event, Resource
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from support.network import free_port
-from support.stack import wait_for
+from support.stack import stop_process_group, wait_for
 
 from modelops.config import PROJECT_ROOT, load_config
 from modelops.stack import components as comp
@@ -199,6 +199,7 @@ def test_a_run_scheduled_after_the_first_poll_starts_without_waiting_for_the_nex
             cwd=PROJECT_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its flow-run processes go with it at the end
         )
     try:
         wait_for(lambda: _state(first) != "SCHEDULED", 240, "the first poll taking the first run")
@@ -212,12 +213,7 @@ def test_a_run_scheduled_after_the_first_poll_starts_without_waiting_for_the_nex
         wait_for(lambda: _state(second) in {"COMPLETED", "FAILED", "CRASHED"}, 240, "the second run ending")
         assert _state(second) == "COMPLETED", log.read_text()[-3000:]
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
+        stop_process_group(worker)
 
 
 def test_the_stacks_worker_wakes_on_events_unless_configured_off(monkeypatch):

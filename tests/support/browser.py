@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from support.network import free_port
+from support.stack import stop_process_group
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,18 +48,6 @@ def sync_playwright_or_skip() -> Any:
     except ImportError:
         pytest.skip("the Python package playwright is missing: run scripts/install-browser.sh")
     return sync_playwright
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a process this test started, with the children it started (its own process group)."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
 
 
 @contextmanager
@@ -97,7 +85,7 @@ def prefect_ui_server(home: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        stop(process)
+        stop_process_group(process)
         log.close()
 
 

@@ -46,6 +46,19 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str = "conditio
     raise AssertionError(f"{what} not met within {timeout:.0f} s (last error: {last!r})")
 
 
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process a test started with ``start_new_session=True``, with the children it started (its
+    own process group): SIGTERM, then SIGKILL after 15 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
 def write_config(folder: Path, **sections: dict[str, Any]) -> Path:
     """An environment config YAML in ``folder`` (validated later by ``load_config(path)``)."""
     folder.mkdir(parents=True, exist_ok=True)
