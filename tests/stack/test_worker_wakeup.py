@@ -205,11 +205,9 @@ def test_a_run_scheduled_after_the_first_poll_starts_without_waiting_for_the_nex
         wait_for(lambda: _state(first) != "SCHEDULED", 240, "the first poll taking the first run")
         wait_for(lambda: "worker wake-up: polls when a run" in log.read_text(), 60, "the listener started")
         second = _schedule(deployment_id)
-        polled_by_then = time.monotonic() + WAKEUP_DEADLINE_S
         wait_for(
             lambda: _state(second) != "SCHEDULED", WAKEUP_DEADLINE_S, "the wake-up taking the second run"
         )
-        assert time.monotonic() < polled_by_then
         wait_for(lambda: _state(second) in {"COMPLETED", "FAILED", "CRASHED"}, 240, "the second run ending")
         assert _state(second) == "COMPLETED", log.read_text()[-3000:]
     finally:
