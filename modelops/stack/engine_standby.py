@@ -8,15 +8,22 @@ This *launcher* imports nothing of Prefect (~0.1 s). It hands the run to a *stan
 earlier for the same worker and the same environment, which has imported Prefect's engine and every
 module of ``flows/`` (with the tasks and libraries under them, ~2.5 s on 2 cores) and waits on a unix
 socket. The launcher passes its standard streams (as file descriptors), working directory, arguments
-and environment; the standby runs ``prefect.engine`` as ``__main__`` with them, exactly as ``python -m
-prefect.engine`` would, and the launcher exits with its exit status. A signal the launcher gets (the
-worker's SIGTERM when a run is cancelled) goes to the standby; if the launcher is killed, the standby
-kills itself, so a run never outlives the process the worker watches.
+and environment; the standby forks, and the child runs ``prefect.engine`` as ``__main__`` with them,
+exactly as ``python -m prefect.engine`` would, and the launcher exits with its exit status. A signal
+the launcher gets (the worker's SIGTERM when a run is cancelled) goes to that child; if the launcher
+is killed, the child kills itself, so a run never outlives the process the worker watches.
+
+The standby itself keeps waiting for the next run, so a worker's runs after the first cost a fork,
+not a new import of Prefect and the flows (~5 CPU-seconds each, which every run used to spend on
+the standby for the next one). It forks only while it has a single Python thread (a fork copies only
+the calling thread); with more after the imports it runs one flow run itself and the launcher starts
+the next standby, as when none waits.
 
 When there is no ready standby, or the standby refuses the run (a source file it imported changed
-since), the launcher becomes ``python -m prefect.engine`` itself (``os.execv``): the run starts cold,
-as Prefect starts it. Either way the launcher then starts the next standby in the background; one
-waits per worker and environment (an ``flock`` keeps it to one), and it exits when its worker does.
+since; it exits then), the launcher becomes ``python -m prefect.engine`` itself (``os.execv``): the
+run starts cold, as Prefect starts it, and the launcher starts a standby in the background first;
+one waits per worker and environment (an ``flock`` keeps it to one), and it exits when its worker
+does.
 
 The environment is part of the standby's key, all of it but Prefect's per-run variables
 (``PREFECT__FLOW_RUN_ID`` and the other ``PREFECT__*``): Prefect reads its settings when it is
@@ -99,7 +106,7 @@ class StandbyPaths:
 
 
 def launch(argv: list[str]) -> int:
-    """Run this flow run on the standby, or exec the cold engine; start the next standby either way."""
+    """Run this flow run on the standby, or exec the cold engine and start a standby for the next."""
     # Held until the run has a process to forward them to (or this one becomes the engine).
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     worker_pid = os.getppid()
@@ -107,16 +114,28 @@ def launch(argv: list[str]) -> int:
     connection = None
     if directory is not None:
         paths = StandbyPaths.for_run(directory, worker_pid, dict(os.environ))
-        connection = _hand_over(paths, argv)
-        start_standby(paths, worker_pid)
+        taken = _hand_over(paths, argv)
+        if taken is None or not taken.standby_stays:  # the next run needs a standby of its own
+            start_standby(paths, worker_pid)
+        if taken is not None:
+            connection = taken.connection, taken.pid
     if connection is None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         os.execv(sys.executable, [sys.executable, "-m", engine_module(), *argv])
     return _relay(*connection)
 
 
-def _hand_over(paths: StandbyPaths, argv: list[str]) -> tuple[socket.socket, int] | None:
-    """(connection, standby pid) once the standby took the run; None when it is absent or refused."""
+@dataclass(frozen=True)
+class HandOver:
+    """A run a standby took: the connection its exit status comes on, and the process running it."""
+
+    connection: socket.socket
+    pid: int
+    standby_stays: bool  # the standby forked the run and waits for the next one
+
+
+def _hand_over(paths: StandbyPaths, argv: list[str]) -> HandOver | None:
+    """The run, once a standby took it; None when none is waiting or it refused."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         sock.connect(str(paths.socket))
@@ -132,7 +151,7 @@ def _hand_over(paths: StandbyPaths, argv: list[str]) -> tuple[socket.socket, int
         )
         sock.close()
         return None
-    return sock, int(answer["pid"])
+    return HandOver(sock, int(answer["pid"]), bool(answer.get("standby_stays")))
 
 
 def _relay(sock: socket.socket, standby_pid: int) -> int:
@@ -193,6 +212,7 @@ class Standby:
         self.connection: socket.socket | None = None
         self.finished = threading.Event()
         self.ready_at = time.monotonic()
+        self.forked = False  # True in a run's process forked from the standby
 
     def serve(self) -> int:
         # First registered, so last to run at exit: after Prefect's own handlers (log flushing).
@@ -205,39 +225,61 @@ class Standby:
         if not _alive(self.worker):
             return 0
         sources = preload()
+        # A fork copies only the forking thread. Native pools some imports start (OpenBLAS, jemalloc)
+        # come back through their fork handlers; a Python thread would be lost: then one run per standby.
+        threads = threading.active_count()
+        forking = threads == 1
+        if not forking:
+            print(f"engine standby: {threads} threads after the imports: one run per standby", flush=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.socket_path.unlink(missing_ok=True)
         listener.bind(str(self.socket_path))
-        listener.listen(1)
+        listener.listen(8)
         listener.settimeout(1.0)
         self.ready_at = time.monotonic()
         print(f"engine standby: pid {os.getpid()} ready on {self.socket_path}", flush=True)
-        try:
-            taken = self._wait_for_run(listener)
-        finally:  # one run per standby: the next one may start from here on
+
+        def close(*, for_good: bool) -> None:
             listener.close()
-            self.socket_path.unlink(missing_ok=True)
             lock.close()
-        if taken is None:
-            print("engine standby: the worker is gone or stopped it; exiting", flush=True)
-            self.lock_path.unlink(missing_ok=True)  # no standby comes for a gone worker
-            self.socket_path.with_suffix(".log").unlink(missing_ok=True)
-            return 0
-        connection, request, fds = taken
-        changed = changed_sources(sources)
-        if changed:
+            if for_good:  # the next standby may start from here on
+                self.socket_path.unlink(missing_ok=True)
+
+        while True:
+            taken = self._wait_for_run(listener)
+            if taken is None:
+                close(for_good=True)
+                print("engine standby: the worker is gone or stopped it; exiting", flush=True)
+                self.lock_path.unlink(missing_ok=True)  # no standby comes for a gone worker
+                self.socket_path.with_suffix(".log").unlink(missing_ok=True)
+                return 0
+            connection, request, fds = taken
+            changed = changed_sources(sources)
+            if changed:
+                close(for_good=True)  # before the answer: the launcher starts the next standby on it
+                for fd in fds:
+                    os.close(fd)
+                _send(connection, {"refused": f"{changed} changed since the standby imported it"})
+                print(f"engine standby: {changed} changed; exiting", flush=True)
+                return 0
+            if not forking:
+                close(for_good=True)
+                return self.run(connection, request, fds)
+            if os.fork() == 0:  # the run's process: Prefect and the flows already imported
+                close(for_good=False)
+                self.forked = True
+                _reseed_numpy()
+                return self.run(connection, request, fds)
+            connection.close()
             for fd in fds:
                 os.close(fd)
-            _send(connection, {"refused": f"{changed} changed since the standby imported it"})
-            print(f"engine standby: {changed} changed; exiting", flush=True)
-            return 0
-        return self.run(connection, request, fds)
 
     def _wait_for_run(self, listener: socket.socket) -> tuple[socket.socket, dict, list[int]] | None:
         """The launcher's connection and request; None once the worker is gone or on SIGTERM."""
         stopping = threading.Event()
         signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
         while _alive(self.worker) and not stopping.is_set():
+            _reap_runs()
             try:
                 connection, _ = listener.accept()
             except TimeoutError:
@@ -260,7 +302,7 @@ class Standby:
         os.environ.clear()
         os.environ.update(request["env"])
         self.connection = connection
-        _send(connection, {"pid": os.getpid()})
+        _send(connection, {"pid": os.getpid(), "standby_stays": self.forked})
         print(
             f"engine standby: pid {os.getpid()} runs flow run {os.environ.get('PREFECT__FLOW_RUN_ID')} "
             f"(Prefect and the flows imported {time.monotonic() - self.ready_at:.0f} s ago)",
@@ -325,6 +367,20 @@ def stop_standbys(worker_pid: int, timeout_s: float = 10.0) -> list[int]:
     for leftover in standby_directory().glob(f"{worker_pid}-*"):
         leftover.unlink(missing_ok=True)
     return [process.pid for process in found]
+
+
+def _reseed_numpy() -> None:
+    """A forked run draws its own NumPy numbers (Python's ``random`` reseeds itself after a fork)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+def _reap_runs() -> None:
+    """Collect the exit of runs forked earlier that have ended (their launchers got the status)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def _alive(process: psutil.Process | None) -> bool:

@@ -56,8 +56,11 @@ if mode == "wait-for-sigterm":
     time.sleep(120)
 if mode == "sleep":
     time.sleep(120)
+numpy = sys.modules.get("numpy")
 print(json.dumps({
     "pid": os.getpid(),
+    "ppid": os.getppid(),
+    "numpy_draw": numpy.random.random() if numpy else None,
     "cwd": os.getcwd(),
     "run_value": os.environ.get("PREFECT__TEST_RUN_VALUE"),
     "prefect_preloaded": "prefect.flow_engine" in sys.modules,
@@ -71,7 +74,7 @@ sys.exit(int(os.environ.get("PREFECT__TEST_ENGINE_EXIT", "0")))
 class Worker:
     """A real process in the role of Prefect's process worker (the launcher's parent)."""
 
-    def __init__(self, tmp_path: Path, project: Path | None = None) -> None:
+    def __init__(self, tmp_path: Path, project: Path | None = None, **env: str) -> None:
         """``project``: a copy of the project's code the launcher and standbys import instead of this
         checkout's (a test that changes a source file changes the copy, never files other tests use)."""
         (tmp_path / "standin_engine.py").write_text(ENGINE)
@@ -82,6 +85,7 @@ class Worker:
             "PYTHONPATH": os.pathsep.join(filter(None, path)),
             "MODELOPS_ENGINE_STANDBY_ENGINE": "standin_engine",
             "MODELOPS_ENGINE_STANDBY_DIR": str(self.standby_dir),
+            **env,
         }
         self.tmp_path = tmp_path
         self.process = subprocess.Popen(
@@ -175,6 +179,50 @@ def test_the_first_run_starts_cold_and_the_next_one_goes_to_the_warm_standby(wor
     assert warm["cwd"] == str(cwd)
     assert "engine: to stderr" in output  # both streams reach the worker
     assert f"engine standby: pid {warm['pid']} runs flow run run-2" in output
+
+
+def test_the_standby_forks_each_run_and_keeps_waiting(worker):
+    worker.run()  # cold; starts the standby
+    wait_for(worker.standby_ready, 120, "a standby")
+    [standby] = worker.standby_pids()
+    reports = []
+    for value in ("second", "third"):
+        launcher, status, output = worker.run(PREFECT__TEST_RUN_VALUE=value)
+        assert status == 0
+        reports.append(engine_report(output))
+        assert reports[-1]["ppid"] == standby  # forked from the one standby ...
+        assert reports[-1]["pid"] not in (launcher, standby)  # ... into a process of the run's own
+        assert reports[-1]["run_value"] == value and reports[-1]["flows_preloaded"]
+    assert reports[0]["pid"] != reports[1]["pid"]
+    assert reports[0]["numpy_draw"] != reports[1]["numpy_draw"]  # each run draws its own numbers
+    assert worker.standby_pids() == [standby]  # no new standby imported Prefect for the next run
+    assert worker.standby_ready()
+
+
+# Imported at start-up by every process of the worker below (its PYTHONPATH): a thread that stays.
+EXTRA_THREAD = """
+import threading, time
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+"""
+
+
+def test_a_standby_with_threads_runs_one_run_itself_and_a_new_one_waits(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(EXTRA_THREAD)
+    worker = Worker(tmp_path)
+    try:
+        worker.run()
+        wait_for(worker.standby_ready, 120, "a standby")
+        [standby] = worker.standby_pids()
+        launcher, status, output = worker.run(PREFECT__TEST_RUN_VALUE="warm")
+        assert status == 0
+        assert engine_report(output)["pid"] == standby  # no fork: the standby became the run
+        wait_for(lambda: worker.standby_ready() and worker.standby_pids() not in ([], [standby]), 120,
+                 "the launcher to start the next standby")  # fmt: skip
+        log = "\n".join(path.read_text() for path in worker.standby_dir.glob("*.log"))
+        assert "threads after the imports: one run per standby" in log
+    finally:
+        worker.stop()
+        wait_for(lambda: not worker.standby_pids(), 60, "the standbys to exit after their worker")
 
 
 def test_sigterm_to_the_launcher_reaches_the_run_on_the_standby(worker):

@@ -76,7 +76,7 @@ def test_a_degraded_event_right_after_up_launches_the_retrain(tmp_path, backend)
         worker_log = (tmp_path / "home" / "logs" / "worker.log").read_text()
         assert f"runs flow run {second['id']}" in worker_log
 
-        # `down` leaves no standby (one was started after the second run), and no file of one
+        # `down` leaves no standby (the one that forked the second run still waits), and no file of one
         down = run_modelops(env, "down", timeout=300)
         assert down.returncode == 0, down.stdout + down.stderr
         commands = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
