@@ -44,7 +44,8 @@ for line in sys.stdin:
 
 # The stand-in engine: reports its process, directory, environment and what was imported before it.
 ENGINE = """
-import json, os, pathlib, signal, sys, time
+import atexit, json, os, pathlib, signal, sys, time
+atexit.register(print, "engine: exit handler ran", flush=True)  # as Prefect flushes its logs at exit
 mode = os.environ.get("PREFECT__TEST_ENGINE_MODE", "report")
 pathlib.Path("engine.pid").write_text(str(os.getpid()))
 if mode == "wait-for-sigterm":
@@ -178,6 +179,7 @@ def test_the_first_run_starts_cold_and_the_next_one_goes_to_the_warm_standby(wor
     assert warm["run_value"] == "second"  # this run's environment, not the standby's
     assert warm["cwd"] == str(cwd)
     assert "engine: to stderr" in output  # both streams reach the worker
+    assert "engine: exit handler ran" in output  # the run's exit handlers ran before it reported
     assert f"engine standby: pid {warm['pid']} runs flow run run-2" in output
 
 
