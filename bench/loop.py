@@ -192,8 +192,19 @@ def run(repeat: int = 3, idle_s: float = 5.0) -> dict[str, Any]:
         try:
             down(config)
         finally:
-            shutil.rmtree(home, ignore_errors=True)
+            remove_home(home)
     return result
+
+
+def remove_home(home: Path) -> None:
+    """The temporary stack home, and the PostgreSQL data kept outside it as root (``down`` keeps data)."""
+    from modelops.stack.postgres import HOME_MARKER, relocated_dir
+
+    relocated = relocated_dir(home)
+    marker = relocated / HOME_MARKER
+    if marker.is_file() and marker.read_text().strip() == str(home.resolve()):
+        shutil.rmtree(relocated, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def rows(result: dict[str, Any], command: str) -> list[Row]:

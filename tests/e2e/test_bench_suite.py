@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from bench import loop, serving  # noqa: E402
 from bench.readme_table import markdown, replace_table, table_source  # noqa: E402
 from bench.report import Report, Row, median_report  # noqa: E402
 from bench.suite import SECTIONS, Options, Sizes, parse_only, run_suite, serving_rows  # noqa: E402
+from modelops.stack.postgres import HOME_MARKER, SYSTEM_DIR, relocated_dir  # noqa: E402
 
 ROW_FIELDS = {"figure", "value", "unit", "floor", "ratio", "goal", "met", "machine", "date", "command"}
 
@@ -298,3 +300,22 @@ def test_the_serving_section_names_a_missing_load_generator_and_how_to_install_i
     assert len(rows) == 1 and rows[0].met is False
     assert rows[0].note.startswith(f"not installed: {missing} (the load generators)")
     assert "scripts/install-bench-tools.sh" in rows[0].note
+
+
+def test_the_loop_bench_removes_its_home_and_the_postgresql_data_kept_outside_it(tmp_path):
+    if not os.access(SYSTEM_DIR.parent, os.W_OK):
+        pytest.skip(f"relocated data lives under {SYSTEM_DIR} only as root")
+    homes = {name: tmp_path / name for name in ("bench-home", "other-home")}
+    relocated = {name: relocated_dir(home) for name, home in homes.items()}
+    for name, home in homes.items():
+        home.mkdir()
+        relocated[name].mkdir(parents=True)
+        (relocated[name] / HOME_MARKER).write_text(str(homes["bench-home"].resolve()) if name == "bench-home"
+                                                   else "/somewhere/else")  # fmt: skip
+    try:
+        loop.remove_home(homes["bench-home"])
+        assert not homes["bench-home"].exists() and not relocated["bench-home"].exists()
+        assert relocated["other-home"].exists()  # its marker names another home: not the bench's to remove
+    finally:
+        for folder in relocated.values():
+            shutil.rmtree(folder, ignore_errors=True)
