@@ -115,18 +115,16 @@ def launch(argv: list[str]) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     worker_pid = os.getppid()
     directory = private_directory()
-    connection = None
+    taken = None
     if directory is not None:
         paths = StandbyPaths.for_run(directory, worker_pid, dict(os.environ))
         taken = _hand_over(paths, argv)
         if taken is None or not taken.standby_stays:  # the next run needs a standby of its own
             start_standby(paths, worker_pid)
-        if taken is not None:
-            connection = taken.connection, taken.pid
-    if connection is None:
+    if taken is None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         os.execv(sys.executable, [sys.executable, "-m", engine_module(), *argv])
-    return _relay(*connection)
+    return _relay(taken.connection, taken.pid)
 
 
 @dataclass(frozen=True)
