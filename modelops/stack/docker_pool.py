@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from prefect.blocks.system import Secret
 
 from modelops.config import CONFIG_DIR, ENV_PREFIX, PROJECT_ROOT, ModelOpsConfig, config_path, load_config
+from modelops.integrations.docker_engine import stop_container
 from modelops.integrations.image import ImageError, docker_client
 from modelops.stack import work_pools
 
@@ -198,9 +199,7 @@ def stop_flow_run_containers(pool: str, grace_s: int = 10) -> list[str]:
         containers = flow_run_containers(pool)
     except ImageError:
         return []
-    for container in containers:
-        container.stop(timeout=grace_s)
-    return [container.name for container in containers]
+    return [container.name for container in containers if stop_container(container, grace_s)]
 
 
 def container_state(infrastructure_pid: str) -> str | None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelops.config import ModelOpsConfig
+from modelops.integrations.docker_engine import remove_container
 from modelops.integrations.image import ImageError, build_serving_image, docker_client, pull_image, push_image
 from modelops.serving.rest_client import HttpTransport, ServingClient, ServingClientError
 from modelops.targets.base import DeployError, Rollout, ServingTarget
@@ -232,12 +233,7 @@ class DockerTarget(ServingTarget):
         )
 
     def _remove(self, name: str) -> None:
-        from docker.errors import NotFound  # lazy: see the module's docstring
-
-        try:
-            self.client.containers.get(name).remove(force=True)
-        except NotFound:
-            pass
+        remove_container(self.client, name)
 
 
 def _port_in_use(host: str, port: int) -> bool:

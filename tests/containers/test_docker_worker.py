@@ -34,6 +34,7 @@ from support.stack import wait_for
 from support.stack_home import run_modelops, stack_env
 
 from modelops.config import PROJECT_ROOT
+from modelops.integrations.docker_engine import remove_container
 
 # A cold first build of the flow image installs TensorFlow & co. with pip inside the build (minutes).
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -277,7 +278,7 @@ def docker_stack(tmp_path_factory: pytest.TempPathFactory):
         for container in client.containers.list(
             all=True, filters={"label": f"io.prefect.work-pool-name={stack.pool}"}
         ):
-            container.remove(force=True)
+            remove_container(client, container)  # auto_remove may be removing it already
         from modelops.config import load_config
         from modelops.targets.docker import DockerTarget
 
@@ -288,7 +289,7 @@ def docker_stack(tmp_path_factory: pytest.TempPathFactory):
             for container in client.containers.list(
                 all=True, filters={"label": f"org.modelops.model.name={stack.model}"}
             ):
-                container.remove(force=True)
+                remove_container(client, container)
         for version in ("v1", "v2"):
             forget(client, f"{registry_address()}/{config.serving.project}/{stack.model}:{version}")
 
