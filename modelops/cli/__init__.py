@@ -36,13 +36,11 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "up": Command(
-        "stack", "start the embedded stack (idempotent), wait until healthy and apply prefect.yaml"
-    ),
+    "up": Command("up", "start the embedded stack (idempotent), wait until healthy and apply prefect.yaml"),
     "status": Command(
-        "stack", "show each stack component with URL, PID, health and RSS (exit 1 when one is down)"
+        "status", "show each stack component with URL, PID, health and RSS (exit 1 when one is down)"
     ),
-    "down": Command("stack", "stop exactly what `modelops up` started and remove the stack state"),
+    "down": Command("down", "stop exactly what `modelops up` started and remove the stack state"),
     "generate": Command(
         "generate", "write generated HMEQ-like data: train.csv, period_<i>.csv (drifting) and schema.yaml"
     ),

@@ -1,11 +1,12 @@
-"""Where the Docker engine is: light (no Docker SDK, no Prefect), so the stack's supervisor can ask.
+"""Where the Docker engine is, and a client for it: light (no Prefect; the Docker SDK only when a
+client is made), so the stack's supervisor and ``modelops down`` can use it.
 
 ``MODELOPS_DOCKER_HOST`` or ``DOCKER_HOST`` when set, else the address ``scripts/docker-engine.sh
 start`` wrote to ``$MODELOPS_DOCKER_HOME/docker-host`` (default ``/var/lib/modelops-docker``), else
 ``None`` (Docker's default socket).
 
 It also holds the container clean-up every Docker path shares (:func:`remove_container`,
-:func:`stop_container`); they import the Docker SDK inside, as only their callers need it.
+:func:`stop_container`). The functions import the Docker SDK inside: it is a heavy optional dependency.
 """
 
 from __future__ import annotations
@@ -13,9 +14,17 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import docker
 
 DEFAULT_DOCKER_HOME = "/var/lib/modelops-docker"
+
+
+class ImageError(RuntimeError):
+    """Building, pushing or pulling the serving image failed, or the engine is unreachable; the message
+    names the thing and the fix."""
 
 
 def docker_host() -> str | None:
@@ -27,6 +36,26 @@ def docker_host() -> str | None:
     if marker.is_file():
         return marker.read_text().strip() or None
     return None
+
+
+def docker_client(timeout: float = 300) -> docker.DockerClient:
+    """A connected client, or ImageError naming the engine address and how to start one."""
+    import docker  # lazy: see the module's docstring
+    from docker.errors import DockerException
+
+    host = docker_host()
+    try:
+        client = (
+            docker.DockerClient(base_url=host, timeout=timeout) if host else docker.from_env(timeout=timeout)
+        )
+        client.ping()
+    except DockerException as exc:
+        where = host or "Docker's default socket"
+        raise ImageError(
+            f"the Docker engine at {where} is unreachable ({exc}): start it with "
+            "`sudo scripts/docker-engine.sh start` or set MODELOPS_DOCKER_HOST / DOCKER_HOST"
+        ) from None
+    return client
 
 
 def _removal_in_progress(exc: Exception) -> bool:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from prefect.logging import get_run_logger
 
 from modelops.config import PROJECT_ROOT, ModelOpsConfig
-from modelops.integrations.docker_engine import docker_host
+from modelops.integrations.docker_engine import ImageError, docker_client
 from modelops.secrets import resolve_secret
 
 if TYPE_CHECKING:
@@ -41,10 +41,6 @@ TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _TAG = re.compile(rf"^{TAG_RULE}$")
 LABEL_MODEL = "org.modelops.model.name"
 LABEL_VERSION = "org.modelops.model.version"
-
-
-class ImageError(RuntimeError):
-    """Building, pushing or pulling the serving image failed; the message names the thing and the fix."""
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
@@ -74,26 +70,6 @@ def split_reference(reference: str) -> tuple[str, str]:
     if not sep or "/" in tag:
         return reference, "latest"
     return repository, tag
-
-
-def docker_client(timeout: float = 300) -> docker.DockerClient:
-    """A connected client, or ImageError naming the engine address and how to start one."""
-    import docker  # lazy: see the module's docstring
-    from docker.errors import DockerException
-
-    host = docker_host()
-    try:
-        client = (
-            docker.DockerClient(base_url=host, timeout=timeout) if host else docker.from_env(timeout=timeout)
-        )
-        client.ping()
-    except DockerException as exc:
-        where = host or "Docker's default socket"
-        raise ImageError(
-            f"the Docker engine at {where} is unreachable ({exc}): start it with "
-            "`sudo scripts/docker-engine.sh start` or set MODELOPS_DOCKER_HOST / DOCKER_HOST"
-        ) from None
-    return client
 
 
 def check_registry_reachable(registry: str, timeout: float = 5) -> None:

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
-import pandas as pd
 
 DEFAULT_TIMEOUT = 10.0
 VERSION_HEADER = "x-model-version"  # set by this project's server: the version that answered
@@ -348,13 +347,17 @@ def _instance(index: int, row: Mapping[str, Any], inputs: Mapping[str, str]) -> 
     return instance
 
 
+_PANDAS_MISSING = frozenset({"NAType", "NaTType"})  # pd.NA, pd.NaT: named, so pandas need not be imported
+
+
 def _missing(value: Any) -> bool:
-    if value is None:
+    """None, NaN (Python, NumPy or Decimal), NaT or pandas' NA: what ``pd.isna`` calls missing in a scalar."""
+    if value is None or type(value).__name__ in _PANDAS_MISSING:
         return True
     if isinstance(value, str | bytes | list | dict):
         return False
     try:
-        return bool(pd.isna(value))
+        return bool(value != value)  # NaN and NaT are the values unequal to themselves
     except (TypeError, ValueError):
         return False
 

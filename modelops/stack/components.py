@@ -304,6 +304,8 @@ def worker_online(
 
 SUPERVISOR = "supervisor"
 SUPERVISOR_HEARTBEAT = "supervisor.heartbeat"  # under the home; touched every poll
+# `up` starts the components in this order, `down` stops them in reverse
+ORDER = (POSTGRES, PREFECT_SERVER, MLFLOW, WORKER, SUPERVISOR)
 
 
 def supervisor(

@@ -32,8 +32,6 @@ from urllib.parse import urlsplit
 from prefect.blocks.system import Secret
 
 from modelops.config import CONFIG_DIR, ENV_PREFIX, PROJECT_ROOT, ModelOpsConfig, config_path, load_config
-from modelops.integrations.docker_engine import stop_container
-from modelops.integrations.image import ImageError, docker_client
 from modelops.stack import work_pools
 
 DOCKERFILE = PROJECT_ROOT / "infra" / "docker" / "flow.Dockerfile"
@@ -44,12 +42,6 @@ CONTAINER_DOCKER_SOCKET = "/var/run/docker.sock"
 DATABASE_SECRET_BLOCK = "modelops-stack-database-url"
 # Environment a container must not inherit from `modelops up`'s: paths on this host.
 _HOST_ONLY = {"MODELOPS_STACK__HOME", "MODELOPS_STACK__PREFECT_FILE", "MODELOPS_PROJECT_ROOT"}
-# prefect-docker turns Prefect's flow-run labels into Docker labels: prefect.io/x -> io.prefect.x
-POOL_LABEL = "io.prefect.work-pool-name"
-
-
-def is_docker_pool(config: ModelOpsConfig) -> bool:
-    return config.stack.work_pool_type == "docker"
 
 
 def project_version() -> str:
@@ -180,49 +172,6 @@ def base_job_template(
 def ensure_pool(name: str, template: dict[str, Any]) -> str:
     """Create the pool with ``template``, or set it on an existing one; returns what was done."""
     return work_pools.ensure_pool(name, "docker", template)
-
-
-def flow_run_containers(pool: str, *, running_only: bool = True) -> list[Any]:
-    """The containers the Docker worker started for this pool's flow runs (Prefect labels them)."""
-    client = docker_client(timeout=30)
-    try:
-        return list(client.containers.list(all=not running_only, filters={"label": f"{POOL_LABEL}={pool}"}))
-    finally:
-        client.close()
-
-
-def stop_flow_run_containers(pool: str, grace_s: int = 10) -> list[str]:
-    """Stop the pool's flow-run containers (``down``: the process pool's runs stop with the worker's
-    tree; these would go on without a worker). Their runs are judged by ``up``'s reconcile. Returns
-    the stopped containers' names; an unreachable engine has nothing to stop."""
-    try:
-        containers = flow_run_containers(pool)
-    except ImageError:
-        return []
-    return [container.name for container in containers if stop_container(container, grace_s)]
-
-
-def container_state(infrastructure_pid: str) -> str | None:
-    """The Docker worker's run record ``<engine url>:<container id>`` → the container's status
-    (``running``, ``exited`` ...), ``"gone"`` when the engine no longer has it, ``None`` when the
-    engine cannot be asked (nothing can be judged then)."""
-    from docker.errors import DockerException, NotFound  # lazy: the Docker SDK is an optional dependency
-
-    _, _, container_id = infrastructure_pid.rpartition(":")
-    if not container_id:
-        return None
-    try:
-        client = docker_client(timeout=30)
-    except ImageError:
-        return None
-    try:
-        return str(client.containers.get(container_id).status)
-    except NotFound:
-        return "gone"
-    except DockerException:
-        return None
-    finally:
-        client.close()
 
 
 def save_database_secret(dsn: str) -> None:

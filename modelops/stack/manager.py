@@ -1,4 +1,5 @@
-"""``up`` / ``status`` / ``down`` for the embedded stack.
+"""``up`` for the embedded stack (``status`` and ``down``, re-exported: :mod:`modelops.stack.status`,
+:mod:`modelops.stack.teardown`).
 
 ``up`` checks every port it needs first (nothing is started when one is taken), starts PostgreSQL
 (unless a DSN is configured) and creates the Prefect server's and MLflow's databases on it, then starts
@@ -12,32 +13,23 @@ call started is stopped again.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from modelops.config import ModelOpsConfig
 from modelops.integrations.postgres import apply_migrations, redact
-from modelops.serving.rest_client import model_status
 from modelops.stack import components as comp
-from modelops.stack import docker_pool, engine_standby, prefect_toml, reconcile
+from modelops.stack import docker_pool, prefect_toml, reconcile
 from modelops.stack.postgres import (
-    POSTGRES_BIN_PATH,
     EmbeddedPostgres,
-    Placement,
     PostgresError,
     check_reachable,
     ensure_database,
     has_extension,
-    place,
 )
 from modelops.stack.process_identity import start_ticks
 from modelops.stack.processes import (
@@ -46,59 +38,23 @@ from modelops.stack.processes import (
     port_in_use,
     port_owner,
     spawn,
-    stop_tree,
-    tree_rss_bytes,
 )
 from modelops.stack.serving_restore import restore_serving
 from modelops.stack.state import ComponentRecord, StackState, load_state, remove_state, save_state
-from modelops.stack.supervisor import clear_restarts, read_heartbeat, restart_counts
-from modelops.targets.local import LocalTarget
-
-Echo = Callable[[str], None]
-ORDER = (comp.POSTGRES, comp.PREFECT_SERVER, comp.MLFLOW, comp.WORKER, comp.SUPERVISOR)
+from modelops.stack.status import ComponentStatus, serving_status, status
+from modelops.stack.teardown import Echo, down, embedded_postgres, print_line, stack_lock, stop_component
 
 
 class StackError(RuntimeError):
     """The stack could not be started or reached; the message names the component and the fix."""
 
 
-@dataclass
-class ComponentStatus:
-    name: str
-    url: str
-    pid: int | None
-    running: bool
-    healthy: bool
-    rss_bytes: int
-    detail: str = ""
-    restarts: int = 0  # by the supervisor, since `modelops up`
-    # On the prefect-server row: flow runs Running/Paused/Pending/Cancelling with no process behind
-    # them (modelops.stack.reconcile); None when not counted (server down or not answering).
-    orphaned_runs: int | None = None
-
-
-def _echo(message: str) -> None:
-    print(message, flush=True)
-
-
-@contextmanager
-def _locked(home: Path) -> Iterator[None]:
-    """One ``up``/``down`` at a time per stack home."""
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # ---------------------------------------------------------------- up
 
 
-def up(config: ModelOpsConfig, echo: Echo = _echo) -> StackState:
+def up(config: ModelOpsConfig, echo: Echo = print_line) -> StackState:
     home = config.stack_home
-    with _locked(home):
+    with stack_lock(home):
         state = load_state(home) or StackState(home=str(home))
         state.home = str(home)
         _forget_dead(state, config, echo)
@@ -150,9 +106,9 @@ def _roll_back(
         deploy.process.kill()
     if started:
         echo(f"stopping what this call started: {', '.join(started)}")
-        for name in reversed(ORDER):
+        for name in reversed(comp.ORDER):
             if name in started:
-                _stop_component(config, state, state.components.pop(name), echo=lambda _m: None)
+                stop_component(config, state, state.components.pop(name), echo=lambda _m: None)
     if any(not record.external for record in state.components.values()):
         save_state(state)
     else:
@@ -176,7 +132,7 @@ def _forget_dead(state: StackState, config: ModelOpsConfig, echo: Echo) -> None:
         if record.external:
             continue
         if name == comp.POSTGRES:
-            alive = _embedded_postgres(config, state).running_pid() == record.pid
+            alive = embedded_postgres(config, state).running_pid() == record.pid
         else:
             alive = find_process(record.pid, record.start_ticks) is not None
         if not alive:
@@ -302,7 +258,7 @@ def _postgres_to_start(config: ModelOpsConfig, state: StackState, echo: Echo) ->
     if record is not None:
         echo(f"{comp.POSTGRES}: already running (pid {record.pid}) at {record.url}")
         return None
-    pg = _embedded_postgres(config, None)
+    pg = embedded_postgres(config, None)
     if pg.placement.note:
         echo(f"{comp.POSTGRES}: {pg.placement.note}")
     if pg.running_pid() is not None:
@@ -536,226 +492,4 @@ def _read_report(deploy: _Deployments) -> tuple[list[str], dict[str, str]]:
     return list(report.get("applied", [])), dict(report.get("failed", {}))
 
 
-def _embedded_postgres(config: ModelOpsConfig, state: StackState | None) -> EmbeddedPostgres:
-    """The server recorded in ``state``; without one (``up``), where it goes now (``place``)."""
-    home = config.stack_home
-    if state is None:
-        placement = place(home, config.stack.postgres_bin)
-    else:
-        placement = Placement(
-            Path(state.postgres_bin) if state.postgres_bin else POSTGRES_BIN_PATH,
-            Path(state.postgres_data) if state.postgres_data else home / "postgres" / "data",
-            Path(state.postgres_log) if state.postgres_log else home / "logs" / "postgres.log",
-        )
-    return EmbeddedPostgres(placement, config.stack.host, config.stack.postgres_port)
-
-
-# ---------------------------------------------------------------- status
-
-
-def status(config: ModelOpsConfig) -> list[ComponentStatus]:
-    """One entry per recorded component; empty when the stack is not up."""
-    state = load_state(config.stack_home)
-    if state is None:
-        return []
-    result = []
-    for name in ORDER:
-        record = state.components.get(name)
-        if record is None:
-            continue
-        result.append(_component_status(config, state, record))
-    counts = restart_counts(config.stack_home)
-    result += serving_status(config)
-    for row in result:
-        row.restarts = counts.get(row.name, 0)
-        if row.name == comp.PREFECT_SERVER and row.healthy:
-            row.orphaned_runs = reconcile.count_orphans(config)
-    return result
-
-
-def serving_status(config: ModelOpsConfig) -> list[ComponentStatus]:
-    """The local target's model servers: alive, and answering AVAILABLE for their version."""
-    target = LocalTarget(config)
-    return [_serving_row(config, target, model_name) for model_name in target.models()]
-
-
-def _serving_row(config: ModelOpsConfig, target: LocalTarget, model_name: str) -> ComponentStatus:
-    name = f"serving:{model_name}"
-    rollout = target.current(model_name)
-    if rollout is None:
-        record = target.record(model_name)
-        url = record.url if record else target.url_for(model_name)
-        why = "stopped by `modelops down`" if record and record.stopped else "the serving process is gone"
-        return ComponentStatus(
-            name, url, None, False, False, 0,
-            f"{why}: the supervisor restarts it, `modelops up` serves it again from its served copy "
-            "(or redeploy the champion: modelops lifecycle)",
-        )  # fmt: skip
-    pid = rollout.details["pid"]
-    try:
-        rss = tree_rss_bytes(psutil.Process(pid))
-    except psutil.Error:
-        rss = 0
-    try:
-        states = {s["version"]: s["state"] for s in model_status(rollout.url, model_name, timeout=3)}
-        healthy, detail = states.get(rollout.version) == "AVAILABLE", f"version {rollout.version}"
-    except Exception as exc:  # noqa: BLE001 - any failure to answer is "unhealthy", with the reason
-        healthy, detail = False, f"version {rollout.version} does not answer: {type(exc).__name__}"
-    return ComponentStatus(name, rollout.url, pid, True, healthy, rss, detail)
-
-
-def _component_status(config: ModelOpsConfig, state: StackState, record: ComponentRecord) -> ComponentStatus:
-    if record.external:
-        return _external_database_status(config, record)
-    process = find_process(record.pid, record.start_ticks)
-    if process is None:
-        return ComponentStatus(
-            record.name, record.url, record.pid, False, False, 0, detail=f"not running; log {record.log}"
-        )
-    if record.name == comp.POSTGRES:
-        reason = check_reachable(record.url)
-        healthy, detail = reason is None, reason or ""
-    elif record.name == comp.SUPERVISOR:
-        return _supervisor_status(config, record, process)
-    else:
-        healthy = _spec_of(config, state, record.name).health()
-        detail = "" if healthy else "process runs but its health check fails"
-    return ComponentStatus(
-        record.name, record.url, record.pid, True, healthy, tree_rss_bytes(process), detail
-    )
-
-
-def _supervisor_status(
-    config: ModelOpsConfig, record: ComponentRecord, process: psutil.Process
-) -> ComponentStatus:
-    """Its own RSS and its warm standby's: what it restarted is its child too, but has its own row."""
-    healthy = comp.supervisor(config, within_s=10.0).health()
-    beat = read_heartbeat(config.stack_home)
-    standby = find_process(beat.get("standby_pid"), None)
-    try:
-        rss = process.memory_info().rss + (standby.memory_info().rss if standby is not None else 0)
-    except psutil.Error:
-        rss = 0
-    if not healthy:
-        detail = "runs but its heartbeat is older than 10 s"
-    elif standby is None:
-        detail = "no warm standby (no model served)"
-    else:
-        detail = f"warm standby {'ready' if beat.get('standby_ready') else 'starting'} (pid {standby.pid})"
-    return ComponentStatus(record.name, record.url, record.pid, True, healthy, rss, detail)
-
-
-def _external_database_status(config: ModelOpsConfig, record: ComponentRecord) -> ComponentStatus:
-    dsn = config.database.url
-    reason = check_reachable(dsn) if dsn else "no database.url / MODELOPS_DATABASE_URL in this environment"
-    detail = "external" if reason is None else reason
-    return ComponentStatus(record.name, record.url, None, reason is None, reason is None, 0, detail=detail)
-
-
-def _spec_of(config: ModelOpsConfig, state: StackState, name: str) -> comp.ProcessSpec:
-    if name == comp.SUPERVISOR:
-        return comp.supervisor(config, within_s=10.0)
-    if name in (comp.PREFECT_SERVER, comp.MLFLOW):
-        try:
-            stores = comp.backend_stores(config, state.database_url, state.backend or "sqlite")
-        except (ValueError, PostgresError):  # the DSN is gone from this environment: health needs none
-            stores = comp.backend_stores(config, None, "sqlite")
-        spec = comp.prefect_server if name == comp.PREFECT_SERVER else comp.mlflow_server
-        return spec(config, stores)
-    return comp.worker(config, state.database_url, started_after=0.0)
-
-
-# ---------------------------------------------------------------- down
-
-
-def down(config: ModelOpsConfig, echo: Echo = _echo) -> list[str]:
-    """Stop every recorded process (worker first) and remove the state file; returns stopped names."""
-    home = config.stack_home
-    with _locked(home):
-        removed = prefect_toml.remove(config)  # first: clients now fail clearly, not on a dying server
-        if removed is not None:
-            echo(f"prefect.toml: removed {removed}")
-        _stop_supervisor(config, echo)  # first: it would restart what `down` stops
-        served = _stop_local_serving(config, echo)
-        state = load_state(home)
-        if state is None:
-            echo(f"nothing to stop: no stack state in {home}")
-            return served
-        stopped = served
-        for name in reversed(ORDER):
-            record = state.components.get(name)
-            if record is None:
-                continue
-            if _stop_component(config, state, record, echo):
-                stopped.append(name)
-            del state.components[name]
-            save_state(state)
-            if name == comp.WORKER and record.pid is not None:  # no launcher starts a standby now
-                for pid in engine_standby.stop_standbys(record.pid):
-                    echo(f"engine standby: stopped pid {pid}")
-        if docker_pool.is_docker_pool(config):  # after the worker: it starts no new one now
-            for name in docker_pool.stop_flow_run_containers(config.stack.work_pool):
-                echo(f"flow-run container {name}: stopped (its run is reopened or ended by `up`)")
-                stopped.append(f"container:{name}")
-        remove_state(home)
-        clear_restarts(home)
-        return stopped
-
-
-def _stop_supervisor(config: ModelOpsConfig, echo: Echo) -> None:
-    state = load_state(config.stack_home)
-    record = state.components.pop(comp.SUPERVISOR, None) if state else None
-    if state is None or record is None:
-        return
-    _stop_component(config, state, record, echo)
-    save_state(state)
-
-
-def _stop_local_serving(config: ModelOpsConfig, echo: Echo) -> list[str]:
-    """Model servers the ``local`` target started; their records stay, so ``up`` serves them again."""
-    target = LocalTarget(config)
-    stopped = []
-    for model_name in target.models():
-        rollout = target.current(model_name)
-        target.suspend(model_name)
-        if rollout is not None:
-            echo(f"serving: stopped {model_name} version {rollout.version} ({rollout.url})")
-            stopped.append(f"serving:{model_name}")
-    return stopped
-
-
-def _stop_component(config: ModelOpsConfig, state: StackState, record: ComponentRecord, echo: Echo) -> bool:
-    if record.external:
-        echo(f"{record.name}: external ({record.url}), left running")
-        return False
-    process = find_process(record.pid, record.start_ticks)
-    if process is None:
-        echo(f"{record.name}: pid {record.pid} already gone")
-        return False
-    t0 = time.monotonic()
-    if record.name == comp.POSTGRES:
-        try:
-            _embedded_postgres(config, state).stop()
-        except PostgresError as exc:
-            echo(f"{record.name}: pg_ctl stop failed ({exc}); stopping pid {record.pid} directly")
-    if record.name == comp.SUPERVISOR:
-        _stop_alone(process, grace_s=30.0)  # not its tree: what it restarted is stopped as itself
-    else:
-        stop_tree(process, grace_s=3.0 if record.name == comp.WORKER else 10.0)
-    echo(f"{record.name}: stopped pid {record.pid} in {time.monotonic() - t0:.1f} s")
-    return True
-
-
-def _stop_alone(process: psutil.Process, grace_s: float) -> None:
-    """SIGTERM (it finishes a restart under way), SIGKILL after ``grace_s``."""
-    try:
-        process.terminate()
-        process.wait(grace_s)
-    except psutil.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-    except psutil.NoSuchProcess:
-        pass
-
-
-__all__ = ["ComponentStatus", "StackError", "down", "status", "up"]
+__all__ = ["ComponentStatus", "StackError", "down", "serving_status", "status", "up"]

@@ -77,7 +77,7 @@ from modelops.approval import APPROVAL_FLOW_NAME
 from modelops.config import ModelOpsConfig
 from modelops.deployments import LIFECYCLE
 from modelops.stack import components as comp
-from modelops.stack import docker_pool
+from modelops.stack import flow_run_containers
 from modelops.stack.processes import find_process, stop_tree
 from modelops.stack.state import load_state
 
@@ -241,7 +241,7 @@ def _process_gone(run: FlowRun, view: StackView) -> tuple[str, psutil.Process | 
 def _container_gone(run: FlowRun) -> tuple[str, psutil.Process | None] | None:
     """A Docker pool's run lives in its container (``<engine url>:<container id>``): orphaned once the
     container has stopped or is gone while the run is still active; the worker need not be alive."""
-    status = docker_pool.container_state(run.infrastructure_pid or "")
+    status = flow_run_containers.container_state(run.infrastructure_pid or "")
     if status is None or status in ("running", "created", "restarting"):
         return None
     container = (run.infrastructure_pid or "").rpartition(":")[2][:12]

@@ -1,4 +1,5 @@
-"""What stays cheap to import: the stack's light API, ``modelops --help``, and the client image's commands.
+"""What stays cheap to import: the stack's light API, ``modelops --help`` and ``down``, and the client
+image's commands.
 
 ``modelops.stack`` must not import Prefect or MLflow (``use_stack_environment`` runs before they
 read their settings); ``modelops --help`` imports no command module; ``modelops ship`` / ``traffic``
@@ -32,8 +33,8 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-def _heavy_modules_after(code: str) -> list[str]:
-    report = f"import json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+def _heavy_modules_after(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    report = f"import json, sys\nprint(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
     result = _python(f"{code}\n{report}")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -50,6 +51,24 @@ def test_help_imports_no_command_module():
         "    main(['--help'])"
     )
     assert _heavy_modules_after(code) == []
+
+
+def test_down_imports_no_prefect_mlflow_or_pandas():
+    """``modelops down`` runs at the end of every stack's life: stopping processes needs none of them."""
+    code = (
+        "from modelops.cli import build_parser\n"
+        "args = build_parser(['down']).parse_args(['down'])\nimport modelops.stack.teardown"
+    )
+    assert _heavy_modules_after(code, (*HEAVY, "pandas", "docker")) == []
+
+
+def test_status_imports_prefect_for_the_orphan_count_but_not_mlflow_or_pandas():
+    code = "from modelops.cli import build_parser\nbuild_parser(['status']).parse_args(['status'])"
+    assert _heavy_modules_after(code, (*HEAVY, "pandas")) == ["prefect"]
+
+
+def test_the_serving_client_imports_no_pandas():
+    assert _heavy_modules_after("import modelops.serving.rest_client", ("pandas", "prefect")) == []
 
 
 @pytest.mark.parametrize("command", ["ship", "traffic"])
