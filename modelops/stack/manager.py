@@ -40,9 +40,9 @@ from modelops.stack.processes import (
     spawn,
 )
 from modelops.stack.serving_restore import restore_serving
-from modelops.stack.state import ComponentRecord, StackState, load_state, remove_state, save_state
+from modelops.stack.state import ComponentRecord, StackState, home_lock, load_state, remove_state, save_state
 from modelops.stack.status import ComponentStatus, serving_status, status
-from modelops.stack.teardown import Echo, down, embedded_postgres, print_line, stack_lock, stop_component
+from modelops.stack.teardown import Echo, down, embedded_postgres, print_line, stop_component
 
 
 class StackError(RuntimeError):
@@ -54,7 +54,7 @@ class StackError(RuntimeError):
 
 def up(config: ModelOpsConfig, echo: Echo = print_line) -> StackState:
     home = config.stack_home
-    with stack_lock(home):
+    with home_lock(home):
         state = load_state(home) or StackState(home=str(home))
         state.home = str(home)
         _forget_dead(state, config, echo)

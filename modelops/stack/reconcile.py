@@ -47,7 +47,6 @@ and each replacement run is created with an idempotency key derived from the run
 
 from __future__ import annotations
 
-import fcntl
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -79,7 +78,7 @@ from modelops.deployments import LIFECYCLE
 from modelops.stack import components as comp
 from modelops.stack import flow_run_containers
 from modelops.stack.processes import find_process, stop_tree
-from modelops.stack.state import load_state
+from modelops.stack.state import home_lock, load_state
 
 Echo = Callable[[str], None]
 ACTIVE = [StateType.RUNNING, StateType.PAUSED, StateType.PENDING, StateType.CANCELLING]
@@ -377,7 +376,8 @@ def after_worker_restart(config: ModelOpsConfig, echo: Echo = print) -> Report:
 
 def reconcile(config: ModelOpsConfig, echo: Echo = print) -> Report:
     """End every orphaned run, reopening pending approvals in new lifecycle runs (module docstring)."""
-    with _locked(config), stack_client(config) as client:
+    # one reconciler at a time per stack home (``up`` and the supervisor may both call it)
+    with home_lock(config.stack_home, ".reconcile.lock"), stack_client(config) as client:
         view = StackView.of(config)
         report = Report(orphans=find_orphans(client, view))
         if not report.orphans:
@@ -492,19 +492,6 @@ def _is_lifecycle(client: SyncPrefectClient, run: FlowRun) -> bool:
 
 def _is_approval(client: SyncPrefectClient, run: FlowRun) -> bool:
     return "approval" in run.tags and client.read_flow(run.flow_id).name == APPROVAL_FLOW_NAME
-
-
-@contextmanager
-def _locked(config: ModelOpsConfig) -> Iterator[None]:
-    """One reconciler at a time per stack home (``up`` and the supervisor may both call it)."""
-    home = config.stack_home
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / ".reconcile.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 __all__ = [

@@ -6,8 +6,11 @@ never signalled) and then deletes the file. Data directories (databases, artifac
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,3 +95,15 @@ def save_state(state: StackState) -> None:
 
 def remove_state(home: Path) -> None:
     state_path(home).unlink(missing_ok=True)
+
+
+@contextmanager
+def home_lock(home: Path, name: str = ".lock") -> Iterator[None]:
+    """An exclusive lock on ``<home>/<name>``: ``.lock`` lets one ``up``/``down`` run at a time."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / name).open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -12,10 +12,8 @@ This module imports no Prefect and no MLflow, so ``modelops down`` stays quick;
 
 from __future__ import annotations
 
-import fcntl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -25,7 +23,7 @@ from modelops.stack import components as comp
 from modelops.stack import engine_standby, flow_run_containers, prefect_toml
 from modelops.stack.postgres import POSTGRES_BIN_PATH, EmbeddedPostgres, Placement, PostgresError, place
 from modelops.stack.processes import find_process, stop_tree
-from modelops.stack.state import ComponentRecord, StackState, load_state, remove_state, save_state
+from modelops.stack.state import ComponentRecord, StackState, home_lock, load_state, remove_state, save_state
 from modelops.stack.supervisor import clear_restarts
 from modelops.targets.local import LocalTarget
 
@@ -34,18 +32,6 @@ Echo = Callable[[str], None]
 
 def print_line(message: str) -> None:
     print(message, flush=True)
-
-
-@contextmanager
-def stack_lock(home: Path) -> Iterator[None]:
-    """One ``up``/``down`` at a time per stack home."""
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def embedded_postgres(config: ModelOpsConfig, state: StackState | None) -> EmbeddedPostgres:
@@ -65,7 +51,7 @@ def embedded_postgres(config: ModelOpsConfig, state: StackState | None) -> Embed
 def down(config: ModelOpsConfig, echo: Echo = print_line) -> list[str]:
     """Stop every recorded process (worker first) and remove the state file; returns stopped names."""
     home = config.stack_home
-    with stack_lock(home):
+    with home_lock(home):
         removed = prefect_toml.remove(config)  # first: clients now fail clearly, not on a dying server
         if removed is not None:
             echo(f"prefect.toml: removed {removed}")
