@@ -40,6 +40,8 @@ def require_prefect_api(timeout_s: float = 10.0) -> str:
         raise PrefectUnreachable(NO_API_MESSAGE)
     try:
         httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s)  # any HTTP answer: a server is there
+    except (httpx.ReadTimeout, httpx.WriteTimeout):
+        pass  # it accepted the connection: a server is there, only slow (a loaded machine); Prefect retries
     except httpx.TransportError:
         raise PrefectUnreachable(unreachable_message(url)) from None
     return url
