@@ -1,4 +1,5 @@
-"""``down`` for the embedded stack, and what ``up`` shares with it (the lock, stopping a component).
+"""``down`` for the embedded stack, and what ``up`` shares with it (the embedded PostgreSQL, stopping
+a component).
 
 ``down`` removes ``prefect.toml`` first (clients then fail clearly, not on a dying server), stops the
 supervisor (it would restart what ``down`` stops), the local model servers (their records stay, so
@@ -6,8 +7,8 @@ supervisor (it would restart what ``down`` stops), the local model servers (thei
 standbys with it, and on the Docker pool the flow-run containers; then it removes the state file.
 Data directories are kept.
 
-This module imports no Prefect and no MLflow, so ``modelops down`` stays quick;
-:mod:`modelops.stack.manager` (``up`` and ``status``) builds on it.
+This module imports no Prefect, MLflow or pandas, so ``modelops down`` stays quick;
+:mod:`modelops.stack.manager` (``up``) builds on it.
 """
 
 from __future__ import annotations
