@@ -1,7 +1,7 @@
 """The ``modelops`` command line: one sub-command per module in this package.
 
-Each command module defines ``add_arguments(parser)`` (``add_arguments(parser, name)`` when it
-serves several commands) and ``run(args) -> int``; its one-line help is in :data:`COMMANDS`.
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``; its one-line help is
+in :data:`COMMANDS`.
 Only the module of the command being run is imported: ``modelops --help`` imports none of them,
 and ``modelops ship`` / ``traffic`` run where Prefect, MLflow and TensorFlow are not installed
 (the client image). Errors a user can fix are raised as :class:`UserError` (or ``ConfigError`` /
@@ -16,13 +16,11 @@ import argparse
 import atexit
 import contextlib
 import importlib
-import inspect
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
-from types import ModuleType
 from typing import NamedTuple
 
 from modelops.cli.errors import UserError, one_line
@@ -117,16 +115,9 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
         _global_options(command_parser, on_command=True)
         if name in chosen:
             module = importlib.import_module(f"modelops.cli.{command.module}")
-            _add_arguments(module, command_parser, name)
+            module.add_arguments(command_parser)
             command_parser.set_defaults(_module=module)
     return parser
-
-
-def _add_arguments(module: ModuleType, parser: argparse.ArgumentParser, name: str) -> None:
-    if len(inspect.signature(module.add_arguments).parameters) == 2:
-        module.add_arguments(parser, name)
-    else:
-        module.add_arguments(parser)
 
 
 def command_in(argv: Sequence[str]) -> str | None:
