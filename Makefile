@@ -29,5 +29,7 @@ bench: setup
 down:
 	-$(BIN)/modelops down
 
-clean: down
+# down --purge also deletes the PostgreSQL data a root run keeps under /var/lib/modelops for .modelops/.
+clean:
+	-$(BIN)/modelops down --purge
 	rm -rf .modelops

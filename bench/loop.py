@@ -198,11 +198,10 @@ def run(repeat: int = 3, idle_s: float = 5.0) -> dict[str, Any]:
 
 def remove_home(home: Path) -> None:
     """The temporary stack home, and the PostgreSQL data kept outside it as root (``down`` keeps data)."""
-    from modelops.stack.postgres import HOME_MARKER, relocated_dir
+    from modelops.stack.purge import relocated_data
 
-    relocated = relocated_dir(home)
-    marker = relocated / HOME_MARKER
-    if marker.is_file() and marker.read_text().strip() == str(home.resolve()):
+    relocated = relocated_data(home)
+    if relocated is not None:
         shutil.rmtree(relocated, ignore_errors=True)
     shutil.rmtree(home, ignore_errors=True)
 

@@ -271,6 +271,21 @@ def _copy_binaries() -> Path:
     return bin_dir
 
 
+def postmaster_pid(pgdata: Path) -> int | None:
+    """PID of a live postmaster serving ``pgdata``, from its ``postmaster.pid`` (a stale file: None)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        process = psutil.Process(pid)
+        if process.status() != psutil.STATUS_ZOMBIE and str(pgdata) in " ".join(process.cmdline()):
+            return pid
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+    return None
+
+
 class EmbeddedPostgres:
     """A PostgreSQL data directory (see :func:`place`), served on ``host:port``."""
 
@@ -288,18 +303,7 @@ class EmbeddedPostgres:
 
     def running_pid(self) -> int | None:
         """PID of a live postmaster serving this data directory, from ``postmaster.pid``."""
-        pid_file = self.pgdata / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        try:
-            process = psutil.Process(pid)
-            if process.status() != psutil.STATUS_ZOMBIE and str(self.pgdata) in " ".join(process.cmdline()):
-                return pid
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-        return None
+        return postmaster_pid(self.pgdata)
 
     def start(self, timeout_s: float) -> int:
         """Initialise on first use, start, create the ``modelops`` database; returns the postmaster PID."""

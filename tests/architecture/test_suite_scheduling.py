@@ -60,9 +60,14 @@ def test_ports_are_not_handed_out_twice_and_a_run_is_consecutive_and_free():
 
 
 def test_a_port_something_listens_on_is_skipped():
-    taken = network.free_port() + 1  # the next candidate of this worker's block
     with socket.socket() as listener:
-        listener.bind(("127.0.0.1", taken))
+        for _ in range(20):  # the next candidate of this worker's block, unless another process holds it
+            taken = network.free_port() + 1
+            try:
+                listener.bind(("127.0.0.1", taken))
+                break
+            except OSError:
+                continue
         listener.listen()
         assert network.free_port() != taken
 

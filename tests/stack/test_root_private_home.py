@@ -66,6 +66,13 @@ def test_up_status_down_with_the_stack_home_in_a_private_directory(private: Path
     assert down.returncode == 0, down.stdout + down.stderr
     assert "postgres: stopped" in down.stdout
     assert _mode(private) == 0o700 and private.stat().st_uid == 0
+    assert (outside / "data" / "PG_VERSION").exists() and home.is_dir()  # down keeps the data
+
+    purge = run_modelops(env, "down", "--purge", timeout=120)
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+    assert f"purge: deleted {outside} (" in purge.stdout and f"purge: deleted {home} (" in purge.stdout
+    assert not outside.exists() and not home.exists()
+    assert _mode(private) == 0o700  # the folder around the home stays as it was
 
 
 def test_binaries_inside_a_private_directory_run_from_a_copy(
