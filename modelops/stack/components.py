@@ -306,6 +306,9 @@ SUPERVISOR = "supervisor"
 SUPERVISOR_HEARTBEAT = "supervisor.heartbeat"  # under the home; touched every poll
 # `up` starts the components in this order, `down` stops them in reverse
 ORDER = (POSTGRES, PREFECT_SERVER, MLFLOW, WORKER, SUPERVISOR)
+# `down`'s steps: ORDER reversed, except that the two servers (each needs only PostgreSQL, neither the
+# other) stop side by side: each takes 1-2 s to shut down.
+STOP_STEPS = ((SUPERVISOR,), (WORKER,), (MLFLOW, PREFECT_SERVER), (POSTGRES,))
 
 
 def supervisor(

@@ -3,8 +3,9 @@ a component).
 
 ``down`` removes ``prefect.toml`` first (clients then fail clearly, not on a dying server), stops the
 supervisor (it would restart what ``down`` stops), the local model servers (their records stay, so
-``up`` serves them again), then every recorded process in reverse start order, the worker's engine
-standbys with it, and on the Docker pool the flow-run containers; then it removes the state file.
+``up`` serves them again), then every recorded process in reverse start order (the MLflow and Prefect
+servers side by side, :data:`~modelops.stack.components.STOP_STEPS`), the worker's engine standbys
+with the worker, and on the Docker pool the flow-run containers; then it removes the state file.
 Data directories are kept.
 
 This module imports no Prefect, MLflow or pandas, so ``modelops down`` stays quick;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -63,16 +65,17 @@ def down(config: ModelOpsConfig, echo: Echo = print_line) -> list[str]:
             echo(f"nothing to stop: no stack state in {home}")
             return served
         stopped = served
-        for name in reversed(comp.ORDER):
-            record = state.components.get(name)
-            if record is None:
-                continue
-            if stop_component(config, state, record, echo):
-                stopped.append(name)
-            del state.components[name]
+        for step in comp.STOP_STEPS:
+            records = [state.components[name] for name in step if name in state.components]
+            results = _stop_side_by_side(config, state, records, echo)
+            for record, was_running in zip(records, results, strict=True):
+                if was_running:
+                    stopped.append(record.name)
+                del state.components[record.name]
             save_state(state)
-            if name == comp.WORKER and record.pid is not None:  # no launcher starts a standby now
-                for pid in engine_standby.stop_standbys(record.pid):
+            worker = next((record for record in records if record.name == comp.WORKER), None)
+            if worker is not None and worker.pid is not None:  # no launcher starts a standby now
+                for pid in engine_standby.stop_standbys(worker.pid):
                     echo(f"engine standby: stopped pid {pid}")
         if flow_run_containers.is_docker_pool(config):  # after the worker: it starts no new one now
             for name in flow_run_containers.stop_flow_run_containers(config.stack.work_pool):
@@ -81,6 +84,24 @@ def down(config: ModelOpsConfig, echo: Echo = print_line) -> list[str]:
         remove_state(home)
         clear_restarts(home)
         return stopped
+
+
+def _stop_side_by_side(
+    config: ModelOpsConfig, state: StackState, records: list[ComponentRecord], echo: Echo
+) -> list[bool]:
+    """Stop ``records`` at the same time; their lines are printed in ``records``' order once all stopped."""
+    if len(records) < 2:
+        return [stop_component(config, state, record, echo) for record in records]
+    lines: list[list[str]] = [[] for _ in records]
+    with ThreadPoolExecutor(max_workers=len(records)) as pool:
+        futures = [
+            pool.submit(stop_component, config, state, record, out.append)
+            for record, out in zip(records, lines, strict=True)
+        ]
+    for out in lines:
+        for line in out:
+            echo(line)
+    return [future.result() for future in futures]
 
 
 def _stop_supervisor(config: ModelOpsConfig, echo: Echo) -> None:
