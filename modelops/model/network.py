@@ -7,6 +7,7 @@ MLP with early stopping on an inner validation split and returns a :class:`Fitte
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,17 +52,33 @@ class FittedModel:
 
 
 def build_network(width: int, settings: TrainingSettings, event_rate: float = 0.5) -> keras.Model:
+    # Every initializer and dropout layer gets its seed from ``settings.seed``. Left unseeded, Keras
+    # draws them from Python's process-wide ``random`` module, which any other thread may draw from
+    # between ``set_random_seed`` and here (Prefect's clients add random jitter to their retries), and
+    # the same seed would train another model.
+    layer_seeds = random.Random(settings.seed)
+
+    def seed() -> int:
+        return layer_seeds.randint(1, 10**9)
+
     inputs = keras.Input(shape=(width,), name="features")
     hidden = inputs
     for units in settings.hidden_units:
-        hidden = keras.layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.l2(L2))(
-            hidden
-        )
+        hidden = keras.layers.Dense(
+            units,
+            activation="relu",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed()),
+            kernel_regularizer=keras.regularizers.l2(L2),
+        )(hidden)
         if settings.dropout > 0:
-            hidden = keras.layers.Dropout(settings.dropout)(hidden)
+            hidden = keras.layers.Dropout(settings.dropout, seed=seed())(hidden)
     prior = float(np.log(event_rate / (1 - event_rate)))  # start from the base rate, not from 50 %
     output = keras.layers.Dense(
-        1, activation="sigmoid", name="score", bias_initializer=keras.initializers.Constant(prior)
+        1,
+        activation="sigmoid",
+        name="score",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed()),
+        bias_initializer=keras.initializers.Constant(prior),
     )(hidden)
     model = keras.Model(inputs, output, name="risk_mlp")
     model.compile(
