@@ -53,27 +53,30 @@ def refusal(home: Path) -> str | None:
     if state_path(resolved).exists():  # `down` removes it once everything is stopped
         return f"the stack in {resolved} is still recorded as running (stack.json): run `modelops down` first"
     outside = relocated_data(resolved)
-    for pgdata in (resolved / "postgres" / "data", *([outside / "data"] if outside else [])):
-        pid = postmaster_pid(pgdata)
-        if pid is not None:
-            return f"PostgreSQL (pid {pid}) still serves {pgdata}"
-    return None
+    return _still_served(resolved / "postgres" / "data") or (
+        _still_served(outside / "data") if outside else None
+    )
+
+
+def _still_served(pgdata: Path) -> str | None:
+    pid = postmaster_pid(pgdata)
+    return None if pid is None else f"PostgreSQL (pid {pid}) still serves {pgdata}"
 
 
 def purge(config: ModelOpsConfig, echo: Echo) -> list[Path]:
-    """Delete the stopped stack's home and its relocated PostgreSQL data; returns what was deleted."""
+    """Delete the stopped stack's home and its relocated PostgreSQL data (also when the home itself is
+    already gone); returns what was deleted."""
     home = config.stack_home
-    if not home.exists():
+    outside = relocated_data(home)  # also left behind when the home was deleted by hand
+    folders = [folder for folder in (outside, home) if folder is not None and folder.exists()]
+    if not folders:
         echo(f"purge: {home} does not exist: nothing to delete")
         return []
-    reason = refusal(home)
+    reason = refusal(home) if home.exists() else _still_served(folders[0] / "data")
     if reason is not None:
         raise PurgeRefused(f"purge refused, nothing deleted: {reason}")
     deleted = []
-    outside = relocated_data(home)
-    for folder in (outside, home):
-        if folder is None:
-            continue
+    for folder in folders:
         size_mb = _size_bytes(folder) / 1e6
         shutil.rmtree(folder)
         echo(f"purge: deleted {folder} ({size_mb:,.1f} MB)")

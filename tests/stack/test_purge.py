@@ -68,6 +68,14 @@ def test_data_outside_whose_marker_names_another_home_is_kept(tmp_path, system_d
     assert not home.exists() and (outside / "data" / "PG_VERSION").exists()
 
 
+def test_data_outside_a_home_deleted_by_hand_is_deleted_too(tmp_path, system_dir):
+    home = tmp_path / "home"  # `rm -rf .modelops`, as `make clean` did before `down --purge`
+    outside = _relocate(home, home)
+    lines: list[str] = []
+    assert purge(_config(home), lines.append) == [outside]
+    assert not outside.exists() and lines == [f"purge: deleted {outside} (0.0 MB)"]
+
+
 def test_a_missing_home_is_nothing_to_delete(tmp_path):
     lines: list[str] = []
     assert purge(_config(tmp_path / "never-up"), lines.append) == []
