@@ -21,11 +21,11 @@ from modelops.stack.teardown import down
 
 SLOW_TO_STOP = """
 import json, signal, sys, time
-out = sys.argv[1]
+out, shutdown_s = sys.argv[1], float(sys.argv[2])
 def on_term(signum, frame):
     with open(out, "a") as handle:
         handle.write(json.dumps(["term", time.time()]) + "\\n")
-    time.sleep(0.8)  # a server's graceful shutdown
+    time.sleep(shutdown_s)  # a graceful shutdown
     with open(out, "a") as handle:
         handle.write(json.dumps(["exit", time.time()]) + "\\n")
     sys.exit(0)
@@ -37,9 +37,15 @@ while True:
 """
 
 
+# The servers take long enough that a busy machine still overlaps their shutdowns; the worker stops
+# within `down`'s first wait for it (1.5 s), as Prefect's worker is not given more.
+SHUTDOWN_S = {comp.WORKER: 0.3, comp.MLFLOW: 2.0, comp.PREFECT_SERVER: 2.0}
+
+
 def _start(name: str, folder: Path) -> tuple[subprocess.Popen, Path]:
     events = folder / f"{name}.events"
-    process = subprocess.Popen([sys.executable, "-c", SLOW_TO_STOP, str(events)], start_new_session=True)
+    command = [sys.executable, "-c", SLOW_TO_STOP, str(events), str(SHUTDOWN_S[name])]
+    process = subprocess.Popen(command, start_new_session=True)
     deadline = time.monotonic() + 60
     while not events.exists() or "ready" not in events.read_text():
         assert time.monotonic() < deadline and process.poll() is None, f"{name} did not start"
