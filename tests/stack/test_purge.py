@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from modelops.config import PROJECT_ROOT, ModelOpsConfig
 from modelops.stack import postgres
 from modelops.stack.purge import PurgeRefused, purge, refusal, relocated_data
 from modelops.stack.state import STATE_FILE
+
+HOLDER = "import pathlib, sys, time; pathlib.Path(sys.argv[1]).touch(); time.sleep(120)"
 
 
 def _stack_home(path: Path) -> Path:
@@ -117,11 +120,16 @@ def test_a_live_postmaster_is_refused_and_a_stale_pid_file_is_not(tmp_path):
     home = _stack_home(tmp_path / "home")
     pgdata = home / "postgres" / "data"
     # A process whose command line names the data folder, as a postmaster's does ("-D <pgdata>").
+    ready = tmp_path / "holder-ready"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; time.sleep(120)", "-D", str(pgdata)],
+        [sys.executable, "-c", HOLDER, str(ready), "-D", str(pgdata)],
         stdout=subprocess.DEVNULL,
     )
     try:
+        deadline = time.monotonic() + 60  # its command line is the new one once it runs Python
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "the holder did not start"
+            time.sleep(0.05)
         (pgdata / "postmaster.pid").write_text(f"{holder.pid}\n{pgdata}\n")
         assert f"PostgreSQL (pid {holder.pid}) still serves {pgdata}" == refusal(home)
     finally:
