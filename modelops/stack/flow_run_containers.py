@@ -24,7 +24,11 @@ def flow_run_containers(pool: str, *, running_only: bool = True) -> list[Any]:
     """The containers the Docker worker started for this pool's flow runs (Prefect labels them)."""
     client = docker_client(timeout=30)
     try:
-        return list(client.containers.list(all=not running_only, filters={"label": f"{POOL_LABEL}={pool}"}))
+        return list(
+            client.containers.list(  # ignore_removed: a run container may be auto-removed as we list
+                all=not running_only, filters={"label": f"{POOL_LABEL}={pool}"}, ignore_removed=True
+            )
+        )
     finally:
         client.close()
 

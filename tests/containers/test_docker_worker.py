@@ -231,7 +231,7 @@ def docker_stack(tmp_path_factory: pytest.TempPathFactory):
         result["approval_id"] = approval_id
         # while it ran: the lifecycle's container was running on the engine
         result["lifecycle_containers_while_paused"] = client.containers.list(
-            filters={"label": f"io.prefect.flow-run-id={lifecycle_id}"}
+            filters={"label": f"io.prefect.flow-run-id={lifecycle_id}"}, ignore_removed=True
         )
         result["lifecycle"] = stack.wait_final(lifecycle_id, 900)
         url = stack.version_tags("1").get("serving_url")
@@ -260,7 +260,7 @@ def docker_stack(tmp_path_factory: pytest.TempPathFactory):
         waiting = stack.paused_approval("2")
         result["down"] = stack.modelops("down", timeout=300).stdout
         result["running_after_down"] = client.containers.list(
-            filters={"label": f"io.prefect.work-pool-name={stack.pool}"}
+            filters={"label": f"io.prefect.work-pool-name={stack.pool}"}, ignore_removed=True
         )
         result["up_again"] = stack.modelops("up", timeout=1200).stdout
         result["reopened_approval"] = stack.paused_approval("2", other_than=waiting)
@@ -275,8 +275,8 @@ def docker_stack(tmp_path_factory: pytest.TempPathFactory):
             sidecar.wait(timeout=60)
         stack.modelops("down", timeout=300, check=False)
         # what outlives the worker: flow-run containers still waiting (the retrained version's review)
-        for container in client.containers.list(
-            all=True, filters={"label": f"io.prefect.work-pool-name={stack.pool}"}
+        for container in client.containers.list(  # ignore_removed: auto_remove may remove one as we list
+            all=True, filters={"label": f"io.prefect.work-pool-name={stack.pool}"}, ignore_removed=True
         ):
             remove_container(client, container)  # auto_remove may be removing it already
         from modelops.config import load_config
