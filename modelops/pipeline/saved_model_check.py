@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from modelops.data.schema import DatasetSchema
+from modelops.serving.tensorflow_import import import_tensorflow
 
 _NUMERIC_DTYPES = {"DT_FLOAT", "DT_DOUBLE", "float32", "float64"}
 _STRING_DTYPES = {"DT_STRING", "string"}
@@ -96,7 +97,7 @@ def _compare_signature(report: SavedModelReport, schema: DatasetSchema, model_di
 
 
 def _score_in_this_process(model_dir: str, schema: DatasetSchema, records: list[dict[str, Any]]) -> dict:
-    import tensorflow as tf  # loading a SavedModel is the one thing here that needs TensorFlow
+    tf = import_tensorflow()  # loading a SavedModel is the one thing here that needs TensorFlow
 
     loaded = tf.saved_model.load(model_dir)
     if "serving_default" not in loaded.signatures:

@@ -23,6 +23,7 @@ import numpy as np
 from google.protobuf.json_format import MessageToDict
 
 from modelops.serving.predict_request import SUPPORTED_DTYPES, InputSpec
+from modelops.serving.tensorflow_import import import_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def load_repository(
 
 
 def load_version(path: Path, version: int) -> ModelVersion:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     if not (path / "saved_model.pb").is_file():
         raise ModelLoadError(

@@ -24,6 +24,7 @@ from modelops.serving.app import AdminHooks, ServingSettings, build_app
 from modelops.serving.batching import InferenceEngine
 from modelops.serving.metrics import ServingMetrics
 from modelops.serving.repository import choose_versions, discover_versions, load_repository
+from modelops.serving.tensorflow_import import import_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,7 @@ class ServerOptions:
 def configure_tensorflow(intra_op_threads: int, inter_op_threads: int) -> None:
     """Must run before the first TF op; explicit thread counts keep latency stable on small machines."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
 
