@@ -57,6 +57,7 @@ from modelops.serving.rest_client import (
     model_path,
     served_version,
 )
+from modelops.serving.tensorflow_import import import_tensorflow
 
 log = logging.getLogger(__name__)
 _LOGGED_PER_KIND = 5
@@ -435,7 +436,9 @@ async def replay(records: ReplayRecords, settings: TrafficSettings) -> TrafficSu
 def _client(settings: TrafficSettings) -> Any:
     """The REST client, or the gRPC one (one HTTP/2 channel multiplexing every worker's calls)."""
     if settings.protocol == "grpc":
-        # lazy: TF Serving's protos import TensorFlow's, which a REST replay never needs
+        # lazy: TF Serving's protos import TensorFlow's, which a REST replay never needs (and without
+        # TensorFlow's eager Keras import, which no client needs)
+        import_tensorflow()
         from modelops.serving.grpc_client import AsyncGrpcServingClient
 
         return AsyncGrpcServingClient(settings.url, timeout=settings.timeout_s)
