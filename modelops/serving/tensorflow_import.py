@@ -2,14 +2,16 @@
 
 TensorFlow's ``__init__`` imports ``keras.src.optimizers`` (so that a SavedModel holding Keras
 optimizers finds them registered), which imports all of Keras 3 and, through Keras's scikit-learn
-wrapper, scikit-learn: ~40 % of the import (README, "Benchmarks"). Loading a SavedModel and calling
-its signatures needs none of it; a Keras model saved with its optimizer, or exported with
-``model.export``, loads without it too (tests/serving/test_tensorflow_import.py). TensorFlow's
-``__init__`` already tolerates a missing Keras (it catches the ``ImportError``), so Keras is hidden
-for the duration of the import only: ``import keras`` and ``tf.keras`` work afterwards as usual.
+wrapper, scikit-learn: ~40 % of the import (README, Serving, "Start-up without Keras"). Loading a
+SavedModel and calling its signatures needs none of it; a Keras model saved with its optimizer, or
+exported with ``model.export``, loads without it too (tests/serving/test_tensorflow_import.py).
+TensorFlow's ``__init__`` already tolerates a missing Keras (it catches the ``ImportError``), so
+Keras is hidden for the duration of the import only: ``import keras`` and ``tf.keras`` work
+afterwards as usual.
 
 The processes that only serve or check a SavedModel import TensorFlow through :func:`import_tensorflow`:
-``modelops serve`` (and its standby), the benchmark's in-process floor and the SavedModel check.
+``modelops serve`` (and its standby), the benchmark's in-process floor, the SavedModel check and the
+gRPC traffic client (TF Serving's protos live in the tensorflow package).
 """
 
 from __future__ import annotations
