@@ -1,4 +1,4 @@
-"""The TF Serving REST API as a Starlette app over a loaded :class:`ModelRepository`.
+"""The TF Serving REST API over a loaded :class:`ModelRepository`, as one HTTP request handler.
 
 Routes (as in TensorFlow Serving)::
 
@@ -23,15 +23,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelops.serving.batching import InferenceEngine
 from modelops.serving.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServingError
+from modelops.serving.http_server import JSON, HttpRequest, HttpResponse
 from modelops.serving.metrics import CONTENT_TYPE, METRICS_PATH, ServingMetrics
 from modelops.serving.openapi import openapi_document
 from modelops.serving.predict_request import decode_predict_request
@@ -39,7 +34,6 @@ from modelops.serving.repository import ModelRepository, ModelVersion
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 MODELS_PREFIX = "/v1/models/"
 SIGNATURE_DEF_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
@@ -58,15 +52,15 @@ class AdminHooks:
     open_public: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
     try:
         body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:
         body = orjson.dumps(_plain(content))
-    return Response(body, status_code=status, media_type=JSON, headers=headers)
+    return HttpResponse(status, body, JSON, tuple((headers or {}).items()))
 
 
-def error_response(error: ServingError) -> Response:
+def error_response(error: ServingError) -> HttpResponse:
     headers = {"Allow": ", ".join(error.allowed)} if isinstance(error, MethodNotAllowed) else None
     return json_response({"error": error.message}, error.status, headers)
 
@@ -84,107 +78,108 @@ class _Call:
         self.version = ""
 
 
-def build_app(
-    repository: ModelRepository,
-    engine: InferenceEngine,
-    settings: ServingSettings | None = None,
-    admin: AdminHooks | None = None,
-    metrics: ServingMetrics | None = None,
-) -> ASGIApp:
-    settings = settings or ServingSettings()
-    admin = admin or AdminHooks()
-    metrics = metrics or ServingMetrics(repository)
-    openapi_body = orjson.dumps(openapi_document(repository, settings.max_batch_size))
+class ServingApi:
+    """Every route of the serving process, as one handler of :class:`HttpRequest` (see
+    :mod:`modelops.serving.http_server`). Unknown paths and methods get JSON 404/405 answers."""
 
-    async def models(scope: Scope, receive: Receive, send: Send) -> None:
-        """The TF Serving API as a bare ASGI app: every request of the hot path skips Starlette's
-        middleware and router layers (a fifth of the event loop's time per batch-1 request)."""
+    def __init__(
+        self,
+        repository: ModelRepository,
+        engine: InferenceEngine,
+        settings: ServingSettings | None = None,
+        admin: AdminHooks | None = None,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        self.repository = repository
+        self.engine = engine
+        self.settings = settings or ServingSettings()
+        self.admin = admin or AdminHooks()
+        self.metrics = metrics or ServingMetrics(repository)
+        self._openapi_body = orjson.dumps(openapi_document(repository, self.settings.max_batch_size))
+        # path -> (methods, handler); GET routes answer HEAD too
+        self._routes: dict[str, tuple[tuple[str, ...], Callable[[HttpRequest], Awaitable[HttpResponse]]]] = {
+            "/openapi.json": (("GET", "HEAD"), self._openapi),
+            METRICS_PATH: (("GET", "HEAD"), self._prometheus),
+            "/-/stats": (("GET", "HEAD"), self._stats),
+            "/-/open-public": (("POST",), self._open_public),
+        }
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(MODELS_PREFIX):
+            return await self._models(request)
+        route = self._routes.get(request.path)
+        if route is None:
+            return json_response(
+                {"error": f"no route for {request.path}: the API lives under /v1/models/{{model_name}}"}, 404
+            )
+        methods, handler = route
+        if request.method not in methods:
+            return json_response(
+                {"error": f"method {request.method} not allowed on {request.path}"},
+                405,
+                {"Allow": ", ".join(methods)},
+            )
+        return await handler(request)
+
+    def unexpected(self, request: HttpRequest, exc: BaseException) -> HttpResponse:
+        """The answer to a request whose handling raised what no route expected."""
+        log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+        return json_response({"error": f"internal server error: {type(exc).__name__}: {exc}"}, 500)
+
+    async def _models(self, request: HttpRequest) -> HttpResponse:
+        """The TF Serving API: the hot path, so no per-request objects beyond the call's own."""
         started = time.perf_counter()
         call = _Call()
-        request = Request({**scope, "path_params": {"tail": scope["path"][len(MODELS_PREFIX) :]}}, receive)
         try:
-            response = await _dispatch(request, repository, engine, settings, call)
+            response = await _dispatch(request, self.repository, self.engine, self.settings, call)
         except ServingError as error:
             response = error_response(error)
         except Exception as exc:
-            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            response = json_response({"error": f"internal server error: {type(exc).__name__}: {exc}"}, 500)
-        metrics.observe_request(call.version, call.api, response.status_code, time.perf_counter() - started)
-        await response(scope, receive, send)
+            response = self.unexpected(request, exc)
+        self.metrics.observe_request(call.version, call.api, response.status, time.perf_counter() - started)
+        return response
 
-    async def prometheus(request: Request) -> Response:
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+    async def _prometheus(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, self.metrics.exposition(), CONTENT_TYPE)
 
-    async def openapi(request: Request) -> Response:
-        return Response(openapi_body, media_type=JSON)
+    async def _openapi(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, self._openapi_body)
 
-    async def stats(request: Request) -> Response:
+    async def _stats(self, request: HttpRequest) -> HttpResponse:
+        engine = self.engine
         return json_response(
             {
                 "batches": engine.batches,
                 "rows": engine.batched_rows,
                 "batching": engine.batching,
                 "max_batch_size": engine.max_batch_size,
-                "versions": sorted(repository.versions),
+                "versions": sorted(self.repository.versions),
             }
         )
 
-    async def open_public(request: Request) -> Response:
-        server = request.scope.get("server") or (None, None)
-        if admin.open_public is None or server[1] != admin.admin_port:
-            return error_response(NotFound(f"no route for {request.url.path}"))
+    async def _open_public(self, request: HttpRequest) -> HttpResponse:
+        admin = self.admin
+        if admin.open_public is None or request.local_port != admin.admin_port:
+            return error_response(NotFound(f"no route for {request.path}"))
         try:
             return json_response(await admin.open_public())
         except OSError as exc:  # the public port is held by a process that did not opt into SO_REUSEPORT
             return json_response({"error": str(exc)}, 409)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        if exc.status_code == 405:
-            return json_response({"error": f"method {request.method} not allowed on {request.url.path}"}, 405)
-        if exc.status_code == 404:
-            return json_response(
-                {"error": f"no route for {request.url.path}: the API lives under /v1/models/{{model_name}}"},
-                404,
-            )
-        return json_response({"error": str(exc.detail)}, exc.status_code)
-
-    async def server_error(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return json_response({"error": f"internal server error: {type(exc).__name__}: {exc}"}, 500)
-
-    rest = Starlette(
-        routes=[
-            Route("/openapi.json", openapi, methods=["GET"]),
-            Route(METRICS_PATH, prometheus, methods=["GET"]),
-            Route("/-/stats", stats, methods=["GET"]),
-            Route("/-/open-public", open_public, methods=["POST"]),
-        ],
-        exception_handlers={HTTPException: not_found, Exception: server_error},
-    )
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(MODELS_PREFIX):
-            await models(scope, receive, send)
-        else:
-            await rest(scope, receive, send)
-
-    return app
-
 
 async def _dispatch(
-    request: Request,
+    request: HttpRequest,
     repository: ModelRepository,
     engine: InferenceEngine,
     settings: ServingSettings,
     call: _Call,
-) -> Response:
-    path = request.scope["path"]  # request.url would build a URL object per request
-    tail = request.path_params["tail"]
+) -> HttpResponse:
+    path = request.path
+    tail = path[len(MODELS_PREFIX) :]
     verb = None
     if ":" in tail:
         tail, _, verb = tail.rpartition(":")
-    parts = [p for p in tail.split("/")]
+    parts = tail.split("/")
     metadata = len(parts) > 1 and parts[-1] == "metadata"
     if metadata:
         parts = parts[:-1]
@@ -255,19 +250,16 @@ def _metadata(repository: ModelRepository, version: ModelVersion | None) -> dict
 
 
 async def _predict(
-    request: Request,
+    request: HttpRequest,
     repository: ModelRepository,
     version: ModelVersion | None,
     engine: InferenceEngine,
     settings: ServingSettings,
-) -> Response:
+) -> HttpResponse:
     engine.arrivals.count += 1
     handed_over = False
     try:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise PayloadTooLarge(f"request body of {declared} bytes exceeds {settings.max_body_bytes} bytes")
-        body = await request.body()
+        body = request.body  # the HTTP server refuses bodies above its own limit before reading them
         if len(body) > settings.max_body_bytes:
             raise PayloadTooLarge(
                 f"request body of {len(body)} bytes exceeds {settings.max_body_bytes} bytes"

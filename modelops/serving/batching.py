@@ -150,19 +150,45 @@ class _SignatureQueue:
         self.pending: deque[_Item] = deque()
         self.arrived: asyncio.Event | None = None
         self.worker: asyncio.Task[None] | None = None
+        self.busy = False  # a call of this queue is being made (by the drain task or a lone caller)
 
     async def submit(self, columns: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        engine = self.engine
+        if not self.busy and not self.pending and engine.arrivals.count == 0:
+            return await self._call_alone(columns, rows)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
         self.pending.append(_Item(columns, rows, future))
         if self.arrived is None:
             self.arrived = asyncio.Event()
         self.arrived.set()
-        if self.worker is None or self.worker.done():
-            self.worker = loop.create_task(self._drain())
+        if not self.busy:
+            self._start_drain()
         return await future
 
+    async def _call_alone(self, columns: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        """Nothing queued, nothing being received: the caller makes the call itself, without the
+        drain task and the second future; requests arriving meanwhile queue for the next call."""
+        self.busy = True
+        try:
+            self.engine._count_call(self.runner, rows)
+            return await self.engine._inference.run(self.runner, columns)
+        finally:
+            self.busy = False
+            if self.pending:  # queued while this call ran
+                self._start_drain()
+
+    def _start_drain(self) -> None:
+        self.busy = True  # from now: the task is created but may not have started yet
+        self.worker = asyncio.get_running_loop().create_task(self._drain())
+
     async def _drain(self) -> None:
+        try:
+            await self._drain_pending()
+        finally:
+            self.busy = False
+
+    async def _drain_pending(self) -> None:
         engine = self.engine
         while self.pending:
             batch = self._take([])

@@ -39,6 +39,7 @@ import numpy as np
 import orjson
 
 from modelops.serving.errors import BadRequest
+from modelops.serving.typed_rows import all_valid_unicode, row_decoder
 
 Kind = Literal["float", "int", "string", "bool"]
 _NUMPY_DTYPES: dict[str, Any] = {
@@ -109,7 +110,13 @@ def decode_predict_request(
     body: bytes, inputs_by_signature: dict[str, tuple[InputSpec, ...]], max_batch_size: int
 ) -> PredictRequest:
     """Parse and validate a ``:predict`` body; the same answer as
-    ``parse_predict_request(parse_json(body), ...)``, faster for bodies with ``NaN`` tokens."""
+    ``parse_predict_request(parse_json(body), ...)``, faster for well-formed row bodies and for
+    bodies with ``NaN`` tokens."""
+    typed = row_decoder(inputs_by_signature)
+    if typed is not None:
+        decoded = typed.decode(body, max_batch_size)
+        if decoded is not None:
+            return PredictRequest("serving_default", False, *decoded)
     nan_tokens = body.count(b"NaN")
     if nan_tokens and b"null" not in body and b"Infinity" not in body:
         try:
@@ -374,17 +381,10 @@ def _check_utf8(spec: InputSpec, values: Sequence[Any]) -> None:
     """JSON allows lone surrogate escapes (``"\\ud800"``) that no UTF-8 tensor can hold; refuse them here,
     before batching, so one bad record cannot fail the other requests of a merged batch."""
     try:
-        joined = "".join(values)  # all strings (base64 values are bytes by now: TypeError)
+        if all_valid_unicode(values):  # all strings (base64 values are bytes by now: TypeError)
+            return
     except TypeError:
         pass
-    else:
-        if joined.isascii():
-            return
-        try:
-            joined.encode("utf-8")
-            return
-        except UnicodeEncodeError:
-            pass  # find the record below
     for index, value in enumerate(values):
         if isinstance(value, str) and not value.isascii():
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ class ModelVersion:
     signature_def: dict[str, Any]  # the SignatureDefMap as TF Serving's metadata API shows it
     module: Any = field(repr=False)  # keeps the loaded SavedModel (and its variables) alive
 
-    @property
+    @cached_property  # read on every request; the signatures never change once loaded
     def inputs_by_signature(self) -> dict[str, tuple[InputSpec, ...]]:
         return {name: runner.inputs for name, runner in self.signatures.items()}
 

@@ -1,4 +1,4 @@
-"""The server process: set TensorFlow threads, load the model versions, serve with uvicorn.
+"""The server process: set TensorFlow threads, load the model versions, serve REST (and gRPC).
 
 Plain use (``modelops serve``) listens on ``host:port``. The ``local`` serving target adds a
 private admin port and ``defer_public``: the process first answers only on the admin port, the
@@ -18,15 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+import uvloop
 
-from modelops.serving.app import AdminHooks, ServingSettings, build_app
+from modelops.serving.app import AdminHooks, ServingApi, ServingSettings
 from modelops.serving.batching import InferenceEngine
+from modelops.serving.http_server import HttpServer, install_signal_handlers
 from modelops.serving.metrics import ServingMetrics
 from modelops.serving.repository import choose_versions, discover_versions, load_repository
 from modelops.serving.tensorflow_import import import_tensorflow
 
 log = logging.getLogger(__name__)
+
+GRACEFUL_STOP_S = 10.0  # how long a stopping server keeps answering what it had received
 
 
 @dataclass(frozen=True)
@@ -96,86 +99,65 @@ def run_server(options: ServerOptions) -> None:
     )
     admin = AdminHooks(admin_port=options.admin_port)
     settings = ServingSettings(max_batch_size=options.max_batch_size)
-    app = build_app(repository, engine, settings, admin, metrics)
+    api = ServingApi(repository, engine, settings, admin, metrics)
+    http = HttpServer(api, settings.max_body_bytes, on_unexpected=api.unexpected)
 
     sockets = []
     if options.admin_port is not None:
         sockets.append(listening_socket(options.host, options.admin_port, reuse_port=False))
     if not options.defer_public:
         sockets.append(listening_socket(options.host, options.port, options.reuse_port))
-    config = uvicorn.Config(
-        app,
-        loop="auto",
-        http="auto",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-        backlog=2048,
-        proxy_headers=False,  # nothing here reads the client address; one middleware less per request
-    )
-    server = _Server(config)
-    if options.grpc_port:
-        from modelops.serving.grpc_api import GrpcApi  # imports tensorflow_serving's protos (and TF)
-
-        server.grpc_api = GrpcApi(repository, engine, metrics, options.max_batch_size)
-        server.grpc_address = (options.host, options.grpc_port, settings.max_body_bytes)
+    public_open = not options.defer_public
 
     async def open_public() -> dict[str, Any]:
-        if not server.public_open:
-            await server.add_listener(listening_socket(options.host, options.port, reuse_port=True))
-            server.public_open = True
+        nonlocal public_open
+        if not public_open:
+            await http.listen(listening_socket(options.host, options.port, reuse_port=True))
+            public_open = True
             log.info("now listening on public port %s:%d", options.host, options.port)
         return {"public": f"{options.host}:{options.port}", "pid": os.getpid()}
 
     admin.open_public = open_public if options.defer_public else None
-    server.public_open = not options.defer_public
     versions = ", ".join(str(v) for v in sorted(repository.versions))
     where = [f"{options.host}:{s.getsockname()[1]}" for s in sockets]
     if options.grpc_port:
         where.append(f"gRPC {options.host}:{options.grpc_port}")
-    print(
+    banner = (
         f"serving model {options.model_name!r} versions [{versions}] from {repository.base_path} on "
-        f"{', '.join(where)} (pid {os.getpid()}, batching={'on' if options.batching else 'off'})",
-        flush=True,
+        f"{', '.join(where)} (pid {os.getpid()}, batching={'on' if options.batching else 'off'})"
     )
     try:
-        server.run(sockets=sockets)
+        uvloop.run(_serve(http, sockets, options, repository, engine, metrics, settings, banner))
     finally:
         engine.close()
 
 
-class _Server(uvicorn.Server):
-    """uvicorn.Server that can start listening on one more socket after startup."""
+async def _serve(
+    http: HttpServer,
+    sockets: list[socket.socket],
+    options: ServerOptions,
+    repository: Any,
+    engine: InferenceEngine,
+    metrics: ServingMetrics,
+    settings: ServingSettings,
+    banner: str,
+) -> None:
+    """Listen until SIGTERM/SIGINT, then stop gracefully: what was received is answered."""
+    stop = asyncio.Event()
+    install_signal_handlers(stop.set)
+    grpc_server = None
+    if options.grpc_port:
+        from modelops.serving.grpc_api import GrpcApi, build_grpc_server  # tensorflow_serving's protos
 
-    public_open = False
-    grpc_api: Any = None
-    grpc_address: tuple[str, int, int] | None = None
-    _grpc_server: Any = None
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.grpc_api is not None and self.grpc_address is not None:
-            from modelops.serving.grpc_api import build_grpc_server
-
-            host, port, max_bytes = self.grpc_address
-            self._grpc_server, _ = build_grpc_server(self.grpc_api, host, port, max_bytes)
-            await self._grpc_server.start()
-        await super().startup(sockets=sockets)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self._grpc_server is not None:
-            await self._grpc_server.stop(grace=5)
-        await super().shutdown(sockets=sockets)
-
-    async def add_listener(self, sock: socket.socket) -> None:
-        # the same protocol factory uvicorn builds in Server.startup (uvicorn 0.54)
-        config = self.config
-        loop = asyncio.get_running_loop()
-
-        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
-            )
-
-        listener = await loop.create_server(create_protocol, sock=sock, backlog=config.backlog)
-        self.servers.append(listener)
+        grpc_api = GrpcApi(repository, engine, metrics, options.max_batch_size)
+        grpc_server, _ = build_grpc_server(grpc_api, options.host, options.grpc_port, settings.max_body_bytes)
+        await grpc_server.start()
+    for sock in sockets:
+        await http.listen(sock)
+    print(banner, flush=True)
+    await stop.wait()
+    log.info("stopping: answering the requests already received")
+    if grpc_server is not None:
+        await asyncio.gather(grpc_server.stop(grace=GRACEFUL_STOP_S), http.shutdown(GRACEFUL_STOP_S))
+    else:
+        await http.shutdown(GRACEFUL_STOP_S)

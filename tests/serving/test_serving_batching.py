@@ -167,6 +167,30 @@ def test_a_lone_request_does_not_wait_for_the_batch_timeout():
     assert asyncio.run(scenario()).calls == [[5]]
 
 
+def test_a_lone_request_makes_its_call_itself_and_later_arrivals_queue_for_the_next_call():
+    """No drain task for a request that finds nothing queued: its own task hands the call over."""
+
+    async def scenario() -> tuple[HeldModel, int]:
+        engine = InferenceEngine(batching=True, batch_timeout_s=0.0)
+        model = HeldModel()
+        client = Client(engine, model)
+        try:
+            first = client.ask([0])
+            assert await asyncio.to_thread(model.entered.wait, WAIT_S)
+            tasks_during_lone_call = len(asyncio.all_tasks())  # this scenario and the caller only
+            rest = [client.ask([1]), client.ask([2, 3])]
+            await client.all_queued(3)
+            model.release.set()
+            assert await answers([first, *rest]) == [[0.0], [10.0], [20.0, 30.0]]
+        finally:
+            engine.close()
+        return model, tasks_during_lone_call
+
+    model, tasks = asyncio.run(scenario())
+    assert tasks == 2
+    assert model.calls == [[0], [1, 2, 3]]
+
+
 # ---------------------------------------------------------------- end to end, real server and model
 
 

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from modelops.serving.errors import BadRequest
 from modelops.serving.predict_request import (
@@ -14,6 +16,7 @@ from modelops.serving.predict_request import (
     parse_json,
     parse_predict_request,
 )
+from modelops.serving.typed_rows import row_decoder
 
 SPECS = {"serving_default": (InputSpec("LOAN", "float32", (None,)), InputSpec("JOB", "string", (None,)))}
 
@@ -194,3 +197,114 @@ def test_grouped_columns_are_independent_contiguous_arrays():
     loan, debtinc = request.columns["LOAN"], request.columns["DEBTINC"]
     assert loan.flags.c_contiguous and debtinc.flags.c_contiguous
     assert list(loan) == [1, 1, 1] and list(debtinc) == [7, 7, 7]
+
+
+# -- the typed row path (modelops.serving.typed_rows): scalar inputs only, the standard answer or none
+
+SCALAR = {"serving_default": WIDE["serving_default"][:-1]}  # WIDE without its nested input
+SCALAR_ROW = (
+    '"LOAN": %s, "DEBTINC": %s, "VALUE": %s, "DELINQ": %s, "NINQ": 0, "FLAG": %s, "OK": false, "JOB": %s'
+)
+
+
+def scalar_body(
+    loan="1", debtinc="NaN", value="1.5", delinq="2", flag="true", job='"Mgr"', rows=3, tail=""
+) -> bytes:
+    row = "{" + SCALAR_ROW % (loan, debtinc, value, delinq, flag, job) + tail + "}"
+    return ('{"instances": [' + ", ".join([row] * rows) + "]}").encode()
+
+
+def typed(body: bytes) -> bool:
+    """Whether the typed path answered this body itself (else the standard parser did)."""
+    decoder = row_decoder(SCALAR)
+    assert decoder is not None
+    return decoder.decode(body, 16) is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        scalar_body(),
+        scalar_body(debtinc="2.5"),
+        scalar_body(loan="NaN", debtinc="NaN", value="NaN", rows=1),
+        scalar_body(loan="-0", value="100000000000000000000000", delinq="-3"),  # ints where floats go
+        scalar_body(job='"\\u00e9t\\u00e9"', rows=16),
+        scalar_body(tail=', "LOAN": 7'),  # a repeated key: the last one counts, as in every parser here
+        b'{"signature_name": "serving_default", "instances": [{"LOAN": 1, "DEBTINC": NaN, "VALUE": 2, '
+        b'"DELINQ": 0, "NINQ": 0, "FLAG": false, "OK": true, "JOB": ""}]}',
+    ],
+)
+def test_typed_path_answers_well_formed_rows_as_the_standard_parser(body):
+    assert typed(body)
+    assert_same_answer(body, SCALAR)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        scalar_body(job='"NaN"'),  # a NaN inside a string stays a string
+        scalar_body(job='"nullable"'),
+        scalar_body(loan="null"),  # a client's null: refused by name
+        scalar_body(loan="null", job='"NaN"'),  # ... even when a NaN in a string balances the count
+        scalar_body(delinq="NaN"),
+        scalar_body(flag="NaN"),
+        scalar_body(flag="1"),
+        scalar_body(job="NaN"),
+        scalar_body(job="7"),
+        scalar_body(job='{"b64": "TWdy"}'),  # base64 strings: the standard parser decodes them
+        scalar_body(job='"\\ud800"'),  # a lone surrogate
+        scalar_body(loan='"12"'),
+        scalar_body(loan="true"),
+        scalar_body(loan="1e39"),  # beyond float32
+        scalar_body(loan="1e400"),
+        scalar_body(loan="Infinity"),
+        scalar_body(delinq="99999999999999999999999"),  # beyond int64
+        scalar_body(delinq="1.5"),
+        scalar_body(rows=17),  # more than max_batch_size
+        scalar_body(rows=0),
+        scalar_body(tail=', "EXTRA": 1'),
+        scalar_body().replace(b'"NINQ": 0, ', b""),  # a missing input
+        scalar_body()[:-3],  # truncated
+        scalar_body() + b" x",
+        b'{"instances": [{"LOAN": NaN}], "signature_name": "NaN"}',
+        b'{"instances": [{"LOAN": 1}], "signature_name": "other"}',
+        b'{"inputs": {"LOAN": [1]}}',
+        b'{"instances": [1, 2]}',
+        b"[]",
+        b"",
+    ],
+)
+def test_typed_path_leaves_everything_else_to_the_standard_parser(body):
+    assert not typed(body)
+    assert_same_answer(body, SCALAR)
+
+
+def test_signatures_with_a_nested_input_have_no_typed_path():
+    assert row_decoder(WIDE) is None
+    assert row_decoder({"other": SCALAR["serving_default"]}) is None
+
+
+TOKENS = {
+    "float": st.sampled_from(["1", "-2.5", "0", "NaN", "null", "1e39", "Infinity", "true", '"3"', "1e-50"]),
+    "int": st.sampled_from(["1", "-7", "NaN", "2.0", "99999999999999999999", "false", "null"]),
+    "bool": st.sampled_from(["true", "false", "0", "NaN", "null"]),
+    "string": st.sampled_from(
+        ['""', '"Mgr"', '"NaN"', '"null"', '"x NaN, y"', "NaN", "null", "1", '"\\u00e9"']
+    ),
+}
+
+
+@st.composite
+def scalar_bodies(draw) -> bytes:
+    specs = SCALAR["serving_default"]
+    rows = []
+    for _ in range(draw(st.integers(1, 4))):
+        fields = [f'"{spec.name}": {draw(TOKENS[spec.kind])}' for spec in specs if draw(st.integers(0, 30))]
+        rows.append("{" + ", ".join(fields) + "}")
+    return ('{"instances": [' + ", ".join(rows) + "]}").encode()
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(scalar_bodies())
+def test_typed_path_and_standard_parser_agree_on_generated_rows(body):
+    assert_same_answer(body, SCALAR)

@@ -3,7 +3,7 @@
 #
 # Two images, each built only when absent (or, for the second, when the project's code changed):
 #   modelops/standin-runtime:py311-tf2.21.0-<id of PACKAGES>  Debian bookworm minbase + python3 +
-#                                            tensorflow-cpu, starlette, uvicorn, orjson, prometheus-client, …
+#                                            tensorflow-cpu, httptools, uvloop, orjson, prometheus-client, …
 #                                            (debootstrap rootfs + `docker import`; minutes, once per list)
 #   modelops/tfserving-standin:2.18.0        the runtime + this project's `modelops` package + a
 #                                            `tensorflow_model_server` wrapper and the real image's entrypoint
@@ -19,7 +19,7 @@ MIRROR="${MODELOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PYTHON="${PYTHON:-$REPO_ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=$(command -v python3.11 || command -v python3)
 # The serving process's packages, at the versions the project tests with.
-PACKAGES=(tensorflow-cpu starlette uvicorn orjson pydantic PyYAML httpx prometheus-client grpcio)
+PACKAGES=(tensorflow-cpu httptools uvloop orjson msgspec pydantic PyYAML httpx prometheus-client grpcio)
 # Installed without their declared dependencies (requirements/no-deps.txt says why: tensorflow-serving-api
 # requires `tensorflow`, which must not sit beside tensorflow-cpu).
 NO_DEPS="$REPO_ROOT/requirements/no-deps.txt"

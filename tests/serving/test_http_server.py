@@ -1,0 +1,266 @@
+"""The serving process's HTTP/1.1 server over real sockets, with a handler that echoes what it got:
+keep-alive, pipelining, chunked bodies, 100-continue, HTTP/1.0, HEAD, refused requests, a failing
+handler, idle connections and the graceful stop a rolling restart relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+
+from modelops.serving.http_server import HttpRequest, HttpResponse, HttpServer, _Connection
+from modelops.serving.server import listening_socket
+from tests.support.network import free_port
+
+LIMIT = 1000
+
+
+class Echo:
+    """Answers each request with what it received; ``/slow`` waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: asyncio.Queue[str] = asyncio.Queue()
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        await self.started.put(request.path)
+        if request.path == "/slow":
+            await self.release.wait()
+        if request.path == "/fail":
+            raise RuntimeError("handler broke")
+        summary = {"method": request.method, "path": request.path, "body": request.body.decode()}
+        return HttpResponse(200, orjson.dumps(summary), headers=(("X-Port", str(request.local_port)),))
+
+
+@asynccontextmanager
+async def server(keep_alive_s: float = 5.0) -> AsyncIterator[tuple[HttpServer, Echo, int]]:
+    echo = Echo()
+    http = HttpServer(echo, max_body_bytes=LIMIT, keep_alive_s=keep_alive_s)
+    port = free_port()
+    await http.listen(listening_socket("127.0.0.1", port, reuse_port=False))
+    try:
+        yield http, echo, port
+    finally:
+        echo.release.set()
+        await http.shutdown(grace_s=2)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    status = int(status_line.split()[1])
+    headers = {}
+    while (line := await asyncio.wait_for(reader.readline(), 10)) != b"\r\n":
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", 0))), 10)
+    return status, headers, body
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    return await asyncio.wait_for(reader.read(1), 10) == b""
+
+
+def test_keep_alive_pipelining_and_chunked_bodies_are_answered_in_order():
+    async def scenario() -> None:
+        async with server() as (_, echo, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # three requests in one write: the first is slow, the answers must still come in order
+            chunked = (
+                b"POST /chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+            )
+            writer.write(post("/slow", b"first") + post("/second%20one?x=1", b"second") + chunked)
+            await writer.drain()
+            assert await echo.started.get() == "/slow"
+            echo.release.set()
+            answers = [await read_response(reader) for _ in range(3)]
+            assert [json.loads(body) for _, _, body in answers] == [
+                {"method": "POST", "path": "/slow", "body": "first"},
+                {"method": "POST", "path": "/second one", "body": "second"},
+                {"method": "POST", "path": "/chunked", "body": "abcdefg"},
+            ]
+            status, headers, _ = answers[0]
+            assert status == 200 and headers["x-port"] == str(port) and headers["date"].endswith("GMT")
+            assert headers["content-type"] == "application/json" and "connection" not in headers
+            writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_expect_100_continue_and_http_1_0():
+    async def scenario() -> None:
+        async with server() as (_, _, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+            assert await asyncio.wait_for(reader.readline(), 10) == b"HTTP/1.1 100 Continue\r\n"
+            assert await reader.readline() == b"\r\n"
+            writer.write(b"body")
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["body"] == "body"
+            writer.close()
+
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /old HTTP/1.0\r\n\r\n")
+            status, headers, body = await read_response(reader)
+            assert status == 200 and headers["connection"] == "close" and json.loads(body)["path"] == "/old"
+            assert await closed_by_server(reader)
+
+    asyncio.run(scenario())
+
+
+def test_head_answers_carry_no_body():
+    async def scenario() -> None:
+        async with server() as (_, _, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n")
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+            assert status_line.startswith(b"HTTP/1.1 200")
+            while await reader.readline() != b"\r\n":
+                pass
+            status, _, body = await read_response(reader)  # straight after HEAD's head: no body between
+            assert status == 200 and json.loads(body)["path"] == "/next"
+            writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_malformed_oversized_and_upgrade_requests_get_an_error_and_a_closed_connection():
+    async def scenario() -> None:
+        async with server() as (_, echo, port):
+            for raw, status, words in [
+                (b"NOT HTTP AT ALL\r\n\r\n", 400, "malformed HTTP request"),
+                (post("/big", b"").replace(b"Content-Length: 0", b"Content-Length: 5000"), 413, "5000 bytes"),
+                (
+                    b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + b"%x\r\n" % (LIMIT + 1)
+                    + b"x" * (LIMIT + 1)
+                    + b"\r\n",
+                    413,
+                    f"more than {LIMIT} bytes",
+                ),
+                (
+                    b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+                    400,
+                    "upgrade",
+                ),
+            ]:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(raw)  # the 413 cases send no (or not all of the) body: refused before it
+                got, headers, body = await read_response(reader)
+                assert got == status, (raw[:40], got, body)
+                assert words in json.loads(body)["error"] and headers["connection"] == "close"
+                assert await closed_by_server(reader)
+                writer.close()
+            assert echo.started.empty()  # none of them reached the handler
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_handler_answers_500_and_the_connection_keeps_serving():
+    async def scenario() -> None:
+        async with server() as (_, _, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(post("/fail", b"") + post("/ok", b""))
+            status, _, body = await read_response(reader)
+            assert status == 500 and json.loads(body) == {
+                "error": "internal server error: RuntimeError: handler broke"
+            }
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["path"] == "/ok"
+            writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_idle_connections_are_closed_after_the_keep_alive_time():
+    async def scenario() -> None:
+        async with server(keep_alive_s=0.2) as (http, _, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(post("/once", b""))
+            assert (await read_response(reader))[0] == 200
+            assert await closed_by_server(reader)
+            for _ in range(100):  # the server forgets it once the close is through
+                if not http.connections:
+                    break
+                await asyncio.sleep(0.01)
+            assert not http.connections
+
+    asyncio.run(scenario())
+
+
+def test_shutdown_stops_listening_answers_what_was_received_and_closes_idle_connections():
+    async def scenario() -> None:
+        async with server() as (http, echo, port):
+            idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+            idle_writer.write(post("/warm", b""))
+            assert (await read_response(idle_reader))[0] == 200
+            busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", port)
+            busy_writer.write(post("/slow", b"in flight") + post("/queued", b"behind it"))
+            assert await echo.started.get() == "/warm"
+            assert await echo.started.get() == "/slow"
+
+            stopping = asyncio.create_task(http.shutdown(grace_s=10))
+            assert await closed_by_server(idle_reader)  # idle: closed at once
+            try:
+                await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                pass
+            else:
+                raise AssertionError("still accepting connections while stopping")
+            assert not stopping.done()  # waiting for the request in flight
+            echo.release.set()
+            status, headers, body = await read_response(busy_reader)
+            assert status == 200 and json.loads(body)["body"] == "in flight" and "connection" not in headers
+            status, headers, body = await read_response(busy_reader)  # received before the stop: answered
+            assert status == 200 and json.loads(body)["body"] == "behind it"
+            assert headers["connection"] == "close"
+            assert await closed_by_server(busy_reader)
+            await asyncio.wait_for(stopping, 10)
+            assert not http.connections
+
+    asyncio.run(scenario())
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 8501) if name == "sockname" else default
+
+
+def test_each_answer_leaves_in_one_write():
+    """Head and body in one write, so one TCP segment and one wake-up of the client per answer."""
+
+    async def scenario() -> None:
+        connection = _Connection(HttpServer(Echo(), max_body_bytes=LIMIT))
+        transport = RecordingTransport()
+        connection.connection_made(transport)
+        connection.data_received(post("/a", b"1") + post("/b", b"2"))
+        while connection.worker is not None:
+            await asyncio.sleep(0)
+        assert len(transport.writes) == 2
+        for write, path in zip(transport.writes, ["/a", "/b"], strict=True):
+            head, _, body = write.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n") and json.loads(body)["path"] == path
+        connection.connection_lost(None)
+
+    asyncio.run(scenario())
