@@ -243,6 +243,8 @@ class _Connection(asyncio.Protocol):
                     response = await self.server.handler(request)
                 except Exception as exc:
                     response = self.server.on_unexpected(request, exc)
+                if self.transport.is_closing():  # the client went away while we worked
+                    return
                 keep_alive = keep_alive and not (self.closing and not self.received)
                 self._write(request.method, response, keep_alive)
                 if not keep_alive:

@@ -179,6 +179,28 @@ def test_a_failing_handler_answers_500_and_the_connection_keeps_serving():
     asyncio.run(scenario())
 
 
+def test_a_client_gone_before_its_answer_costs_nothing_else():
+    async def scenario() -> None:
+        async with server() as (http, echo, port):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(post("/slow", b"abandoned"))
+            assert await echo.started.get() == "/slow"
+            writer.transport.abort()  # gone while the handler works
+            for _ in range(200):
+                if not http.connections:
+                    break
+                await asyncio.sleep(0.01)
+            assert not http.connections
+            echo.release.set()  # the handler finishes; its answer has nowhere to go
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(post("/next", b""))
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["path"] == "/next"
+            writer.close()
+
+    asyncio.run(scenario())
+
+
 def test_idle_connections_are_closed_after_the_keep_alive_time():
     async def scenario() -> None:
         async with server(keep_alive_s=0.2) as (http, _, port):
