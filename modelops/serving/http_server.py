@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import time
 from collections import deque
@@ -316,8 +317,6 @@ class _Connection(asyncio.Protocol):
 
 def install_signal_handlers(stop: Callable[[], Any]) -> None:
     """SIGTERM and SIGINT start a graceful stop (a second one is ignored: the first is already stopping)."""
-    import signal
-
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)

@@ -47,12 +47,14 @@ ENGINE = """
 import atexit, json, os, pathlib, signal, sys, time
 atexit.register(print, "engine: exit handler ran", flush=True)  # as Prefect flushes its logs at exit
 mode = os.environ.get("PREFECT__TEST_ENGINE_MODE", "report")
-pathlib.Path("engine.pid").write_text(str(os.getpid()))
 if mode == "wait-for-sigterm":
     def terminated(signum, frame):
         print("engine: terminated", flush=True)
         sys.exit(143)
     signal.signal(signal.SIGTERM, terminated)
+# the tests signal the engine once this file exists: only after its handler is in place
+pathlib.Path("engine.pid").write_text(str(os.getpid()))
+if mode == "wait-for-sigterm":
     print("engine: waiting", flush=True)
     time.sleep(120)
 if mode == "sleep":
