@@ -129,7 +129,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.local_port = 0
-        self.received: deque[tuple[HttpRequest, bool]] = deque()  # (request, keep-alive)
+        # (request, keep-alive) to answer in order; a refusal (answer, then close) goes last
+        self.received: deque[tuple[HttpRequest, bool] | HttpResponse] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.closing = False  # answer what was received, then close
@@ -166,8 +167,8 @@ class _Connection(asyncio.Protocol):
         self._cancel_idle_timer()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(400, "protocol upgrades are not supported: send plain HTTP/1.1 requests")
+        except httptools.HttpParserUpgrade:  # refused in on_headers_complete
+            pass
         except httptools.HttpParserError as exc:
             if not self.refused:
                 self._refuse(400, f"malformed HTTP request: {exc}")
@@ -195,6 +196,9 @@ class _Connection(asyncio.Protocol):
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade():
+            self._refuse(400, "protocol upgrades are not supported: send plain HTTP/1.1 requests")
+            return
         declared = self.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.server.max_body_bytes:
             self._refuse(413, f"request body of {declared} bytes exceeds {self.server.max_body_bytes} bytes")
@@ -239,7 +243,12 @@ class _Connection(asyncio.Protocol):
     async def _answer_received(self) -> None:
         try:
             while self.received and self.transport is not None and not self.transport.is_closing():
-                request, keep_alive = self.received.popleft()
+                item = self.received.popleft()
+                if isinstance(item, HttpResponse):  # a refusal, after the answers owed before it
+                    self._write("GET", item, keep_alive=False)
+                    self.transport.close()
+                    return
+                request, keep_alive = item
                 try:
                     response = await self.server.handler(request)
                 except Exception as exc:
@@ -283,12 +292,17 @@ class _Connection(asyncio.Protocol):
         self.transport.write(b"".join(head))
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer now, without reading the rest of the request, and close once the answer is out."""
+        """Answer without reading the rest of the request, after the answers still owed on this
+        connection, then close it."""
         self.refused = True
-        self.received.clear()
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.pause_reading()
+        if self.worker is None and not self.received:
             self._write("GET", json_error(status, message), keep_alive=False)
             self.transport.close()
+        else:
+            self.received.append(json_error(status, message))
 
     # -- idle connections and shutdown ---------------------------------------------------------------
 

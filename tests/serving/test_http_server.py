@@ -163,6 +163,24 @@ def test_malformed_oversized_and_upgrade_requests_get_an_error_and_a_closed_conn
     asyncio.run(scenario())
 
 
+def test_a_refusal_behind_pipelined_requests_comes_after_their_answers():
+    async def scenario() -> None:
+        async with server() as (_, echo, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            oversized = post("/big", b"").replace(b"Content-Length: 0", b"Content-Length: 5000")
+            writer.write(post("/slow", b"first") + oversized)
+            assert await echo.started.get() == "/slow"
+            echo.release.set()
+            status, headers, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["body"] == "first" and "connection" not in headers
+            status, headers, body = await read_response(reader)
+            assert status == 413 and "5000 bytes" in json.loads(body)["error"]
+            assert headers["connection"] == "close" and await closed_by_server(reader)
+            assert echo.started.empty()
+
+    asyncio.run(scenario())
+
+
 def test_a_failing_handler_answers_500_and_the_connection_keeps_serving():
     async def scenario() -> None:
         async with server() as (_, _, port):
