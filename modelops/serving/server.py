@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,8 +127,18 @@ def run_server(options: ServerOptions) -> None:
         f"serving model {options.model_name!r} versions [{versions}] from {repository.base_path} on "
         f"{', '.join(where)} (pid {os.getpid()}, batching={'on' if options.batching else 'off'})"
     )
+
+    async def start_grpc() -> Any:
+        from modelops.serving.grpc_api import GrpcApi, build_grpc_server  # tensorflow_serving's protos
+
+        grpc_api = GrpcApi(repository, engine, metrics, options.max_batch_size)
+        port = options.grpc_port or 0  # only started when a gRPC port is set
+        grpc_server, _ = build_grpc_server(grpc_api, options.host, port, settings.max_body_bytes)
+        await grpc_server.start()
+        return grpc_server
+
     try:
-        uvloop.run(_serve(http, sockets, options, repository, engine, metrics, settings, banner))
+        uvloop.run(_serve(http, sockets, banner, start_grpc if options.grpc_port else None))
     finally:
         engine.close()
 
@@ -135,23 +146,13 @@ def run_server(options: ServerOptions) -> None:
 async def _serve(
     http: HttpServer,
     sockets: list[socket.socket],
-    options: ServerOptions,
-    repository: Any,
-    engine: InferenceEngine,
-    metrics: ServingMetrics,
-    settings: ServingSettings,
     banner: str,
+    start_grpc: Callable[[], Awaitable[Any]] | None,
 ) -> None:
     """Listen until SIGTERM/SIGINT, then stop gracefully: what was received is answered."""
     stop = asyncio.Event()
     install_signal_handlers(stop.set)
-    grpc_server = None
-    if options.grpc_port:
-        from modelops.serving.grpc_api import GrpcApi, build_grpc_server  # tensorflow_serving's protos
-
-        grpc_api = GrpcApi(repository, engine, metrics, options.max_batch_size)
-        grpc_server, _ = build_grpc_server(grpc_api, options.host, options.grpc_port, settings.max_body_bytes)
-        await grpc_server.start()
+    grpc_server = await start_grpc() if start_grpc is not None else None
     for sock in sockets:
         await http.listen(sock)
     print(banner, flush=True)

@@ -267,6 +267,9 @@ def test_unserved_methods_are_unimplemented_and_grpc_calls_are_counted(server, s
     request.model_spec.name = MODEL
     assert refused(prediction.Classify, request).code() == grpc.StatusCode.UNIMPLEMENTED
     prediction.Predict(predict_request(sample_records(3)), timeout=30)
+    missing = predict_request(sample_records(3))
+    del missing.inputs["DEBTINC"]  # this test's own refused call: it must not rely on another test's
+    assert refused(prediction.Predict, missing).code() == grpc.StatusCode.INVALID_ARGUMENT
     text = httpx.get(f"{server.url}/monitoring/prometheus/metrics", timeout=30).text
     assert (
         'modelops_serving_grpc_requests_total{code="OK",method="Predict",model_name="risk",version="2"}'
