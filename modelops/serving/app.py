@@ -42,6 +42,8 @@ SIGNATURE_DEF_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap
 class ServingSettings:
     max_batch_size: int = 1024
     max_body_bytes: int = 32 * 1024 * 1024
+    # a request must arrive whole within this time of being seen incomplete (else 408, connection closed)
+    request_timeout_s: float = 60.0
 
 
 @dataclass

@@ -9,7 +9,9 @@ much as the model call: uvicorn's per-request task, scope and message dicts, and
 HTTP/1.1 as clients use it: keep-alive (idle connections closed after ``keep_alive_s``), pipelined
 requests answered in order, chunked request bodies, ``Expect: 100-continue``, HTTP/1.0, ``HEAD``. A
 request the parser refuses, or one whose body is larger than ``max_body_bytes``, is answered
-400/413 with a JSON ``{"error": ...}`` and its connection closed. :meth:`HttpServer.shutdown` stops
+400/413 with a JSON ``{"error": ...}`` and its connection closed; so is one not received whole within
+``request_timeout_s`` of its first byte (408), so that a client sending a request slowly, or never
+finishing it, cannot hold a connection for ever. :meth:`HttpServer.shutdown` stops
 listening at once, lets every request already received finish (up to a grace period), and closes
 idle connections, so a rolling restart drops nothing.
 """
@@ -86,11 +88,13 @@ class HttpServer:
         handler: Handler,
         max_body_bytes: int,
         keep_alive_s: float = 5.0,
+        request_timeout_s: float = 60.0,
         on_unexpected: Callable[[HttpRequest, BaseException], HttpResponse] | None = None,
     ) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
         self.keep_alive_s = keep_alive_s
+        self.request_timeout_s = request_timeout_s
         self.on_unexpected = on_unexpected or (
             lambda request, exc: json_error(500, f"internal server error: {type(exc).__name__}: {exc}")
         )
@@ -133,6 +137,9 @@ class _Connection(asyncio.Protocol):
         self.received: deque[tuple[HttpRequest, bool] | HttpResponse] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        # A request that did not arrive whole in one read gets a timer: most arrive whole, and pay nothing
+        self.receiving = False
+        self.request_timer: asyncio.TimerHandle | None = None
         self.closing = False  # answer what was received, then close
         self.can_write: asyncio.Future[None] | None = None  # set while the transport's buffer is full
         self.reading_paused = False
@@ -157,6 +164,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._cancel_idle_timer()
+        self._cancel_request_timer()
         self.received.clear()
         if self.can_write is not None and not self.can_write.done():
             self.can_write.set_result(None)
@@ -172,6 +180,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self.refused:
                 self._refuse(400, f"malformed HTTP request: {exc}")
+        if self.receiving and self.request_timer is None and not self.refused:
+            self.request_timer = asyncio.get_running_loop().call_later(
+                self.server.request_timeout_s, self._request_timeout
+            )
 
     def pause_writing(self) -> None:
         self.can_write = asyncio.get_running_loop().create_future()
@@ -184,6 +196,7 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.receiving = True
         self.url = b""
         self.headers = {}
         self.body = []
@@ -221,6 +234,8 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.receiving = False
+        self._cancel_request_timer()
         if self.refused:
             return
         url = self.url
@@ -295,6 +310,7 @@ class _Connection(asyncio.Protocol):
         """Answer without reading the rest of the request, after the answers still owed on this
         connection, then close it."""
         self.refused = True
+        self._cancel_request_timer()
         if self.transport is None or self.transport.is_closing():
             return
         self.transport.pause_reading()
@@ -323,6 +339,18 @@ class _Connection(asyncio.Protocol):
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+
+    def _cancel_request_timer(self) -> None:
+        if self.request_timer is not None:
+            self.request_timer.cancel()
+            self.request_timer = None
+
+    def _request_timeout(self) -> None:
+        """A request seen incomplete ``request_timeout_s`` ago has still not arrived whole: a bound on the
+        total time (not on a pause between reads), so a client dripping a byte now and then is cut off too."""
+        self.request_timer = None
+        if not self.refused:
+            self._refuse(408, f"request not received whole within {self.server.request_timeout_s:g} s")
 
     def _idle_timeout(self) -> None:
         if self.worker is None and not self.received and self.transport is not None:

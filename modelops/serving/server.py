@@ -101,7 +101,12 @@ def run_server(options: ServerOptions) -> None:
     admin = AdminHooks(admin_port=options.admin_port)
     settings = ServingSettings(max_batch_size=options.max_batch_size)
     api = ServingApi(repository, engine, settings, admin, metrics)
-    http = HttpServer(api, settings.max_body_bytes, on_unexpected=api.unexpected)
+    http = HttpServer(
+        api,
+        settings.max_body_bytes,
+        request_timeout_s=settings.request_timeout_s,
+        on_unexpected=api.unexpected,
+    )
 
     sockets = []
     if options.admin_port is not None:

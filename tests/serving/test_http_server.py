@@ -36,9 +36,13 @@ class Echo:
 
 
 @asynccontextmanager
-async def server(keep_alive_s: float = 5.0) -> AsyncIterator[tuple[HttpServer, Echo, int]]:
+async def server(
+    keep_alive_s: float = 5.0, request_timeout_s: float = 60.0
+) -> AsyncIterator[tuple[HttpServer, Echo, int]]:
     echo = Echo()
-    http = HttpServer(echo, max_body_bytes=LIMIT, keep_alive_s=keep_alive_s)
+    http = HttpServer(
+        echo, max_body_bytes=LIMIT, keep_alive_s=keep_alive_s, request_timeout_s=request_timeout_s
+    )
     port = free_port()
     await http.listen(listening_socket("127.0.0.1", port, reuse_port=False))
     try:
@@ -186,6 +190,69 @@ def test_a_refusal_behind_pipelined_requests_comes_after_their_answers():
             assert status == 413 and "5000 bytes" in json.loads(body)["error"]
             assert headers["connection"] == "close" and await closed_by_server(reader)
             assert echo.started.empty()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_not_received_whole_in_time_gets_408_and_a_closed_connection():
+    """A client that stops mid-request, or drips its headers a line at a time, is cut off once the
+    request has taken longer than the timeout to arrive; the answers owed before it still come first,
+    and a slow handler (the answer, not the request) is never cut off."""
+
+    async def drip(writer: asyncio.StreamWriter, answered: asyncio.Task) -> None:
+        writer.write(b"POST /drip HTTP/1.1\r\nHost: t\r\n")
+        for line in range(500):  # a header line every 0.02 s: each read is prompt, the request never ends
+            if answered.done():
+                return
+            writer.write(b"X-Line-%d: x\r\n" % line)
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        async with server(request_timeout_s=0.3) as (http, echo, port):
+            # stops after half its headers
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /half HTTP/1.1\r\nHost: t\r\n")
+            status, headers, body = await read_response(reader)
+            assert status == 408 and "not received whole within 0.3 s" in json.loads(body)["error"]
+            assert headers["connection"] == "close" and await closed_by_server(reader)
+
+            # drips header lines, each soon after the last
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            answered = asyncio.create_task(read_response(reader))
+            await drip(writer, answered)
+            status, headers, _ = await answered
+            assert status == 408 and headers["connection"] == "close" and await closed_by_server(reader)
+
+            # a complete request answered slowly, then an incomplete one behind it
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(post("/slow", b"whole") + post("/cut", b"12345")[:-2])
+            assert await echo.started.get() == "/slow"
+            await asyncio.sleep(0.6)  # twice the request timeout, spent in the handler
+            echo.release.set()
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["body"] == "whole"
+            status, headers, _ = await read_response(reader)
+            assert status == 408 and headers["connection"] == "close" and await closed_by_server(reader)
+            assert echo.started.empty()  # no incomplete request reached the handler
+            assert await forgotten(http)
+
+    asyncio.run(scenario())
+
+
+def test_a_request_arriving_in_pieces_within_the_timeout_is_answered():
+    async def scenario() -> None:
+        async with server(request_timeout_s=30) as (_, _, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            raw = post("/pieces", b"0123456789")
+            for start in range(0, len(raw), 7):
+                writer.write(raw[start : start + 7])
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            status, headers, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["body"] == "0123456789" and "connection" not in headers
+            writer.write(post("/again", b""))  # the connection is still open for the next one
+            assert (await read_response(reader))[0] == 200
+            writer.close()
 
     asyncio.run(scenario())
 
