@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 # port handed out here is free of every other worker's picks and of the ports the kernel gives to
 # outgoing connections and to servers that bind port 0. ``bind(0)`` would hand out ephemeral ports,
 # which two workers can both see free before either binds.
-FIRST_PORT = 20000
-PORTS_PER_WORKER = 3000
-MAX_WORKERS = 4
+FIRST_PORT = 14000
+PORTS_PER_WORKER = 2250
+MAX_WORKERS = 8
 
 
 def _worker_index() -> int:
