@@ -149,6 +149,7 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_size = 0
         self.refused = False  # answered (413) before its body arrived: the connection closes
+        self.continue_owed = False  # its "100 Continue" waits for the answers owed before it
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -216,11 +217,11 @@ class _Connection(asyncio.Protocol):
         if declared.isdigit() and int(declared) > self.server.max_body_bytes:
             self._refuse(413, f"request body of {declared} bytes exceeds {self.server.max_body_bytes} bytes")
             return
-        # with answers still owed on this connection, a 100 would arrive before them: the client
-        # then sends the body after its own wait, as it does with servers that never send 100
-        expects = self.headers.get("expect", "").lower() == "100-continue"
-        if expects and self.transport is not None and self.worker is None and not self.received:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.headers.get("expect", "").lower() == "100-continue":
+            if self.worker is None and not self.received:
+                self._write_continue()
+            else:  # a 100 now would arrive ahead of the answers still owed: it follows them
+                self.continue_owed = True
 
     def on_body(self, body: bytes) -> None:
         if self.refused:
@@ -235,6 +236,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.receiving = False
+        self.continue_owed = False  # the body came without it
         self._cancel_request_timer()
         if self.refused:
             return
@@ -286,8 +288,10 @@ class _Connection(asyncio.Protocol):
             return
         if self.closing:
             self.transport.close()
-        else:
-            self._arm_idle_timer()
+            return
+        if self.continue_owed:
+            self._write_continue()
+        self._arm_idle_timer()
 
     def _write(self, method: str, response: HttpResponse, keep_alive: bool) -> None:
         assert self.transport is not None
@@ -305,6 +309,11 @@ class _Connection(asyncio.Protocol):
         if method != "HEAD":
             head.append(body)
         self.transport.write(b"".join(head))
+
+    def _write_continue(self) -> None:
+        self.continue_owed = False
+        if self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer without reading the rest of the request, after the answers still owed on this
@@ -333,6 +342,8 @@ class _Connection(asyncio.Protocol):
 
     def _arm_idle_timer(self) -> None:
         self._cancel_idle_timer()
+        if self.receiving:  # not idle: the request timer bounds the request being received
+            return
         self.idle_timer = asyncio.get_running_loop().call_later(self.server.keep_alive_s, self._idle_timeout)
 
     def _cancel_idle_timer(self) -> None:

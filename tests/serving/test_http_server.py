@@ -109,9 +109,26 @@ def test_keep_alive_pipelining_and_chunked_bodies_are_answered_in_order():
 
 def test_expect_100_continue_and_http_1_0():
     async def scenario() -> None:
-        async with server() as (_, _, port):
+        expecting = b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        async with server() as (_, echo, port):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+            writer.write(expecting)
+            assert await asyncio.wait_for(reader.readline(), 10) == b"HTTP/1.1 100 Continue\r\n"
+            assert await reader.readline() == b"\r\n"
+            writer.write(b"body")
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["body"] == "body"
+            writer.close()
+
+            assert await echo.started.get() == "/e"
+
+            # behind an answer still owed, the 100 follows that answer
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(post("/slow", b"first") + expecting)
+            assert await echo.started.get() == "/slow"
+            echo.release.set()
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["body"] == "first"
             assert await asyncio.wait_for(reader.readline(), 10) == b"HTTP/1.1 100 Continue\r\n"
             assert await reader.readline() == b"\r\n"
             writer.write(b"body")
@@ -240,8 +257,11 @@ def test_a_request_not_received_whole_in_time_gets_408_and_a_closed_connection()
 
 
 def test_a_request_arriving_in_pieces_within_the_timeout_is_answered():
+    """Pauses longer than the keep-alive time inside a request do not close the connection: only the
+    request timeout bounds a request being received."""
+
     async def scenario() -> None:
-        async with server(request_timeout_s=30) as (_, _, port):
+        async with server(keep_alive_s=0.2, request_timeout_s=30) as (_, echo, port):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             raw = post("/pieces", b"0123456789")
             for start in range(0, len(raw), 7):
@@ -252,6 +272,17 @@ def test_a_request_arriving_in_pieces_within_the_timeout_is_answered():
             assert status == 200 and json.loads(body)["body"] == "0123456789" and "connection" not in headers
             writer.write(post("/again", b""))  # the connection is still open for the next one
             assert (await read_response(reader))[0] == 200
+
+            # the rest of a pipelined request comes after its predecessor's answer and a pause
+            rest = post("/rest", b"abc")
+            writer.write(post("/slow", b"") + rest[:-3])
+            assert [await echo.started.get() for _ in range(3)][-1] == "/slow"
+            echo.release.set()
+            assert (await read_response(reader))[0] == 200
+            await asyncio.sleep(0.5)  # more than the keep-alive time
+            writer.write(rest[-3:])
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["body"] == "abc"
             writer.close()
 
     asyncio.run(scenario())
