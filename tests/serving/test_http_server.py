@@ -107,18 +107,23 @@ def test_keep_alive_pipelining_and_chunked_bodies_are_answered_in_order():
     asyncio.run(scenario())
 
 
+async def continue_then_send_the_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read a ``100 Continue``, then send the 4-byte body it asked for and read its answer."""
+    assert await asyncio.wait_for(reader.readline(), 10) == b"HTTP/1.1 100 Continue\r\n"
+    assert await reader.readline() == b"\r\n"
+    writer.write(b"body")
+    status, _, body = await read_response(reader)
+    assert status == 200 and json.loads(body)["body"] == "body"
+    writer.close()
+
+
 def test_expect_100_continue_and_http_1_0():
     async def scenario() -> None:
         expecting = b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
         async with server() as (_, echo, port):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(expecting)
-            assert await asyncio.wait_for(reader.readline(), 10) == b"HTTP/1.1 100 Continue\r\n"
-            assert await reader.readline() == b"\r\n"
-            writer.write(b"body")
-            status, _, body = await read_response(reader)
-            assert status == 200 and json.loads(body)["body"] == "body"
-            writer.close()
+            await continue_then_send_the_body(reader, writer)
 
             assert await echo.started.get() == "/e"
 
@@ -129,12 +134,7 @@ def test_expect_100_continue_and_http_1_0():
             echo.release.set()
             status, _, body = await read_response(reader)
             assert status == 200 and json.loads(body)["body"] == "first"
-            assert await asyncio.wait_for(reader.readline(), 10) == b"HTTP/1.1 100 Continue\r\n"
-            assert await reader.readline() == b"\r\n"
-            writer.write(b"body")
-            status, _, body = await read_response(reader)
-            assert status == 200 and json.loads(body)["body"] == "body"
-            writer.close()
+            await continue_then_send_the_body(reader, writer)
 
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /old HTTP/1.0\r\n\r\n")
