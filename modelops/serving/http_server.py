@@ -10,8 +10,8 @@ HTTP/1.1 as clients use it: keep-alive (idle connections closed after ``keep_ali
 requests answered in order, chunked request bodies, ``Expect: 100-continue``, HTTP/1.0, ``HEAD``. A
 request the parser refuses, or one whose body is larger than ``max_body_bytes``, is answered
 400/413 with a JSON ``{"error": ...}`` and its connection closed; so is one not received whole within
-``request_timeout_s`` of the read that found it incomplete (408), so that a client sending a request slowly, or never
-finishing it, cannot hold a connection for ever. :meth:`HttpServer.shutdown` stops
+``request_timeout_s`` of the read that found it incomplete (408), so that a client sending a request
+slowly, or never finishing it, cannot hold a connection for ever. :meth:`HttpServer.shutdown` stops
 listening at once, lets every request already received finish (up to a grace period), and closes
 idle connections, so a rolling restart drops nothing.
 """
