@@ -90,7 +90,13 @@ class Stack:
         return subprocess.Popen([*CLI, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True)
 
     def approve(self, model: str, version: str) -> None:
-        """Answer the model's approval form as soon as its lifecycle has paused for it."""
+        """Answer the model's approval form as soon as its lifecycle has paused for it.
+
+        The wait for the form is a query of Prefect's API, not a `modelops approve` every 2 s: each of
+        those is a whole process (~1.7 CPU-s), and the form takes half a minute or more to appear.
+        """
+        form = f"the approval form of {model} v{version}"
+        wait_for(lambda: self.paused_approval(model, version), 600, form)
 
         def answered() -> bool:
             result = self.run(
@@ -98,7 +104,21 @@ class Stack:
             )
             return result.returncode == 0
 
-        wait_for(answered, 600, f"approval of {model} v{version} accepted", interval=2)
+        wait_for(answered, 120, f"approval of {model} v{version} accepted", interval=2)
+
+    def paused_approval(self, model: str, version: str) -> bool:
+        response = httpx.post(
+            f"{self.api}/flow_runs/filter",
+            json={
+                "flow_runs": {
+                    "name": {"any_": [f"approve-{model}-v{version}"]},
+                    "state": {"type": {"any_": ["PAUSED"]}},
+                }
+            },
+            timeout=10,
+        )
+        response.raise_for_status()
+        return bool(response.json())
 
     def alias(self, model: str, alias: str) -> str | None:
         response = httpx.get(
