@@ -54,15 +54,20 @@ def cpu_seconds(group: Path, counter: str) -> float:
 
 
 def collected_modules(paths: list[str]) -> list[str]:
-    """The suite's test modules in the order pytest collects them (heaviest first, tests/conftest.py)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *paths],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return list(dict.fromkeys(line.split("::")[0] for line in done.stdout.splitlines() if "::" in line))
+    """The test modules under ``paths``: files as given, folders' in the order pytest collects them
+    (heaviest first, tests/conftest.py), named relative to the project root as pytest names them."""
+    folders = [path for path in paths if not path.endswith(".py")]
+    modules = [path for path in paths if path.endswith(".py")]
+    if folders:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *folders],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        modules += [line.split("::")[0] for line in done.stdout.splitlines() if "::" in line]
+    return list(dict.fromkeys(modules))
 
 
 @dataclass
