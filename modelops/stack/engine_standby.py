@@ -53,6 +53,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ import psutil
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PER_RUN_PREFIX = "PREFECT__"  # set by the worker for each run: not part of the key
 MAX_MESSAGE = 1 << 20
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, its last one the terminating NUL
 # The module run as the engine: Prefect's (tests run a stand-in through this variable).
 ENGINE_VARIABLE = "MODELOPS_ENGINE_STANDBY_ENGINE"
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -81,6 +83,30 @@ def private_directory() -> Path | None:
     except OSError:
         return None
     return directory if info.st_uid == os.getuid() and info.st_mode & 0o077 == 0 else None
+
+
+def unix_address(path: Path) -> contextlib.AbstractContextManager[str]:
+    """The address to bind or connect a unix socket at ``path``, however deep ``path`` is.
+
+    A unix socket's address holds at most 107 bytes of path. A standby directory deep in a temporary
+    tree (a test's, a CI job's) makes ``<directory>/<pid>-<key>.sock`` longer, and then the standby
+    could not listen at all: every run would start cold. Through an ``O_PATH`` descriptor of the
+    directory, ``/proc/self/fd/<n>/<name>`` names the same file in a few bytes.
+    """
+    return (
+        _short_unix_address(path)
+        if len(os.fsencode(path)) > UNIX_PATH_MAX
+        else contextlib.nullcontext(str(path))
+    )
+
+
+@contextlib.contextmanager
+def _short_unix_address(path: Path) -> Iterator[str]:
+    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{directory}/{path.name}"
+    finally:
+        os.close(directory)
 
 
 def engine_module() -> str:
@@ -140,7 +166,8 @@ def _hand_over(paths: StandbyPaths, argv: list[str]) -> HandOver | None:
     """The run, once a standby took it; None when none is waiting or it refused."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        sock.connect(str(paths.socket))
+        with unix_address(paths.socket) as address:
+            sock.connect(address)
         request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
         socket.send_fds(sock, [json.dumps(request).encode()], [0, 1, 2])
         answer = json.loads(sock.recv(MAX_MESSAGE) or b"{}")
@@ -235,7 +262,8 @@ class Standby:
             print(f"engine standby: {threads} threads after the imports: one run per standby", flush=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.socket_path.unlink(missing_ok=True)
-        listener.bind(str(self.socket_path))
+        with unix_address(self.socket_path) as address:
+            listener.bind(address)
         listener.listen(8)
         listener.settimeout(1.0)
         self.ready_at = time.monotonic()

@@ -77,11 +77,13 @@ sys.exit(int(os.environ.get("PREFECT__TEST_ENGINE_EXIT", "0")))
 class Worker:
     """A real process in the role of Prefect's process worker (the launcher's parent)."""
 
-    def __init__(self, tmp_path: Path, project: Path | None = None, **env: str) -> None:
+    def __init__(
+        self, tmp_path: Path, project: Path | None = None, standby_dir: Path | None = None, **env: str
+    ) -> None:
         """``project``: a copy of the project's code the launcher and standbys import instead of this
         checkout's (a test that changes a source file changes the copy, never files other tests use)."""
         (tmp_path / "standin_engine.py").write_text(ENGINE)
-        self.standby_dir = tmp_path / "standby"
+        self.standby_dir = standby_dir or tmp_path / "standby"
         path = [str(project) if project else None, str(tmp_path), os.environ.get("PYTHONPATH")]
         self.env = {
             **os.environ,
@@ -183,6 +185,25 @@ def test_the_first_run_starts_cold_and_the_next_one_goes_to_the_warm_standby(wor
     assert "engine: to stderr" in output  # both streams reach the worker
     assert "engine: exit handler ran" in output  # the run's exit handlers ran before it reported
     assert f"engine standby: pid {warm['pid']} runs flow run run-2" in output
+
+
+def test_a_standby_directory_too_deep_for_a_socket_address_still_gets_its_warm_standby(tmp_path):
+    # A unix socket's address holds 107 bytes of path: a standby directory deep in a temporary tree
+    # made the standby's bind fail, so every run started cold (as in a CI job's long pytest paths).
+    deep = tmp_path / ("d" * 100) / "standby"
+    worker = Worker(tmp_path, standby_dir=deep)
+    try:
+        worker.run()  # cold; starts the standby
+        wait_for(worker.standby_ready, 120, "a standby listening in the deep directory")
+        (socket_file,) = deep.glob("*.sock")
+        assert len(os.fsencode(socket_file)) > engine_standby.UNIX_PATH_MAX
+        launcher, status, output = worker.run(PREFECT__TEST_RUN_VALUE="warm")
+        warm = engine_report(output)
+        assert status == 0 and warm["pid"] != launcher and warm["flows_preloaded"], output
+        assert warm["run_value"] == "warm"
+    finally:
+        worker.stop()
+        wait_for(lambda: not worker.standby_pids(), 60, "the standby to exit after its worker")
 
 
 def test_the_standby_forks_each_run_and_keeps_waiting(worker):
