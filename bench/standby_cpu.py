@@ -6,7 +6,7 @@
 This process plays the worker (the launcher's parent, as Prefect's worker is); the engine is a
 stand-in that prints one line, so what is measured is the launcher and its standbys: imports of
 Prefect and ``flows/``, hand-overs, forks. Every process it starts, detached ones too, stays in a
-cgroup v1 ``cpuacct`` group made for the run (``/sys/fs/cgroup/cpuacct``: needs root), read once
+cgroup made for the run (:mod:`bench.cgroup_cpu`: needs root), read once
 the last of them is gone (the standbys leave within a second of their worker).
 """
 
@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+from bench.cgroup_cpu import cgroup_root, cpu_seconds
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,27 +57,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--project", type=Path, default=PROJECT_ROOT, help="the checkout whose launcher runs")
     args = parser.parse_args(argv)
-    if not (CPUACCT / "tasks").exists() or not os.access(CPUACCT, os.W_OK):
-        print(f"bench.standby_cpu: needs a writable cgroup v1 cpuacct hierarchy at {CPUACCT} (root)")
+    root, counter = cgroup_root()
+    if not os.access(root, os.W_OK):
+        print(f"bench.standby_cpu: needs a writable cgroup hierarchy at {root} (root)")
         return 2
-    group = CPUACCT / f"modelops-standby-bench-{os.getpid()}"
+    group = root / f"modelops-standby-bench-{os.getpid()}"
     group.mkdir()
     try:
         child = os.fork()
         if child == 0:  # the worker: in the group with everything it starts
-            (group / "tasks").write_text(str(os.getpid()))
+            (group / "cgroup.procs").write_text(str(os.getpid()))
             runs = runs_in_group(args.project.resolve(), args.runs)
             timings = ", ".join(f"{kind} {seconds * 1000:.0f} ms" for kind, seconds in runs)
             print(f"runs: {timings}", flush=True)
             os._exit(0)
         os.waitpid(child, 0)
         deadline = time.monotonic() + 60
-        while (group / "tasks").read_text().strip() and time.monotonic() < deadline:
+        while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
             time.sleep(0.2)  # the standbys noticing their worker is gone
-        cpu_s = int((group / "cpuacct.usage").read_text()) / 1e9
+        cpu_s = cpu_seconds(group, counter)
         print(f"{args.runs} runs through {args.project.resolve()}: {cpu_s:.1f} CPU-seconds in all")
     finally:
-        if not (group / "tasks").read_text().strip():
+        if not (group / "cgroup.procs").read_text().strip():
             group.rmdir()
     return 0
 

@@ -29,28 +29,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cgroup_cpu import cgroup_root, cpu_seconds
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def cgroup_root() -> tuple[Path, str]:
-    """A writable cgroup hierarchy that counts CPU, and the file holding a group's total."""
-    for line in Path("/proc/mounts").read_text().splitlines():
-        _, mount, kind, options, *_ = line.split()
-        if kind == "cgroup" and "cpuacct" in options.split(","):
-            return Path(mount), "cpuacct.usage"  # nanoseconds
-    for line in Path("/proc/mounts").read_text().splitlines():
-        _, mount, kind, *_ = line.split()
-        if kind == "cgroup2":
-            return Path(mount), "cpu.stat"  # usage_usec
-    raise SystemExit("suite_cpu: no cgroup hierarchy that counts CPU is mounted")
-
-
-def cpu_seconds(group: Path, counter: str) -> float:
-    text = (group / counter).read_text()
-    if counter == "cpuacct.usage":
-        return int(text) / 1e9
-    usage = next(line for line in text.splitlines() if line.startswith("usage_usec"))
-    return int(usage.split()[1]) / 1e6
 
 
 def collected_modules(paths: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT_ROOT))  # bench/ is a top-level folder, not an installed package
 
-from bench import suite_cpu  # noqa: E402
+from bench import cgroup_cpu, suite_cpu  # noqa: E402
 
 # A test whose only CPU is spent by a grandchild in its own session, reparented away from pytest:
 # what `modelops up` does with a stack's servers. `time` or RUSAGE_CHILDREN would not see it.
@@ -41,7 +41,7 @@ def test_a_daemon_burns_cpu(tmp_path):
 
 def _writable_cgroup() -> bool:
     try:
-        root, _ = suite_cpu.cgroup_root()
+        root, _ = cgroup_cpu.cgroup_root()
     except SystemExit:
         return False
     return os.access(root, os.W_OK)
