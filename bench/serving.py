@@ -356,7 +356,7 @@ def grpc_transport_alone(
     """Batch-64 calls, 1 in flight, from h2load to :mod:`bench.grpc_echo` (each flavor): the real
     request's bytes in, the real answer's bytes out, and nothing else."""
     rows = []
-    for flavor in ("aio", "sync"):
+    for flavor in ("own", "aio", "sync"):
         progress(f"  gRPC transport alone ({flavor} echo server), batch 64, 1 call in flight, {seconds:.0f}s")
         port = free_port()
         command = [sys.executable, "-m", "bench.grpc_echo", str(port), str(answer_file), "--flavor", flavor]
@@ -606,7 +606,7 @@ def mlflow_peer(
 # h2load (bench.grpc_h2load); its connections column = calls in flight on one HTTP/2 connection
 GRPC_SCENARIO = "modelops gRPC Predict, batching on"
 GRPC_PYTHON_CLIENT_SCENARIO = "modelops gRPC Predict, grpcio client"  # bench.grpc_load, what `traffic` uses
-GRPC_ECHO_SCENARIO = "gRPC transport alone: echo"  # + " (aio)" / " (sync)": bench.grpc_echo
+GRPC_ECHO_SCENARIO = "gRPC transport alone: echo"  # + " (own)" / " (aio)" / " (sync)": bench.grpc_echo
 
 # Issue #15's goals, the one place they are written: bench.serving's summary and bench.suite's rows read them.
 P50_OVER_FLOOR_MS = 0.4  # batch-1, 1 conn: p50 <= in-process floor + this

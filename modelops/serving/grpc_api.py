@@ -7,9 +7,11 @@ serves them on its ``--port``, 8500 by default)::
     tensorflow.serving.PredictionService/GetModelMetadata   metadata_field ["signature_def"]
     tensorflow.serving.ModelService/GetModelStatus          the versions' states
 
-The gRPC server (``grpc.aio``) runs on the REST server's event loop, in the same process: one model
-runtime, and Predict calls go to the same :class:`InferenceEngine` as REST ``:predict`` requests, so
-concurrent gRPC and REST requests are merged into the same signature calls.
+The gRPC server (:mod:`modelops.serving.grpc_server`, HTTP/2) runs on the REST server's event loop,
+in the same process: one model runtime, and Predict calls go to the same :class:`InferenceEngine` as
+REST ``:predict`` requests, so concurrent gRPC and REST requests are merged into the same signature
+calls. :meth:`GrpcApi.call` is its handler: the method's path and the request's bytes in, a
+:class:`GrpcReply` out. Every other method (Classify, Regress, ...) is UNIMPLEMENTED.
 
 Input tensors are decoded without per-element Python work: numeric ``tensor_content`` with
 ``np.frombuffer`` reshaped by ``tensor_shape`` (or, when ``tensor_content`` is empty, the typed
@@ -38,23 +40,25 @@ from typing import Any
 import grpc
 import numpy as np
 from google.protobuf.json_format import ParseDict
+from google.protobuf.message import DecodeError
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
-    prediction_service_pb2_grpc,
 )
 
 from modelops.serving.batching import InferenceEngine
+from modelops.serving.grpc_server import GrpcReply
 from modelops.serving.metrics import ServingMetrics
 from modelops.serving.predict_request import InputSpec
 from modelops.serving.repository import ModelRepository, ModelVersion
 
 log = logging.getLogger(__name__)
 
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF = "signature_def"
 # TF dtype name (InputSpec.dtype) <-> DataType enum, numpy dtype and the typed TensorProto field.
@@ -265,6 +269,17 @@ class GrpcApi:
             for name, definition in loaded.signature_def.items():
                 ParseDict(definition, signature_map.signature_def[name])
             self._signature_maps[number] = signature_map
+        self._methods = {
+            f"/{PREDICTION_SERVICE}/Predict": _Method(
+                "Predict", "predict", predict_pb2.PredictRequest, self.predict
+            ),
+            f"/{PREDICTION_SERVICE}/GetModelMetadata": _Method(
+                "GetModelMetadata", "metadata", get_model_metadata_pb2.GetModelMetadataRequest, self.metadata
+            ),
+            f"/{MODEL_SERVICE}/GetModelStatus": _Method(
+                "GetModelStatus", "status", get_model_status_pb2.GetModelStatusRequest, self.status
+            ),
+        }
 
     # -- model_spec
 
@@ -420,98 +435,52 @@ class GrpcApi:
             entry.status.error_message = ""
         return response
 
-    # -- the envelope every method goes through: metrics, refusals, unexpected errors
+    # -- the envelope every call goes through: routing, metrics, refusals, unexpected errors
 
-    async def answer(
-        self,
-        method: str,
-        api: str,
-        handler: Callable[[Any, _Call], Awaitable[Any]],
-        request: Any,
-        context: grpc.aio.ServicerContext,
-    ) -> Any:
+    async def call(self, path: str, message: bytes) -> GrpcReply:
+        """The answer to one call of ``path`` (``/package.Service/Method``) with the request's bytes."""
+        method = self._methods.get(path)
+        if method is None:
+            name = path.rpartition("/")[2] or path
+            self.metrics.observe_grpc("", "other", "other", "UNIMPLEMENTED", 501, 0.0)
+            return _reply_for(
+                Refusal(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"{name} is not served by this server: use PredictionService/Predict (and "
+                    "GetModelMetadata, ModelService/GetModelStatus)",
+                )
+            )
         started = time.perf_counter()
         call = _Call()
-        code = grpc.StatusCode.OK
-        message = ""
-        response = None
         try:
-            response = await handler(request, call)
+            try:
+                request = method.request_type.FromString(message)
+            except DecodeError as exc:
+                raise _invalid(
+                    f"the request is not a valid {method.request_type.DESCRIPTOR.name}: {exc}"
+                ) from None
+            reply = GrpcReply(0, (await method.handler(request, call)).SerializeToString())
+            code = grpc.StatusCode.OK
         except Refusal as refusal:
-            code, message = refusal.code, refusal.message
+            reply, code = _reply_for(refusal), refusal.code
         except Exception as exc:  # never let one call take the server down
-            log.exception("gRPC %s failed", method)
-            code, message = grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}: {exc}"
+            log.exception("gRPC %s failed", method.name)
+            code = grpc.StatusCode.INTERNAL
+            reply = GrpcReply(code.value[0], message=f"internal server error: {type(exc).__name__}: {exc}")
         self.metrics.observe_grpc(
-            call.version, method, api, code.name, _HTTP_OF_CODE.get(code, 500), time.perf_counter() - started
-        )
-        if code is not grpc.StatusCode.OK:
-            await context.abort(code, message)
-        return response
+            call.version, method.name, method.api, code.name, _HTTP_OF_CODE.get(code, 500),
+            time.perf_counter() - started,
+        )  # fmt: skip
+        return reply
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, api: GrpcApi) -> None:
-        self.api = api
-
-    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        return await self.api.answer("Predict", "predict", self.api.predict, request, context)
-
-    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        return await self.api.answer("GetModelMetadata", "metadata", self.api.metadata, request, context)
-
-    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        await _unimplemented(self.api, "Classify", context)
-
-    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        await _unimplemented(self.api, "Regress", context)
-
-    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        await _unimplemented(self.api, "MultiInference", context)
+@dataclass(frozen=True)
+class _Method:
+    name: str  # the metrics' method label
+    api: str  # the REST api label of the shared metrics family
+    request_type: Any
+    handler: Callable[[Any, _Call], Awaitable[Any]]
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, api: GrpcApi) -> None:
-        self.api = api
-
-    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        return await self.api.answer("GetModelStatus", "status", self.api.status, request, context)
-
-    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        await _unimplemented(self.api, "HandleReloadConfigRequest", context)
-
-
-async def _unimplemented(api: GrpcApi, method: str, context: grpc.aio.ServicerContext) -> None:
-    api.metrics.observe_grpc("", "other", "other", "UNIMPLEMENTED", 501, 0.0)
-    await context.abort(
-        grpc.StatusCode.UNIMPLEMENTED,
-        f"{method} is not served by this server: use PredictionService/Predict (and GetModelMetadata, "
-        "ModelService/GetModelStatus)",
-    )
-
-
-def build_grpc_server(
-    api: GrpcApi, host: str, port: int, max_message_bytes: int
-) -> tuple[grpc.aio.Server, int]:
-    """A ``grpc.aio`` server with both services, bound to ``host:port`` (call in the running loop).
-
-    ``SO_REUSEPORT`` is off: a second server on the same port fails here instead of silently
-    sharing it (gRPC turns it on by default on Linux).
-    """
-    server = grpc.aio.server(
-        options=[
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(api), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(api), server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen for gRPC on {address}: {exc}; choose another --grpc-port") from None
-    if bound == 0:
-        raise OSError(f"cannot listen for gRPC on {address} (in use?); choose another --grpc-port")
-    return server, bound
+def _reply_for(refusal: Refusal) -> GrpcReply:
+    return GrpcReply(refusal.code.value[0], message=refusal.message)

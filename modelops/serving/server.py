@@ -23,6 +23,7 @@ import uvloop
 
 from modelops.serving.app import AdminHooks, ServingApi, ServingSettings
 from modelops.serving.batching import InferenceEngine
+from modelops.serving.grpc_server import GrpcServer
 from modelops.serving.http_server import HttpServer, install_signal_handlers
 from modelops.serving.metrics import ServingMetrics
 from modelops.serving.repository import choose_versions, discover_versions, load_repository
@@ -60,7 +61,8 @@ def configure_tensorflow(intra_op_threads: int, inter_op_threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
 
 
-def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+def listening_socket(host: str, port: int, reuse_port: bool, protocol: str = "") -> socket.socket:
+    """A bound, listening, non-blocking socket; ``protocol`` ("gRPC") names what it is for in the error."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -71,8 +73,9 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     except OSError as exc:
         sock.close()
         hint = " (another process without SO_REUSEPORT holds it)" if reuse_port else ""
+        what, option = (f" for {protocol}", f"--{protocol.lower()}-port") if protocol else ("", "port")
         raise OSError(
-            exc.errno, f"cannot listen on {host}:{port}{hint}: {exc.strerror}; choose another port"
+            exc.errno, f"cannot listen{what} on {host}:{port}{hint}: {exc.strerror}; choose another {option}"
         ) from None
     sock.listen(2048)
     sock.setblocking(False)
@@ -133,13 +136,13 @@ def run_server(options: ServerOptions) -> None:
         f"{', '.join(where)} (pid {os.getpid()}, batching={'on' if options.batching else 'off'})"
     )
 
-    async def start_grpc() -> Any:
-        from modelops.serving.grpc_api import GrpcApi, build_grpc_server  # tensorflow_serving's protos
+    async def start_grpc() -> GrpcServer:
+        from modelops.serving.grpc_api import GrpcApi  # tensorflow_serving's protos
 
         grpc_api = GrpcApi(repository, engine, metrics, options.max_batch_size)
         port = options.grpc_port or 0  # only started when a gRPC port is set
-        grpc_server, _ = build_grpc_server(grpc_api, options.host, port, settings.max_body_bytes)
-        await grpc_server.start()
+        grpc_server = GrpcServer(grpc_api.call, settings.max_body_bytes)
+        await grpc_server.listen(listening_socket(options.host, port, reuse_port=False, protocol="gRPC"))
         return grpc_server
 
     try:
@@ -152,7 +155,7 @@ async def _serve(
     http: HttpServer,
     sockets: list[socket.socket],
     banner: str,
-    start_grpc: Callable[[], Awaitable[Any]] | None,
+    start_grpc: Callable[[], Awaitable[GrpcServer]] | None,
 ) -> None:
     """Listen until SIGTERM/SIGINT, then stop gracefully: what was received is answered."""
     stop = asyncio.Event()
@@ -164,6 +167,6 @@ async def _serve(
     await stop.wait()
     log.info("stopping: answering the requests already received")
     if grpc_server is not None:
-        await asyncio.gather(grpc_server.stop(grace=GRACEFUL_STOP_S), http.shutdown(GRACEFUL_STOP_S))
+        await asyncio.gather(grpc_server.shutdown(GRACEFUL_STOP_S), http.shutdown(GRACEFUL_STOP_S))
     else:
         await http.shutdown(GRACEFUL_STOP_S)

@@ -342,7 +342,7 @@ def test_the_bench_load_generator_counts_every_answered_call(server, in_flight):
     assert 0 < summary["p50_us"] <= summary["p99_us"] <= summary["max_us"]
 
 
-@pytest.mark.parametrize("flavor", ["aio", "sync"])
+@pytest.mark.parametrize("flavor", ["own", "aio", "sync"])
 def test_the_bench_transport_echo_answers_the_real_answer_without_the_model(server, tmp_path, flavor):
     """bench.grpc_echo (the gRPC ceiling): the real request bodies in, the real answer's bytes out,
     and the serving server sees none of those calls."""
