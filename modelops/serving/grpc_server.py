@@ -232,6 +232,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is not a subclass
+        assert self.transport is not None
         self.server.connections.add(self)
         settings = struct.pack(
             ">HIHIHI",
@@ -404,7 +405,7 @@ class _Connection(asyncio.Protocol):
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         try:
-            headers = self.decoder.decode(block)  # always: the peer's encoder state depends on it
+            headers = self.decoder.decode(block, raw=True)  # always: the peer's encoder state depends on it
         except HPACKError as exc:
             raise ConnectionError_(COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
         stream = self.streams.get(stream_id)
@@ -431,19 +432,17 @@ class _Connection(asyncio.Protocol):
         stream = _Stream(stream_id, self.peer_initial_window)
         self.streams[stream_id] = stream
         fields = dict(headers)
-        method = fields.get(":method")
-        content_type = fields.get("content-type", "")
-        stream.path = fields.get(":path", "")
+        stream.path = fields.get(b":path", b"").decode("latin-1")
         if flags & END_STREAM:
             stream.received = True
-        if method != "POST":
+        if fields.get(b":method") != b"POST":
             self._reply_http(stream, 405)
-        elif not content_type.startswith("application/grpc"):
+        elif not fields.get(b"content-type", b"").startswith(b"application/grpc"):
             self._reply_http(stream, 415)
         else:
-            timeout = fields.get("grpc-timeout")
+            timeout = fields.get(b"grpc-timeout")
             if timeout is not None:
-                seconds = parse_timeout(timeout)
+                seconds = parse_timeout(timeout.decode("latin-1"))
                 if seconds is not None:
                     stream.timer = asyncio.get_running_loop().call_later(seconds, self._deadline, stream)
             if stream.received:
