@@ -266,16 +266,15 @@ class _Connection(asyncio.Protocol):
         buffer += data
         try:
             if not self.preface_seen:
-                if len(buffer) < len(PREFACE):
-                    if not PREFACE.startswith(bytes(buffer)):
-                        raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                    return
-                if buffer[: len(PREFACE)] != PREFACE:
+                start = bytes(buffer[: len(PREFACE)])
+                if not PREFACE.startswith(start):
                     raise ConnectionError_(
                         PROTOCOL_ERROR,
                         "not an HTTP/2 connection preface: this port speaks gRPC (HTTP/2); REST is on "
                         "the server's other port",
                     )
+                if len(start) < len(PREFACE):
+                    return
                 del buffer[: len(PREFACE)]
                 self.preface_seen = True
             self._read_frames()
