@@ -200,7 +200,7 @@ def serving_rows(summary: dict[str, Any], command: str) -> list[Row]:
             "(context: the gRPC goal's ceiling here)",
             None,
             floor=floor["batch64_rows_per_s"],
-            note=f"{grpc_ceiling:.2f}x the floor; bench.grpc_echo, the fastest of its servers (own, aio, sync)",
+            note=f"{grpc_ceiling:.2f}x the floor; bench.grpc_echo, its fastest server (own, aio, sync)",
         )
     if grpc64x4:
         add(
