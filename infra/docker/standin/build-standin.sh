@@ -19,7 +19,7 @@ MIRROR="${MODELOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PYTHON="${PYTHON:-$REPO_ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=$(command -v python3.11 || command -v python3)
 # The serving process's packages, at the versions the project tests with.
-PACKAGES=(tensorflow-cpu httptools uvloop orjson msgspec pydantic PyYAML httpx prometheus-client grpcio)
+PACKAGES=(tensorflow-cpu httptools uvloop orjson msgspec pydantic PyYAML httpx prometheus-client grpcio hpack)
 # Installed without their declared dependencies (requirements/no-deps.txt says why: tensorflow-serving-api
 # requires `tensorflow`, which must not sit beside tensorflow-cpu).
 NO_DEPS="$REPO_ROOT/requirements/no-deps.txt"
