@@ -93,3 +93,27 @@ def test_taken_port_is_refused_before_starting_anything(tmp_path):
         finally:
             target.stop(model_name)
             forget(client, image.image_reference(config, "v1"))
+
+
+def test_the_container_serves_tf_servings_grpc_api_on_its_grpc_port(tmp_path):
+    """The stand-in runs the image's ``tensorflow_model_server --port``: gRPC answers from the container
+    as REST does (the same score), and the rollout records the gRPC address."""
+    from modelops.serving.grpc_client import GrpcServingClient
+
+    client = require_engine()
+    config, model_name = container_config()
+    target = DockerTarget(config, ports=_free_pair(), grpc_ports=_free_pair(), client=client)
+    try:
+        model_dir = write_tiny_savedmodel(tmp_path / "export" / model_name / "1", bias=0.0)
+        rollout = target.deploy(model_name, "1", model_dir)
+        grpc_address = rollout.details["grpc"]
+        assert grpc_address == f"127.0.0.1:{target.grpc_ports['blue']}"
+        assert target.current(model_name).details["grpc"] == grpc_address
+        with GrpcServingClient(f"grpc://{grpc_address}", timeout=30) as grpc_client:
+            assert [row["state"] for row in grpc_client.status(model_name)] == ["AVAILABLE"]
+            prediction = grpc_client.predict_instances(model_name, [SAMPLE_RECORD])
+        assert prediction.model_version == "1"
+        assert prediction.scores == pytest.approx([_score(rollout.url, model_name)], rel=1e-6)
+    finally:
+        target.stop(model_name)
+        forget(client, image.image_reference(config, "v1"))
