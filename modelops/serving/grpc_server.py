@@ -148,7 +148,7 @@ def parse_timeout(value: str) -> float | None:
     return int(digits) * unit
 
 
-class ConnectionError_(Exception):  # noqa: N801 - not the builtin ConnectionError
+class ProtocolViolation(Exception):
     """A protocol error that ends the connection (GOAWAY with ``code``)."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -268,7 +268,7 @@ class _Connection(asyncio.Protocol):
             if not self.preface_seen:
                 start = bytes(buffer[: len(PREFACE)])
                 if not PREFACE.startswith(start):
-                    raise ConnectionError_(
+                    raise ProtocolViolation(
                         PROTOCOL_ERROR,
                         "not an HTTP/2 connection preface: this port speaks gRPC (HTTP/2); REST is on "
                         "the server's other port",
@@ -278,7 +278,7 @@ class _Connection(asyncio.Protocol):
                 del buffer[: len(PREFACE)]
                 self.preface_seen = True
             self._read_frames()
-        except ConnectionError_ as error:
+        except ProtocolViolation as error:
             self.go_away(error.code, str(error))
             self._flush()
             if self.transport is not None:
@@ -296,7 +296,7 @@ class _Connection(asyncio.Protocol):
         while available - position >= 9:
             length = int.from_bytes(buffer[position : position + 3], "big")
             if length > MIN_FRAME_SIZE:
-                raise ConnectionError_(
+                raise ProtocolViolation(
                     FRAME_SIZE_ERROR, f"frame of {length} bytes; the limit is {MIN_FRAME_SIZE}"
                 )
             end = position + 9 + length
@@ -308,7 +308,7 @@ class _Connection(asyncio.Protocol):
             payload = bytes(buffer[position + 9 : end])
             position = end
             if self.header_block is not None and kind != CONTINUATION:
-                raise ConnectionError_(PROTOCOL_ERROR, "a header block was interrupted by another frame")
+                raise ProtocolViolation(PROTOCOL_ERROR, "a header block was interrupted by another frame")
             if kind == DATA:
                 credit += length
                 self._on_data(stream_id, flags, payload)
@@ -322,23 +322,23 @@ class _Connection(asyncio.Protocol):
                 self._on_window_update(stream_id, payload)
             elif kind == PING:
                 if length != 8 or stream_id:
-                    raise ConnectionError_(
+                    raise ProtocolViolation(
                         FRAME_SIZE_ERROR if length != 8 else PROTOCOL_ERROR, "malformed PING"
                     )
                 if not flags & ACK:
                     self.out.append(frame(PING, ACK, 0, payload))
             elif kind == RST_STREAM:
                 if length != 4 or not stream_id:
-                    raise ConnectionError_(PROTOCOL_ERROR, "malformed RST_STREAM")
+                    raise ProtocolViolation(PROTOCOL_ERROR, "malformed RST_STREAM")
                 stream = self.streams.pop(stream_id, None)
                 if stream is not None:
                     self._forget(stream, cancel=True)
             elif kind == GOAWAY:
                 self.going_away = True  # the peer starts no more calls here; finish what it sent
             elif kind == PUSH_PROMISE:
-                raise ConnectionError_(PROTOCOL_ERROR, "a client cannot push")
+                raise ProtocolViolation(PROTOCOL_ERROR, "a client cannot push")
             elif kind == PRIORITY and (length != 5 or not stream_id):
-                raise ConnectionError_(PROTOCOL_ERROR, "malformed PRIORITY")
+                raise ProtocolViolation(PROTOCOL_ERROR, "malformed PRIORITY")
             # PRIORITY is advisory and unknown frame types are ignored (RFC 9113, 5.5)
         del buffer[:position]
         if credit:
@@ -348,11 +348,11 @@ class _Connection(asyncio.Protocol):
 
     def _on_data(self, stream_id: int, flags: int, payload: bytes) -> None:
         if not stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "DATA on stream 0")
+            raise ProtocolViolation(PROTOCOL_ERROR, "DATA on stream 0")
         stream = self.streams.get(stream_id)
         if stream is None or stream.received:
             if stream_id > self.last_stream_id:
-                raise ConnectionError_(PROTOCOL_ERROR, f"DATA on stream {stream_id}, which was never opened")
+                raise ProtocolViolation(PROTOCOL_ERROR, f"DATA on stream {stream_id}, which was never opened")
             return  # a stream already answered and closed: nothing to do with it
         data = _unpadded(flags, payload, "DATA")
         if flags & END_STREAM:
@@ -378,13 +378,13 @@ class _Connection(asyncio.Protocol):
 
     def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
         if not stream_id or not stream_id % 2:
-            raise ConnectionError_(
+            raise ProtocolViolation(
                 PROTOCOL_ERROR, f"HEADERS on stream {stream_id}: a client opens odd streams"
             )
         block = _unpadded(flags, payload, "HEADERS")
         if flags & PRIORITY_FLAG:
             if len(block) < 5:
-                raise ConnectionError_(PROTOCOL_ERROR, "HEADERS too short for its priority")
+                raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS too short for its priority")
             block = block[5:]
         if flags & END_HEADERS:
             self._on_header_block(stream_id, flags, block)
@@ -393,11 +393,11 @@ class _Connection(asyncio.Protocol):
 
     def _on_continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
         if self.header_block is None or self.header_block[0] != stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "CONTINUATION without the HEADERS it continues")
+            raise ProtocolViolation(PROTOCOL_ERROR, "CONTINUATION without the HEADERS it continues")
         _, first_flags, block = self.header_block
         block += payload
         if len(block) > MAX_HEADER_BLOCK:
-            raise ConnectionError_(PROTOCOL_ERROR, f"a header block above {MAX_HEADER_BLOCK} bytes")
+            raise ProtocolViolation(PROTOCOL_ERROR, f"a header block above {MAX_HEADER_BLOCK} bytes")
         if flags & END_HEADERS:
             self.header_block = None
             self._on_header_block(stream_id, first_flags, bytes(block))
@@ -406,11 +406,11 @@ class _Connection(asyncio.Protocol):
         try:
             headers = self.decoder.decode(block, raw=True)  # always: the peer's encoder state depends on it
         except HPACKError as exc:
-            raise ConnectionError_(COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
+            raise ProtocolViolation(COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client: they end its request
             if not flags & END_STREAM:
-                raise ConnectionError_(
+                raise ProtocolViolation(
                     PROTOCOL_ERROR, f"a second HEADERS on stream {stream_id} without END_STREAM"
                 )
             stream.received = True
@@ -420,7 +420,7 @@ class _Connection(asyncio.Protocol):
         if stream_id <= self.last_stream_id:
             if self.going_away:
                 return
-            raise ConnectionError_(STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+            raise ProtocolViolation(STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
         self.last_stream_id = stream_id
         if self.going_away or self.server.shutting_down:
             self.out.append(frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
@@ -449,23 +449,23 @@ class _Connection(asyncio.Protocol):
 
     def _on_settings(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
+            raise ProtocolViolation(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
             return
         if len(payload) % 6:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "SETTINGS of a length not a multiple of 6")
+            raise ProtocolViolation(FRAME_SIZE_ERROR, "SETTINGS of a length not a multiple of 6")
         for offset in range(0, len(payload), 6):
             key, value = struct.unpack_from(">HI", payload, offset)
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
-                    raise ConnectionError_(FLOW_CONTROL_ERROR, f"initial window {value} above 2^31-1")
+                    raise ProtocolViolation(FLOW_CONTROL_ERROR, f"initial window {value} above 2^31-1")
                 delta = value - self.peer_initial_window
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.window += delta
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 if not MIN_FRAME_SIZE <= value <= MAX_FRAME_SIZE:
-                    raise ConnectionError_(PROTOCOL_ERROR, f"max frame size {value} out of range")
+                    raise ProtocolViolation(PROTOCOL_ERROR, f"max frame size {value} out of range")
                 self.peer_max_frame = value
             # HEADER_TABLE_SIZE: the literals sent never use the dynamic table, any size suits them
         self.out.append(frame(SETTINGS, ACK, 0))
@@ -473,14 +473,14 @@ class _Connection(asyncio.Protocol):
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "WINDOW_UPDATE of a length other than 4")
+            raise ProtocolViolation(FRAME_SIZE_ERROR, "WINDOW_UPDATE of a length other than 4")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
         if not stream_id:
             if not increment:
-                raise ConnectionError_(PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+                raise ProtocolViolation(PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
             self.send_window += increment
             if self.send_window > MAX_WINDOW:
-                raise ConnectionError_(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+                raise ProtocolViolation(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
         else:
             stream = self.streams.get(stream_id)
             if stream is None:
@@ -642,5 +642,5 @@ def _unpadded(flags: int, payload: bytes, kind: str) -> bytes:
     if not flags & PADDED:
         return payload
     if not payload or payload[0] >= len(payload):
-        raise ConnectionError_(PROTOCOL_ERROR, f"{kind} padding longer than the frame")
+        raise ProtocolViolation(PROTOCOL_ERROR, f"{kind} padding longer than the frame")
     return payload[1 : len(payload) - payload[0]]
