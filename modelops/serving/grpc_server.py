@@ -159,9 +159,11 @@ class ProtocolViolation(Exception):
 class GrpcServer:
     """Listens on any number of sockets and serves ``handler`` on all of them."""
 
-    def __init__(self, handler: Handler, max_message_bytes: int) -> None:
+    def __init__(self, handler: Handler, max_message_bytes: int, incomplete_timeout_s: float = 60.0) -> None:
         self.handler = handler
         self.max_message_bytes = max_message_bytes
+        # a connection that leaves the preface or a frame half-sent this long is closed (as REST's 408)
+        self.incomplete_timeout_s = incomplete_timeout_s
         self.connections: set[_Connection] = set()
         self.listeners: list[asyncio.AbstractServer] = []
         self.shutting_down = False
@@ -227,6 +229,7 @@ class _Connection(asyncio.Protocol):
         self.out: list[bytes] = []  # what data_received answers, written once at its end
         self.going_away = False
         self.closed = False
+        self.incomplete_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -247,6 +250,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.incomplete_timer is not None:
+            self.incomplete_timer.cancel()
         self.server.connections.discard(self)
         for stream in self.streams.values():
             self._forget(stream, cancel=True)
@@ -273,18 +278,38 @@ class _Connection(asyncio.Protocol):
                         "not an HTTP/2 connection preface: this port speaks gRPC (HTTP/2); REST is on "
                         "the server's other port",
                     )
-                if len(start) < len(PREFACE):
-                    return
-                del buffer[: len(PREFACE)]
-                self.preface_seen = True
-            self._read_frames()
+                if len(start) == len(PREFACE):
+                    del buffer[: len(PREFACE)]
+                    self.preface_seen = True
+            if self.preface_seen:
+                self._read_frames()
         except ProtocolViolation as error:
-            self.go_away(error.code, str(error))
-            self._flush()
-            if self.transport is not None:
-                self.transport.close()
+            self._end(error.code, str(error))
             return
         self._flush()
+        self._watch_incomplete()
+
+    def _watch_incomplete(self) -> None:
+        """A timer while bytes of an unfinished frame wait in the buffer; most reads leave none."""
+        if self.buffer and self.incomplete_timer is None:
+            self.incomplete_timer = asyncio.get_running_loop().call_later(
+                self.server.incomplete_timeout_s, self._incomplete_too_long
+            )
+        elif not self.buffer and self.incomplete_timer is not None:
+            self.incomplete_timer.cancel()
+            self.incomplete_timer = None
+
+    def _incomplete_too_long(self) -> None:
+        self.incomplete_timer = None
+        waited = self.server.incomplete_timeout_s
+        self._end(PROTOCOL_ERROR, f"a frame left incomplete for {waited:g} s")
+
+    def _end(self, code: int, reason: str) -> None:
+        """A connection error: GOAWAY naming it, then close (the calls in progress are cancelled)."""
+        self.go_away(code, reason)
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
 
     # -- frames in ---------------------------------------------------------------------------------
 

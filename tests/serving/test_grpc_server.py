@@ -31,6 +31,7 @@ from modelops.serving.grpc_server import PREFACE, GrpcReply, GrpcServer, frame
 from modelops.serving.server import listening_socket
 
 MAX_MESSAGE = 8 * 1024 * 1024
+INCOMPLETE_TIMEOUT_S = 1.0
 GRPC_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
 
 
@@ -70,7 +71,7 @@ class ServerThread:
     def __init__(self, api: StandInApi) -> None:
         self.port = free_port()
         self.loop = uvloop.new_event_loop()
-        self.server = GrpcServer(api, MAX_MESSAGE)
+        self.server = GrpcServer(api, MAX_MESSAGE, incomplete_timeout_s=INCOMPLETE_TIMEOUT_S)
         self.thread = threading.Thread(target=self.loop.run_forever, name="grpc-server", daemon=True)
         self.thread.start()
         sock = listening_socket("127.0.0.1", self.port, reuse_port=False, protocol="gRPC")
@@ -385,6 +386,23 @@ def test_a_protocol_error_ends_that_connection_with_goaway_and_the_server_keeps_
     goaways = [payload for kind, payload in frames if kind == 7]
     assert len(goaways) == 1, frames
     assert int.from_bytes(goaways[0][4:8], "big") == error_code, goaways[0]
+    assert unary(channel, "Echo")(b"unaffected", timeout=30) == b"unaffected"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [PREFACE[:10], PREFACE + SETTINGS_FRAME + frame(0, 0, 1, b"x" * 100)[:50]],
+    ids=["preface", "frame"],
+)
+def test_a_connection_that_leaves_a_frame_half_sent_is_closed_after_the_timeout(server, channel, sent):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(sent)
+        started = time.monotonic()
+        frames = frames_until_closed(sock)
+        waited = time.monotonic() - started
+    assert waited >= INCOMPLETE_TIMEOUT_S * 0.9, waited
+    (goaway,) = [payload for kind, payload in frames if kind == 7]
+    assert int.from_bytes(goaway[4:8], "big") == 0x1 and b"incomplete" in goaway[8:], goaway
     assert unary(channel, "Echo")(b"unaffected", timeout=30) == b"unaffected"
 
 
