@@ -306,6 +306,8 @@ class _Connection(asyncio.Protocol):
 
     def _end(self, code: int, reason: str) -> None:
         """A connection error: GOAWAY naming it, then close (the calls in progress are cancelled)."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        log.info("gRPC connection from %s closed: %s", peer, reason)
         self.go_away(code, reason)
         self._flush()
         if self.transport is not None:

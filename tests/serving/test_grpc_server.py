@@ -10,6 +10,7 @@ test is about the transport: what reaches the handler, what the client gets back
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 import threading
@@ -378,14 +379,17 @@ def frames_until_closed(sock: socket.socket) -> list[tuple[int, bytes]]:
     ids=["http1", "frame-too-large", "even-stream", "bad-hpack"],
 )
 def test_a_protocol_error_ends_that_connection_with_goaway_and_the_server_keeps_serving(
-    server, channel, sent, error_code
+    server, channel, sent, error_code, caplog
 ):
+    caplog.set_level(logging.INFO, logger="modelops.serving.grpc_server")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(sent)
         frames = frames_until_closed(sock)
     goaways = [payload for kind, payload in frames if kind == 7]
     assert len(goaways) == 1, frames
     assert int.from_bytes(goaways[0][4:8], "big") == error_code, goaways[0]
+    reason = goaways[0][8:].decode()
+    assert any(reason in record.getMessage() for record in caplog.records), "the server logs why it closed"
     assert unary(channel, "Echo")(b"unaffected", timeout=30) == b"unaffected"
 
 
