@@ -264,8 +264,10 @@ def test_a_failing_handler_is_internal_and_the_server_keeps_serving(channel):
 
 
 def test_a_grpcio_deadline_cancels_the_call_on_the_server(channel, api):
+    call = unary(channel, "Slow").future(b"30", timeout=3)
+    wait_for(lambda: api.started == [b"30"], 10, "the call started")
     with pytest.raises(grpc.RpcError) as caught:
-        unary(channel, "Slow")(b"30", timeout=0.5)
+        call.result()
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_for(lambda: api.cancelled == [b"30"], 10, "the slow call cancelled on the server")
 
@@ -325,7 +327,8 @@ def test_a_reset_stream_cancels_its_call_and_not_the_others(raw, api):
 
 def test_a_grpc_timeout_header_is_a_deadline_on_the_server(raw, api):
     client = raw()
-    stream_id = client.call("Slow", b"30", headers=[*GRPC_HEADERS, ("grpc-timeout", "200m")])
+    stream_id = client.call("Slow", b"30", headers=[*GRPC_HEADERS, ("grpc-timeout", "2S")])
+    wait_for(lambda: api.started == [b"30"], 10, "the call started")
     headers, body = client.answer(stream_id)
     assert headers["grpc-status"] == "4" and body == b""  # DEADLINE_EXCEEDED, trailers only
     assert api.cancelled == [b"30"]
