@@ -18,8 +18,10 @@ half-sent for ``incomplete_timeout_s``, ends the connection with GOAWAY naming i
 
 Of the gRPC protocol: one request message per call, not compressed (``grpc-accept-encoding:
 identity``; a compressed one is UNIMPLEMENTED); a message above ``max_message_bytes`` is
-RESOURCE_EXHAUSTED; ``grpc-timeout`` is a deadline (DEADLINE_EXCEEDED, the handler cancelled); a request
-that is not ``application/grpc`` is refused with HTTP 415. :meth:`GrpcServer.shutdown` stops listening,
+RESOURCE_EXHAUSTED, and so is a call that would take what one connection's calls in progress hold of
+their requests past ``max_connection_bytes`` (4 × the message limit); ``grpc-timeout`` is a deadline
+(DEADLINE_EXCEEDED, the handler cancelled); a request that is not ``application/grpc`` is refused with
+HTTP 415. :meth:`GrpcServer.shutdown` stops listening,
 sends GOAWAY (the client's next calls go elsewhere or reconnect), lets the calls already received finish
 within the grace period, then closes.
 """
@@ -158,9 +160,17 @@ class ProtocolViolation(Exception):
 class GrpcServer:
     """Listens on any number of sockets and serves ``handler`` on all of them."""
 
-    def __init__(self, handler: Handler, max_message_bytes: int, incomplete_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        max_message_bytes: int,
+        incomplete_timeout_s: float = 60.0,
+        max_connection_bytes: int | None = None,
+    ) -> None:
         self.handler = handler
         self.max_message_bytes = max_message_bytes
+        # what all calls in progress on one connection may hold of their requests together
+        self.max_connection_bytes = max_connection_bytes or 4 * max_message_bytes
         # a connection that leaves the preface or a frame half-sent this long is closed (as REST's 408)
         self.incomplete_timeout_s = incomplete_timeout_s
         self.connections: set[_Connection] = set()
@@ -191,13 +201,16 @@ class GrpcServer:
 class _Stream:
     """One call: its request as it arrives, then the answer as the peer's window lets it leave."""
 
-    __slots__ = ("id", "path", "body", "size", "received", "answered", "task", "timer", "window", "unsent")
+    __slots__ = (
+        "id", "path", "body", "size", "held", "received", "answered", "task", "timer", "window", "unsent"
+    )  # fmt: skip
 
     def __init__(self, stream_id: int, window: int) -> None:
         self.id = stream_id
         self.path = ""
         self.body: list[bytes] = []
         self.size = 0
+        self.held = 0  # request bytes this connection holds for the call until it is answered
         self.received = False  # END_STREAM seen: no more DATA, credit nothing back
         self.answered = False  # the answer is queued or sent; later request DATA is discarded
         self.task: asyncio.Task[None] | None = None
@@ -229,6 +242,7 @@ class _Connection(asyncio.Protocol):
         self.going_away = False
         self.closed = False
         self.incomplete_timer: asyncio.TimerHandle | None = None
+        self.held = 0  # request bytes of the calls in progress (bounded by max_connection_bytes)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -398,7 +412,19 @@ class _Connection(asyncio.Protocol):
                 ),
             )
             return
+        if self.held + len(data) > self.server.max_connection_bytes:
+            self._reply(
+                stream,
+                GrpcReply(
+                    RESOURCE_EXHAUSTED,
+                    message=f"the calls in progress on this connection hold more than "
+                    f"{self.server.max_connection_bytes} bytes of requests: send fewer large calls at once",
+                ),
+            )
+            return
         stream.body.append(data)
+        stream.held += len(data)
+        self.held += len(data)
         if stream.received:
             self._dispatch(stream)
 
@@ -627,6 +653,8 @@ class _Connection(asyncio.Protocol):
         self._forget(stream, cancel=True)
 
     def _forget(self, stream: _Stream, cancel: bool) -> None:
+        self.held -= stream.held
+        stream.held = 0
         self.blocked.pop(stream.id, None)
         if stream.timer is not None:
             stream.timer.cancel()

@@ -23,6 +23,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hpack
 import pytest
 import uvloop
 from support.network import free_port
@@ -32,6 +33,7 @@ from modelops.serving.grpc_server import PREFACE, GrpcReply, GrpcServer, frame
 from modelops.serving.server import listening_socket
 
 MAX_MESSAGE = 8 * 1024 * 1024
+MAX_CONNECTION = 12 * 1024 * 1024  # what the calls in progress on one connection may hold together
 INCOMPLETE_TIMEOUT_S = 1.0
 GRPC_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
 
@@ -49,6 +51,8 @@ class StandInApi:
         method = path.rpartition("/")[2]
         if method == "Echo":
             return GrpcReply(0, message)
+        if method == "Size":  # the request's size, as text
+            return GrpcReply(0, str(len(message)).encode())
         if method == "Big":  # an answer of int(message) bytes
             return GrpcReply(0, bytes(range(256)) * (int(message) // 256) + b"x" * (int(message) % 256))
         if method == "Slow":  # answers after float(message) seconds
@@ -72,7 +76,9 @@ class ServerThread:
     def __init__(self, api: StandInApi) -> None:
         self.port = free_port()
         self.loop = uvloop.new_event_loop()
-        self.server = GrpcServer(api, MAX_MESSAGE, incomplete_timeout_s=INCOMPLETE_TIMEOUT_S)
+        self.server = GrpcServer(
+            api, MAX_MESSAGE, incomplete_timeout_s=INCOMPLETE_TIMEOUT_S, max_connection_bytes=MAX_CONNECTION
+        )
         self.thread = threading.Thread(target=self.loop.run_forever, name="grpc-server", daemon=True)
         self.thread.start()
         sock = listening_socket("127.0.0.1", self.port, reuse_port=False, protocol="gRPC")
@@ -411,6 +417,47 @@ def test_a_connection_that_leaves_a_frame_half_sent_is_closed_after_the_timeout(
     (goaway,) = [payload for kind, payload in frames if kind == 7]
     assert int.from_bytes(goaway[4:8], "big") == 0x1 and b"incomplete" in goaway[8:], goaway
     assert unary(channel, "Echo")(b"unaffected", timeout=30) == b"unaffected"
+
+
+def test_calls_holding_more_than_the_connections_budget_are_refused_and_the_others_served(server):
+    """Two unfinished 7 MiB requests on one connection: the one that passes the 12 MiB budget is
+    RESOURCE_EXHAUSTED, the other completes. Frames are written by hand (no client flow control)."""
+    encoder = hpack.Encoder()
+
+    def headers(stream_id: int) -> bytes:
+        block = encoder.encode(
+            [(":method", "POST"), (":scheme", "http"), (":path", "/test.StandIn/Size"),
+             (":authority", "localhost"), *GRPC_HEADERS]
+        )  # fmt: skip
+        return frame(1, 0x4, stream_id, block)
+
+    def data_frames(stream_id: int, body: bytes, end: bool) -> list[bytes]:
+        chunks = [body[i : i + 16_384] for i in range(0, len(body), 16_384)]
+        return [
+            frame(0, 0x1 if end and i == len(chunks) - 1 else 0, stream_id, c) for i, c in enumerate(chunks)
+        ]
+
+    first = data_frames(1, grpc_message(b"a" * (7 << 20)), end=True)
+    second = data_frames(3, grpc_message(b"b" * (7 << 20)), end=True)
+    wire = [PREFACE, SETTINGS_FRAME, headers(1), headers(3), *first[:-1], *second, first[-1]]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(b"".join(wire),))
+        sender.start()
+        answers: dict[int, dict[str, str]] = {}
+        decoder, received = hpack.Decoder(), b""
+        while len(answers) < 2 or not all("grpc-status" in a for a in answers.values()):
+            chunk = sock.recv(1 << 16)
+            assert chunk, f"closed early: {answers}"
+            received += chunk
+            while len(received) >= 9 and len(received) >= 9 + int.from_bytes(received[:3], "big"):
+                length = int.from_bytes(received[:3], "big")
+                kind, stream_id = received[3], int.from_bytes(received[5:9], "big")
+                if kind == 1:
+                    answers.setdefault(stream_id, {}).update(dict(decoder.decode(received[9 : 9 + length])))
+                received = received[9 + length :]
+        sender.join(30)
+    assert answers[3]["grpc-status"] == "8" and str(MAX_CONNECTION) in answers[3]["grpc-message"], answers
+    assert answers[1]["grpc-status"] == "0", answers
 
 
 def test_shutdown_answers_the_calls_received_says_goaway_and_stops_listening(server, channel, api):
