@@ -328,7 +328,7 @@ def test_a_reset_stream_cancels_its_call_and_not_the_others(raw, api):
     client.flush()
     headers, body = client.answer(quick)
     assert headers["grpc-status"] == "0" and body == grpc_message(b"done 0.2")
-    assert api.cancelled == [b"30"]
+    wait_for(lambda: api.cancelled == [b"30"], 10, "the reset call cancelled on the server")
 
 
 def test_a_grpc_timeout_header_is_a_deadline_on_the_server(raw, api):
@@ -337,7 +337,8 @@ def test_a_grpc_timeout_header_is_a_deadline_on_the_server(raw, api):
     wait_for(lambda: api.started == [b"30"], 10, "the call started")
     headers, body = client.answer(stream_id)
     assert headers["grpc-status"] == "4" and body == b""  # DEADLINE_EXCEEDED, trailers only
-    assert api.cancelled == [b"30"]
+    # the answer leaves before the cancelled handler's next step runs: wait for that step
+    wait_for(lambda: api.cancelled == [b"30"], 10, "the slow call cancelled on the server")
 
 
 def test_ping_is_acknowledged_with_its_payload(raw):
