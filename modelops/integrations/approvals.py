@@ -147,8 +147,15 @@ def _same_api(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
-def watch_for_refusal(run_id: str, answered_key: str | None, seconds: float) -> str | None:
-    """If the flow pauses again for a corrected answer within ``seconds``, the reason it shows; else None."""
+def watch_for_refusal(
+    run_id: str, answered_key: str | None, seconds: float, description_wait_s: float = 10.0
+) -> str | None:
+    """If the flow pauses again for a corrected answer within ``seconds``, the reason it shows; else None.
+
+    Prefect stores the new form's description just after the run is Paused again (``pause_flow_run``
+    proposes the state, then saves the form), so a new pause seen before its description is readable
+    is watched up to ``description_wait_s`` longer for it; a loaded machine widens that window.
+    """
     deadline = time.monotonic() + seconds
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
@@ -157,9 +164,18 @@ def watch_for_refusal(run_id: str, answered_key: str | None, seconds: float) -> 
                 return None
             key = (state.state_details.run_input_keyset or {}).get(DESCRIPTION_KEY)
             if state.type == StateType.PAUSED and key and key != answered_key:
-                return refusal_reason(_read_description(client, UUID(run_id), key))
+                return refusal_reason(_wait_for_description(client, UUID(run_id), key, description_wait_s))
             time.sleep(0.5)
     return None
+
+
+def _wait_for_description(client: SyncPrefectClient, flow_run_id: UUID, key: str, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while (description := _read_description(client, flow_run_id, key)) is None:
+        if time.monotonic() > deadline:
+            return ""
+        time.sleep(0.2)
+    return description
 
 
 def wait_until_answered(run_id: str, poll_s: float = 1.0) -> None:
@@ -172,11 +188,12 @@ def wait_until_answered(run_id: str, poll_s: float = 1.0) -> None:
             time.sleep(poll_s)
 
 
-def _read_description(client: SyncPrefectClient, flow_run_id: UUID, key: str) -> str:
+def _read_description(client: SyncPrefectClient, flow_run_id: UUID, key: str) -> str | None:
+    """The form's description; None while it is not stored (yet)."""
     try:
         stored = client.read_flow_run_input(flow_run_id, key)
     except PrefectHTTPStatusError:
-        return ""
+        return None
     value = json.loads(stored)  # run inputs are stored JSON-encoded
     return value if isinstance(value, str) else ""
 

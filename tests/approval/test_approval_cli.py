@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import threading
+
 import pytest
 from support.approval import (
     evidence,
@@ -15,7 +18,7 @@ from support.approval import (
 
 from modelops.approval import approval_description
 from modelops.cli import main
-from modelops.integrations.approvals import ApprovalError, refusal_reason, resume_approval
+from modelops.integrations.approvals import ApprovalError, refusal_reason, resume_approval, watch_for_refusal
 
 
 def _approve(*args: str) -> int:
@@ -28,6 +31,36 @@ def test_the_refusal_reason_is_read_from_the_form_the_flow_shows_again():
     assert refusal_reason(approval_description("m", evidence(), ["alice"])).startswith(
         "see the approval form"
     )
+
+
+@pytest.mark.slow
+def test_a_new_pause_seen_before_its_form_is_stored_shows_the_forms_reason(prefect_harness):
+    """Prefect proposes the Paused state first and stores the new form after it; a loaded machine
+    widened that gap enough for `approve` to read the state in between (a clean-clone run printed
+    "see the approval form" instead of the reason). Staged here: the form is stored 1.5 s later."""
+    from prefect import flow, get_client
+    from prefect.states import Paused
+
+    @flow(name="approval-form-gap")
+    def placeholder() -> None: ...
+
+    problem = "reviewer 'mallory' is not an approver: approval.approvers is alice"
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(placeholder)
+        paused = Paused(timeout_seconds=600, pause_key="2")
+        paused.state_details.run_input_keyset = {
+            "description": "paused-2-description",
+            "response": "paused-2-response",
+            "schema": "paused-2-schema",
+        }
+        client.set_flow_run_state(run.id, paused, force=True)
+        form = json.dumps(approval_description("m", evidence(), ["alice"], problem))
+        later = threading.Timer(1.5, client.create_flow_run_input, (run.id, "paused-2-description", form))
+        later.start()
+        try:
+            assert watch_for_refusal(str(run.id), "paused-1-description", seconds=5) == problem
+        finally:
+            later.join()
 
 
 @pytest.mark.slow
