@@ -479,8 +479,12 @@ def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, ech
         )
     echo(f"deployments: applied {', '.join(applied) or 'none'} in {time.monotonic() - deploy.started:.1f} s")
     # No wait for the triggers: Prefect's server loads an automation as it is written (PostgreSQL:
-    # NOTIFY to its trigger service, which also reloads all of them when it (re)connects; SQLite:
-    # after the commit), so an event emitted from now on finds the retrain trigger.
+    # NOTIFY to its trigger service, which also reloads all of them when it (re)connects and every 5 s
+    # when they changed; SQLite: a task scheduled after the commit). Both are asynchronous to the events
+    # the server receives, so in principle an event in the first moments after `up` can be evaluated
+    # before the retrain trigger is loaded, and launches nothing. Seen once, maybe for this reason, on
+    # a saturated machine (README, Tests: the 35d879d run); not reproduced in three loaded runs of
+    # tests/stack/test_stack_automation.py alone. Prefect has no API that says a trigger is loaded.
 
 
 def _read_report(deploy: _Deployments) -> tuple[list[str], dict[str, str]]:
