@@ -147,7 +147,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
     Not one per session: idle, the plane's processes use ~5 CPU-seconds a minute, and the modules that
     need it run early (their `k8s` marker puts them in the second cost tier), so a session-wide plane
-    idled for the rest of the run: ~170 CPU-seconds in a loaded clean-clone run, where a start costs ~15.
+    idled for the rest of the run (312 CPU-seconds in all in a loaded clean-clone run, README, Tests).
     """
     plane = ControlPlane.start(tmp_path_factory.mktemp("k8s-run"))
     try:

@@ -478,13 +478,11 @@ def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, ech
             f"(the stack itself is running; fix the file and run `modelops up` again):\n{details}"
         )
     echo(f"deployments: applied {', '.join(applied) or 'none'} in {time.monotonic() - deploy.started:.1f} s")
-    # No wait for the triggers: Prefect's server loads an automation as it is written (PostgreSQL:
-    # NOTIFY to its trigger service, which also reloads all of them when it (re)connects and every 5 s
-    # when they changed; SQLite: a task scheduled after the commit). Both are asynchronous to the events
-    # the server receives, so in principle an event in the first moments after `up` can be evaluated
-    # before the retrain trigger is loaded, and launches nothing. Seen once, maybe for this reason, on
-    # a saturated machine (README, Tests: the 35d879d run); not reproduced in three loaded runs of
-    # tests/stack/test_stack_automation.py alone. Prefect has no API that says a trigger is loaded.
+    # No wait for the triggers (Prefect has no API that says one is loaded): its server loads an
+    # automation as it is written (PostgreSQL: NOTIFY to its trigger service, which also reloads all of
+    # them when it (re)connects; SQLite: a task scheduled after the commit). Both are asynchronous to the
+    # events it receives, so an event in the first moments after `up` may, on a saturated machine, be
+    # evaluated before the retrain trigger is loaded and launch nothing (README, Tests: 35d879d).
 
 
 def _read_report(deploy: _Deployments) -> tuple[list[str], dict[str, str]]:
