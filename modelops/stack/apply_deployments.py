@@ -21,6 +21,7 @@ and every command's output, with one ``deployment <name>: applied | failed`` lin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
@@ -39,8 +40,8 @@ from prefect.cli import app as prefect_cli
 from prefect.flows import load_flow_from_entrypoint
 
 from modelops.config import load_config
-from modelops.stack import docker_pool, kubernetes_pool, work_pools
-from modelops.stack.components import console_script, deployment_names, http_ok
+from modelops.stack import automations_ready, docker_pool, kubernetes_pool, work_pools
+from modelops.stack.components import AUTOMATIONS_CHECK, console_script, deployment_names, http_ok
 
 # Prefect's console wraps at the terminal width; a wide one keeps each error message on one line.
 _WIDE_CONSOLE = {"COLUMNS": "300", "TERM": "dumb"}
@@ -199,6 +200,33 @@ def last_meaningful_line(output: str) -> str:
     return lines[-1] if lines else ""
 
 
+def deployments_with_triggers(prefect_file: Path) -> list[str]:
+    """The deployments whose ``triggers`` become automations (the retrain one, in this project's file)."""
+    spec = yaml.safe_load(prefect_file.read_text()) or {}
+    return [d["name"] for d in spec.get("deployments") or [] if isinstance(d, dict) and d.get("triggers")]
+
+
+def wait_for_triggers(outcome: Outcome, timeout_s: float) -> None:
+    """Until the server acts on events for the automations just written (:mod:`automations_ready`);
+    when it does not within ``timeout_s``, ``up`` reports it as it reports a failed deployment."""
+    try:
+        acting = asyncio.run(automations_ready.wait_until_acting(timeout_s))
+    except Exception as exc:  # noqa: BLE001 - reported by name, as a failed deployment is
+        reason = (
+            str(exc)
+            if isinstance(exc, automations_ready.AutomationsNotActing)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        outcome.failed[AUTOMATIONS_CHECK] = reason
+        print(f"{AUTOMATIONS_CHECK}: failed: {reason}", flush=True)
+        return
+    print(
+        f"{AUTOMATIONS_CHECK}: the server acts on events {acting.seconds:.1f} s after the last deployment "
+        f"({acting.events_sent} probe event(s) sent)",
+        flush=True,
+    )
+
+
 def builds_image(prefect_file: Path) -> bool:
     """The file has top-level build steps (prefect.docker.yaml builds the flow image)."""
     spec = yaml.safe_load(prefect_file.read_text()) or {}
@@ -276,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"work pool {args.pool}: failed: {type(exc).__name__}: {exc}", flush=True)
     else:
         outcome = apply_all(prefect_file, args.pool, args.timeout, build_timeout_s=args.build_timeout)
+        if set(outcome.applied) & set(deployments_with_triggers(prefect_file)):
+            wait_for_triggers(outcome, args.timeout)
     args.report.write_text(json.dumps(asdict(outcome)))
     return 1 if outcome.failed else 0
 

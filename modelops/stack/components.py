@@ -36,6 +36,8 @@ MLFLOW = "mlflow"
 POSTGRES = "postgres"
 WORKER = "worker"
 WORKER_NAME = "modelops-worker"
+# The deployment step's report names the check that the server acts on its automations' events so.
+AUTOMATIONS_CHECK = "automations"
 
 
 @dataclass(frozen=True)

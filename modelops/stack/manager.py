@@ -457,10 +457,14 @@ def _launch_deployments(config: ModelOpsConfig, state: StackState, echo: Echo) -
 
 
 def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, echo: Echo) -> None:
+    """Wait for the deployment step: every deployment applied, then (when the file declares triggers) the
+    server seen acting on an event for the automations they became (:mod:`modelops.stack.automations_ready`),
+    so that an event sent once ``up`` returns finds the retrain trigger loaded."""
     if deploy is None:
         return
-    # + one startup timeout: the step may wait that long for the Prefect server before applying
-    limit = config.stack.startup_timeout_s * (len(comp.deployment_names(deploy.prefect_file)) + 1) + 60
+    # + one startup timeout: the step may wait that long for the Prefect server before applying;
+    # + one more for the automations' probe
+    limit = config.stack.startup_timeout_s * (len(comp.deployment_names(deploy.prefect_file)) + 2) + 60
     if config.stack.work_pool_type in ("docker", "kubernetes"):
         limit += config.stack.image_build_timeout_s
     try:
@@ -471,18 +475,19 @@ def _finish_deployments(deploy: _Deployments | None, config: ModelOpsConfig, ech
             f"deployments: applying {deploy.prefect_file} took longer than {limit:.0f} s; see {deploy.log}"
         ) from None
     applied, failed = _read_report(deploy)
-    if returncode != 0 or failed:
+    triggers_failure = failed.pop(comp.AUTOMATIONS_CHECK, None)
+    if failed or (returncode != 0 and triggers_failure is None):
         details = "\n".join(f"  {name}: {reason}" for name, reason in failed.items()) or log_tail(deploy.log)
         raise StackError(
             f"deployments: {len(failed) or 'some'} deployment(s) in {deploy.prefect_file} failed to apply "
             f"(the stack itself is running; fix the file and run `modelops up` again):\n{details}"
         )
+    if triggers_failure is not None:
+        raise StackError(
+            f"automations: {triggers_failure} (the stack itself is running and its deployments are applied; "
+            f"`modelops up` again retries this check)"
+        )
     echo(f"deployments: applied {', '.join(applied) or 'none'} in {time.monotonic() - deploy.started:.1f} s")
-    # No wait for the triggers (Prefect has no API that says one is loaded): its server loads an
-    # automation as it is written (PostgreSQL: NOTIFY to its trigger service, which also reloads all of
-    # them when it (re)connects; SQLite: a task scheduled after the commit). Both are asynchronous to the
-    # events it receives, so an event in the first moments after `up` may, on a saturated machine, be
-    # evaluated before the retrain trigger is loaded and launch nothing (README, Tests: 35d879d).
 
 
 def _read_report(deploy: _Deployments) -> tuple[list[str], dict[str, str]]:

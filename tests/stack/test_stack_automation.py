@@ -1,10 +1,12 @@
 """A degraded event emitted the moment ``modelops up`` returns launches the retrain.
 
-``up`` does not wait for the server to load the retrain trigger: Prefect's server loads an
-automation as it is written (on PostgreSQL, by NOTIFY to its trigger service; on SQLite, after the
-commit). This test holds ``up`` to that, on both backends: a fresh stack with the project's own
-prefect.yaml, one ``modelops.performance.degraded`` event sent as soon as ``up`` exits, and the
-retrain deployment's run must appear with the event's parameters.
+Prefect's server loads an automation asynchronously to the API call that writes it (on PostgreSQL, by
+NOTIFY to its trigger service; on SQLite, after the commit), so ``up``'s deployment step ends by
+probing that the server acts on events for its automations (:mod:`modelops.stack.automations_ready`).
+This test holds ``up`` to that, on both backends: a fresh stack with the project's own prefect.yaml, one
+``modelops.performance.degraded`` event sent as soon as ``up`` exits, and the retrain deployment's run
+must appear with the event's parameters. When it does not, the failure shows what the server stored:
+the event, and the automations' own events (a failed action says why).
 
 The run's process is the process pool's command that ``up`` sets (``modelops.stack.engine_standby``),
 never Prefect's workspace supervisor, which would import Prefect once more before the run is Running:
@@ -54,9 +56,7 @@ def test_a_degraded_event_right_after_up_launches_the_retrain(tmp_path, backend)
         up = run_modelops(env, "up", timeout=900)
         assert up.returncode == 0, up.stdout + up.stderr
         emit_degraded(env, api, model)
-        run = wait_for(
-            lambda: retrain_run(api, model), 120, "the retrain run the event launches", interval=0.5
-        )
+        run = wait_for_retrain(api, model, "the retrain run the event launches")
         assert run["parameters"]["triggered_version"] == "3"
         assert float(run["parameters"]["ks"]) == pytest.approx(0.12)
 
@@ -69,7 +69,7 @@ def test_a_degraded_event_right_after_up_launches_the_retrain(tmp_path, backend)
         wait_for(lambda: any(standby_dir.glob("*.sock")), 120, "a warm standby for the worker")
         second_model = f"{model}-2"
         emit_degraded(env, api, second_model)
-        second = wait_for(lambda: retrain_run(api, second_model), 120, "the second retrain run", interval=0.5)
+        second = wait_for_retrain(api, second_model, "the second retrain run")
         commands, second_state = flow_run_processes(api, second["id"], timeout_s=120)
         assert commands == [LAUNCHER], commands  # the launcher never became the engine itself
         assert second_state == first_state
@@ -95,6 +95,36 @@ def emit_degraded(env: dict[str, str], api: str, model: str) -> None:
         timeout=120,
     )
     assert emitted.returncode == 0, emitted.stderr
+
+
+def wait_for_retrain(api: str, model: str, what: str) -> dict:
+    """The retrain run for ``model``; when none comes, the failure says what the server saw: whether the
+    event arrived, and each automation event since (an action that failed carries its reason)."""
+    try:
+        return wait_for(lambda: retrain_run(api, model), 120, what, interval=0.5)
+    except AssertionError as missing:
+        raise AssertionError(f"{missing}\n{server_view(api, model)}") from None
+
+
+def server_view(api: str, model: str) -> str:
+    lines = []
+    for name, prefix in (
+        ("the degraded event", "modelops.performance."),
+        ("automation events", "prefect.automation."),
+    ):
+        body = {"filter": {"event": {"prefix": [prefix]}, "order": "ASC"}, "limit": 50}
+        try:
+            events = httpx.post(f"{api}/events/filter", json=body, timeout=30).json()["events"]
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            lines.append(f"{name}: could not read ({exc!r})")
+            continue
+        lines.append(f"{name} (stored, {len(events)}):")
+        lines += [
+            f"  {e['occurred']} {e['event']} {e['resource'].get('prefect.resource.name')} {e.get('payload')}"
+            for e in events
+            if prefix != "modelops.performance." or e["resource"].get("prefect.resource.name") == model
+        ]
+    return "\n".join(lines)
 
 
 def retrain_run(api: str, model: str) -> dict | None:
