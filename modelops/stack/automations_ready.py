@@ -11,7 +11,8 @@ The deployment step of ``modelops up`` therefore ends with a probe: it writes on
 stream for the automation's ``prefect.automation.action.executed``. The server loads automations in the
 order they were written (one NOTIFY channel, read in order; on SQLite, tasks that queue on one lock), so
 once the probe fires, every trigger written before it is loaded, and the actions service is consuming.
-The probe automation is deleted afterwards, and any left by a step that was killed is deleted first.
+The probe automation is deleted afterwards; one left by a step that was killed is deleted by a later one
+once it is an hour old (not at once: it may be the probe of another ``up`` running beside this one).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from uuid import UUID
 
@@ -29,7 +31,8 @@ from prefect.events.clients import get_events_client, get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
-PROBE_NAME = "modelops-up-probe"
+PROBE_NAME = "modelops-up-probe"  # + the time it was written: "modelops-up-probe 2026-12-05T12:00:00Z"
+STALE_AFTER = timedelta(hours=1)  # a probe that old was left by a killed step, not another `up`'s
 PROBE_EVENT = "modelops.stack.probe"
 EXECUTED_EVENT = "prefect.automation.action.executed"
 RESEND_EVERY_S = 1.0
@@ -49,9 +52,9 @@ def probe_event(token: str) -> Event:
     return Event(event=PROBE_EVENT, resource={"prefect.resource.id": f"modelops.stack.probe.{token}"})
 
 
-def probe_automation(token: str) -> AutomationCore:
+def probe_automation(token: str, written: datetime) -> AutomationCore:
     return AutomationCore(
-        name=PROBE_NAME,
+        name=f"{PROBE_NAME} {written.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
         description="Written and deleted by `modelops up`: the server acts on events for its automations.",
         trigger=EventTrigger(
             expect={PROBE_EVENT},
@@ -63,15 +66,28 @@ def probe_automation(token: str) -> AutomationCore:
     )
 
 
+def probe_written(name: str) -> datetime | None:
+    """When the probe automation of this name was written; None for any other automation."""
+    prefix, _, written = name.partition(" ")
+    if prefix != PROBE_NAME:
+        return None
+    try:
+        return datetime.strptime(written, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 async def wait_until_acting(timeout_s: float, resend_every_s: float = RESEND_EVERY_S) -> Acting:
     """When the server acted on the probe; raises :class:`AutomationsNotActing` after
     ``timeout_s``. Uses PREFECT_API_URL, as the deployment step does."""
     started = time.monotonic()
     token = uuid.uuid4().hex
+    now = datetime.now(UTC)
     async with get_client() as client:
-        for stale in await client.read_automations_by_name(PROBE_NAME):
-            await client.delete_automation(stale.id)
-        automation_id = await client.create_automation(probe_automation(token))
+        for automation in await client.read_automations():
+            if (written := probe_written(automation.name)) and now - written > STALE_AFTER:
+                await client.delete_automation(automation.id)
+        automation_id = await client.create_automation(probe_automation(token, now))
         try:
             sent = await _send_until_executed(automation_id, token, timeout_s, resend_every_s)
         finally:

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from prefect import get_client
@@ -25,27 +27,48 @@ from modelops.stack.automations_ready import (
     PROBE_NAME,
     AutomationsNotActing,
     probe_automation,
+    probe_written,
     wait_until_acting,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
-async def probes_left() -> list:
+async def probes_left() -> list[str]:
     async with get_client() as client:
-        return await client.read_automations_by_name(PROBE_NAME)
+        return [a.name for a in await client.read_automations() if a.name.startswith(PROBE_NAME)]
 
 
-def test_it_returns_once_the_probe_acted_and_leaves_no_probe_behind():
-    # one left by a deployment step killed mid-probe: deleted first, never fired
-    async def write_stale() -> None:
-        async with get_client() as client:
-            await client.create_automation(probe_automation("killed-step"))
+async def write_probe(token: str, written: datetime) -> UUID:
+    async with get_client() as client:
+        return await client.create_automation(probe_automation(token, written))
 
-    asyncio.run(write_stale())
-    acting = asyncio.run(wait_until_acting(timeout_s=120))
-    assert 0 < acting.seconds < 120 and acting.events_sent >= 1
-    assert asyncio.run(probes_left()) == []
+
+def test_it_returns_once_the_probe_acted_and_leaves_no_probe_of_its_own():
+    # one left by a deployment step killed mid-probe two hours ago: deleted; one written a minute ago
+    # may be another `up`'s probe, running beside this one: kept
+    now = datetime.now(UTC)
+    asyncio.run(write_probe("killed-step", now - timedelta(hours=2)))
+    beside = asyncio.run(write_probe("another-up", now - timedelta(minutes=1)))
+    try:
+        acting = asyncio.run(wait_until_acting(timeout_s=120))
+        assert 0 < acting.seconds < 120 and acting.events_sent >= 1
+        assert asyncio.run(probes_left()) == [probe_automation("another-up", now - timedelta(minutes=1)).name]
+    finally:
+        asyncio.run(delete(beside))
+
+
+async def delete(automation_id: UUID) -> None:
+    async with get_client() as client:
+        await client.delete_automation(automation_id)
+
+
+def test_only_names_the_probe_writes_count_as_probes():
+    written = datetime(2026, 12, 5, 12, 0, 0, tzinfo=UTC)
+    assert probe_written(probe_automation("t", written).name) == written
+    assert probe_written("modelops-up-probe") is None
+    assert probe_written("modelops-up-probe of mine") is None
+    assert probe_written("retrain-on-degraded-ks 2026-12-05T12:00:00Z") is None
 
 
 def test_an_automation_written_before_the_probe_acts_on_the_very_next_event():
@@ -53,7 +76,7 @@ def test_an_automation_written_before_the_probe_acts_on_the_very_next_event():
     event (never re-sent) runs its action."""
     token = uuid.uuid4().hex
     resource = f"modelops.test.ping.{token}"
-    automation = probe_automation(token).model_copy(
+    automation = probe_automation(token, datetime.now(UTC)).model_copy(
         update={"name": f"written-before-{token}", "actions": [DoNothing()]}
     )
     automation.trigger.expect = {"modelops.test.ping"}
