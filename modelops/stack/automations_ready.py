@@ -40,7 +40,7 @@ RESEND_EVERY_S = 1.0
 
 class Acting(NamedTuple):
     seconds: float  # from the start of the probe to the probe's action executed
-    events_sent: int  # more than one: the server had not loaded the probe when the first came
+    events_sent: int  # more than one: the first was not acted on within RESEND_EVERY_S
 
 
 class AutomationsNotActing(RuntimeError):

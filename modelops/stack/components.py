@@ -36,7 +36,7 @@ MLFLOW = "mlflow"
 POSTGRES = "postgres"
 WORKER = "worker"
 WORKER_NAME = "modelops-worker"
-# The deployment step's report names the check that the server acts on its automations' events so.
+# The name under which the deployment step reports its check that the server acts on automations' events.
 AUTOMATIONS_CHECK = "automations"
 
 
