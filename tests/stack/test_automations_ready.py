@@ -6,6 +6,7 @@ moment ``modelops up`` returns, is tests/stack/test_stack_automation.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from prefect.events.actions import DoNothing
 from prefect.events.clients import get_events_client, get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
+from modelops.config import ModelOpsConfig
 from modelops.stack import automations_ready, components, manager
 from modelops.stack.automations_ready import (
     EXECUTED_EVENT,
@@ -119,16 +121,13 @@ def test_up_names_automations_that_are_not_acting_apart_from_the_deployments(tmp
     applied and what is wrong, instead of asking to fix the file."""
     report = tmp_path / "report.json"
     reason = "the Prefect server did not act on any of 300 probe event(s) within 300 s: ..."
-    report.write_text(
-        f'{{"applied": ["retrain"], "failed": {{"{components.AUTOMATIONS_CHECK}": "{reason}"}}}}'
-    )
+    report.write_text(json.dumps({"applied": ["retrain"], "failed": {components.AUTOMATIONS_CHECK: reason}}))
     step = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
     deploy = manager._Deployments(
         step, tmp_path / "prefect.yaml", tmp_path / "deploy.log", report, time.monotonic()
     )
     (tmp_path / "prefect.yaml").write_text("deployments:\n  - name: retrain\n")
-    config = manager.ModelOpsConfig()
     with pytest.raises(manager.StackError) as error:
-        manager._finish_deployments(deploy, config, echo=lambda _line: None)
+        manager._finish_deployments(deploy, ModelOpsConfig(), echo=lambda _line: None)
     assert str(error.value).startswith(f"automations: {reason}")
     assert "deployments are applied" in str(error.value) and "fix the file" not in str(error.value)
