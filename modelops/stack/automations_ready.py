@@ -119,5 +119,6 @@ async def _send_until_executed(
             first.cancel()
     raise AutomationsNotActing(
         f"the Prefect server did not act on any of {sent} probe event(s) within {timeout_s:g} s: its "
-        "automations (the retrain trigger among them) may not be loaded; see prefect-server.log"
+        "automations (the retrain trigger among them) may not be loaded, or its event stream "
+        "(/api/events/out) sends nothing; see prefect-server.log"
     )
