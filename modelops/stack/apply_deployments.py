@@ -200,12 +200,6 @@ def last_meaningful_line(output: str) -> str:
     return lines[-1] if lines else ""
 
 
-def deployments_with_triggers(prefect_file: Path) -> list[str]:
-    """The deployments whose ``triggers`` become automations (the retrain one, in this project's file)."""
-    spec = yaml.safe_load(prefect_file.read_text()) or {}
-    return [d["name"] for d in spec.get("deployments") or [] if isinstance(d, dict) and d.get("triggers")]
-
-
 def wait_for_triggers(outcome: Outcome, timeout_s: float) -> None:
     """Until the server acts on events for the automations just written (:mod:`automations_ready`);
     when it does not within ``timeout_s``, ``up`` reports it as it reports a failed deployment."""
@@ -304,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"work pool {args.pool}: failed: {type(exc).__name__}: {exc}", flush=True)
     else:
         outcome = apply_all(prefect_file, args.pool, args.timeout, build_timeout_s=args.build_timeout)
-        if set(outcome.applied) & set(deployments_with_triggers(prefect_file)):
+        if set(outcome.applied) & set(deployment_names(prefect_file, with_triggers=True)):
             wait_for_triggers(outcome, args.timeout)
     args.report.write_text(json.dumps(asdict(outcome)))
     return 1 if outcome.failed else 0

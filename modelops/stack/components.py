@@ -116,10 +116,15 @@ def prefect_file(config: ModelOpsConfig) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def deployment_names(path: Path) -> list[str]:
-    """The names of the deployments a ``prefect.yaml`` declares, in file order."""
+def deployment_names(path: Path, *, with_triggers: bool = False) -> list[str]:
+    """The names of the deployments a ``prefect.yaml`` declares, in file order; ``with_triggers``: only
+    those whose ``triggers`` become automations (the retrain one, in this project's file)."""
     spec = yaml.safe_load(path.read_text()) or {}
-    return [d["name"] for d in spec.get("deployments") or [] if isinstance(d, dict) and d.get("name")]
+    return [
+        d["name"]
+        for d in spec.get("deployments") or []
+        if isinstance(d, dict) and d.get("name") and (d.get("triggers") or not with_triggers)
+    ]
 
 
 def prefect_server(config: ModelOpsConfig, stores: BackendStores) -> ProcessSpec:
