@@ -48,6 +48,7 @@ from modelops.config import TrainingSettings
 from modelops.data.generator import generate_period, generate_training
 from modelops.data.schema import HMEQ_SCHEMA
 from modelops.serving import rest_client
+from modelops.tls import tls_context
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "hmeq-risk"
@@ -190,7 +191,7 @@ def model_available(url: str) -> bool:
 
 def mlflow_ready(url: str) -> bool:
     try:
-        return httpx.get(url + "/ping", timeout=2).status_code == 200
+        return httpx.get(url + "/ping", timeout=2, verify=tls_context()).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -347,7 +348,7 @@ def grpc_native(
 
 def served_rows(url: str) -> int:
     """The rows a ``modelops serve`` process has scored since it started (its ``/-/stats``)."""
-    return int(httpx.get(f"{url}/-/stats", timeout=10).json()["rows"])
+    return int(httpx.get(f"{url}/-/stats", timeout=10, verify=tls_context()).json()["rows"])
 
 
 def grpc_transport_alone(

@@ -22,6 +22,7 @@ from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL
 
 from modelops.integrations.prefect_api import PrefectUnreachable, unreachable_message
+from modelops.tls import tls_context
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,7 +40,9 @@ def require_prefect_api(timeout_s: float = 10.0) -> str:
     if not url:
         raise PrefectUnreachable(NO_API_MESSAGE)
     try:
-        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s)  # any HTTP answer: a server is there
+        httpx.get(
+            f"{url.rstrip('/')}/health", timeout=timeout_s, verify=tls_context()
+        )  # any HTTP answer: a server is there
     except (httpx.ReadTimeout, httpx.WriteTimeout):
         pass  # it accepted the connection: a server is there, only slow (a loaded machine); Prefect retries
     except httpx.TransportError:

@@ -11,11 +11,6 @@ from typing import cast
 
 from modelops.config import ConfigError, SecretRef
 
-try:
-    from prefect.blocks.system import Secret
-except ModuleNotFoundError:  # the client image (`modelops traffic` / `ship`) installs no Prefect
-    Secret = None  # type: ignore[assignment,misc]
-
 
 def resolve_secret(ref: SecretRef | None, *, required: bool = True) -> str | None:
     """The secret's value; None when it is absent and not ``required``, else :class:`ConfigError`."""
@@ -38,11 +33,16 @@ def _from_environment(variable: str, required: bool) -> str | None:
 
 
 def _from_prefect_block(block: str, required: bool) -> str | None:
-    if Secret is None:
+    # Imported here, not at the top: `modelops ship` / `traffic` / `labels` read this module and most
+    # often an {env: ...} secret; importing Prefect cost each of them ~1 CPU-second at start, and the
+    # client image has no Prefect at all.
+    try:
+        from prefect.blocks.system import Secret
+    except ModuleNotFoundError:
         raise ConfigError(
             f"the secret is the Prefect Secret block '{block}' but Prefect is not installed here: "
             "give an {env: VARIABLE} reference instead"
-        )
+        ) from None
     try:
         secret = cast(Secret, Secret.load(block))  # a sync call returns the block itself
         value: str = secret.get()

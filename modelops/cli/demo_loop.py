@@ -25,7 +25,6 @@ from typing import Any
 from uuid import UUID
 
 import psutil
-from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -51,6 +50,7 @@ from modelops.integrations.approvals import (
 from modelops.integrations.database import resolve_database_url
 from modelops.integrations.performance_store import read_recent_checks
 from modelops.integrations.prefect_api import PrefectUnreachable, start_deployment, use_prefect_api
+from modelops.integrations.prefect_client import prefect_client
 from modelops.integrations.registry import CHALLENGER, CHAMPION, get_alias_version
 from modelops.integrations.scoring_log import count_records
 from modelops.scoring.client import TrafficSettings, run_traffic
@@ -164,7 +164,7 @@ class LoopDriver:
     # -- Prefect --------------------------------------------------------------------------------
 
     def _client(self) -> SyncPrefectClient:
-        return get_client(sync_client=True)
+        return prefect_client(sync_client=True)
 
     def wait_for_run(self, run_id: str, what: str, poll_s: float = 1.0) -> FlowRun:
         deadline = time.time() + self.timeout_s
@@ -265,7 +265,7 @@ def short_ks_schedule(config: ModelOpsConfig, narrate: Narrate) -> Iterator[None
     (ten minutes per check): it asks for a run after each period (:meth:`LoopDriver.check_now`).
     """
     seconds = config.monitoring.demo_interval_s
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(KS_CHECK_DEPLOYMENT)
         for schedule in client.read_deployment_schedules(deployment.id):
             if schedule.slug == DEMO_SCHEDULE_SLUG:  # left by a demo that was killed
@@ -287,7 +287,7 @@ def short_ks_schedule(config: ModelOpsConfig, narrate: Narrate) -> Iterator[None
     try:
         yield
     finally:
-        with get_client(sync_client=True) as client:
+        with prefect_client(sync_client=True) as client:
             client.delete_deployment_schedule(deployment.id, created.id)
         narrate("    ks-check deployment: demo schedule removed; the configured cron keeps running")
 

@@ -12,7 +12,6 @@ import time
 from typing import Any
 from uuid import UUID
 
-from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     FlowFilter,
@@ -29,6 +28,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from modelops.approval import APPROVAL_FLOW_NAME, approval_tags
 from modelops.config import ModelOpsConfig
 from modelops.integrations.prefect_api import unreachable_message
+from modelops.integrations.prefect_client import prefect_client
 from modelops.stack.reconcile import reopened_approval, replacement_run_id, why_orphaned
 
 DESCRIPTION_KEY = "description"  # the run-input key of the Markdown shown above the form
@@ -44,7 +44,7 @@ def find_paused_approval(model_name: str) -> str:
     """The id of the one paused ``approve-champion`` run tagged ``model:<name>`` (other flows that
     pause for a person, such as a KS review, carry the model's tag too)."""
     wanted = approval_tags(model_name)[-1]
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         try:
             runs = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[APPROVAL_FLOW_NAME])),
@@ -82,7 +82,7 @@ def resume_approval(
     answered: Prefect would accept the answer and nothing would ever act on it.
     """
     flow_run_id = _flow_run_id(run_id)
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         flow_run = _paused_run(client, flow_run_id)
         if stack is not None and _same_api(str(client.api_url), stack.prefect_api_url):
             _refuse_orphan(client, stack, flow_run)
@@ -157,7 +157,7 @@ def watch_for_refusal(
     is watched up to ``description_wait_s`` longer for it; a loaded machine widens that window.
     """
     deadline = time.monotonic() + seconds
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             state = client.read_flow_run(UUID(run_id)).state
             if state is None or state.is_final():
@@ -180,7 +180,7 @@ def _wait_for_description(client: SyncPrefectClient, flow_run_id: UUID, key: str
 
 def wait_until_answered(run_id: str, poll_s: float = 1.0) -> None:
     """Block while the run waits for an answer (a person answers in the UI or with ``modelops approve``)."""
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         while True:
             state = client.read_flow_run(UUID(run_id)).state
             if state is None or state.type != StateType.PAUSED:

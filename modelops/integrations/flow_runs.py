@@ -20,7 +20,6 @@ from contextlib import ExitStack, contextmanager
 from uuid import UUID
 
 import httpx
-from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -34,6 +33,8 @@ from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+from modelops.integrations.prefect_client import prefect_client
+
 SLOT_LEASE_S = 60.0
 HOLDER_WAIT_S = 10.0  # how long a run that found the slot taken looks for the holder's tag
 
@@ -41,7 +42,7 @@ HOLDER_WAIT_S = 10.0  # how long a run that found the slot taken looks for the h
 def rename_flow_run(flow_run_id: UUID | str, name: str, add_tags: Sequence[str] = ()) -> None:
     """Give the run ``name`` (and ``add_tags`` besides its own tags)."""
     run_id = UUID(str(flow_run_id))
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         tags = None
         if add_tags:
             tags = sorted(set(client.read_flow_run(run_id).tags) | set(add_tags))
@@ -51,7 +52,7 @@ def rename_flow_run(flow_run_id: UUID | str, name: str, add_tags: Sequence[str] 
 def tag_flow_run(flow_run_id: UUID | str, tags: Sequence[str]) -> None:
     """Add ``tags`` to the run's own."""
     run_id = UUID(str(flow_run_id))
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         client.update_flow_run(run_id, tags=sorted(set(client.read_flow_run(run_id).tags) | set(tags)))
 
 
@@ -98,7 +99,7 @@ def slot_holder(slot: str, besides: UUID | str | None = None, wait_s: float = 0.
 
 def _running_with(tag: str, besides: UUID | str | None) -> list[FlowRun]:
     running = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]), state=running),
             sort=FlowRunSort.START_TIME_DESC,
@@ -125,12 +126,12 @@ def _try_acquire(slot: str, run_id: UUID | str | None) -> ExitStack | None:
 
 
 def _free(slot: str) -> None:
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         client.update_global_concurrency_limit(slot, GlobalConcurrencyLimitUpdate(active_slots=0))
 
 
 def _ensure_limit(slot: str) -> None:
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(slot)
             return

@@ -43,6 +43,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from modelops.tls import tls_context
+
 DEFAULT_TIMEOUT = 10.0
 VERSION_HEADER = "x-model-version"  # set by this project's server: the version that answered
 DEFAULT_SIGNATURE = "serving_default"
@@ -142,7 +144,12 @@ class HttpTransport:
                     )
                 else:
                     response = httpx.request(
-                        method, url, content=content, headers=headers, timeout=self.timeout
+                        method,
+                        url,
+                        content=content,
+                        headers=headers,
+                        timeout=self.timeout,
+                        verify=tls_context(),
                     )
                 return Reply(response.status_code, response.content, response.headers)
             except STALE_CONNECTION_ERRORS as exc:
@@ -168,7 +175,7 @@ class AsyncHttpTransport:
         self.timeout = timeout
         self._owned = client is None
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self._client = client or httpx.AsyncClient(timeout=timeout, limits=limits)
+        self._client = client or httpx.AsyncClient(timeout=timeout, limits=limits, verify=tls_context())
 
     async def send(self, method: str, path: str, payload: Any = None) -> Reply:
         url = self.base + path

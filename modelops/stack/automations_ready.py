@@ -24,12 +24,13 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
 from prefect.events import Event
 from prefect.events.actions import DoNothing
 from prefect.events.clients import get_events_client, get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+from modelops.integrations.prefect_client import prefect_client
 
 PROBE_NAME = "modelops-up-probe"  # + the time it was written: "modelops-up-probe 2026-12-05T12:00:00Z"
 STALE_AFTER = timedelta(hours=1)  # a probe that old was left by a killed step, not another `up`'s
@@ -83,7 +84,7 @@ async def wait_until_acting(timeout_s: float, resend_every_s: float = RESEND_EVE
     started = time.monotonic()
     token = uuid.uuid4().hex
     now = datetime.now(UTC)
-    async with get_client() as client:
+    async with prefect_client() as client:
         for automation in await client.read_automations():
             if (written := probe_written(automation.name)) and now - written > STALE_AFTER:
                 await client.delete_automation(automation.id)

@@ -57,7 +57,6 @@ from typing import Any
 from uuid import UUID
 
 import psutil
-from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -75,6 +74,7 @@ from prefect.states import Cancelled, Crashed
 from modelops.approval import APPROVAL_FLOW_NAME
 from modelops.config import ModelOpsConfig
 from modelops.deployments import LIFECYCLE
+from modelops.integrations.prefect_client import prefect_client
 from modelops.stack import components as comp
 from modelops.stack import flow_run_containers
 from modelops.stack.processes import find_process, stop_tree
@@ -332,7 +332,7 @@ def stack_client(config: ModelOpsConfig) -> Iterator[SyncPrefectClient]:
     """A Prefect client on the stack's own API (whatever PREFECT_API_URL this process has)."""
     with (
         temporary_settings({PREFECT_API_URL: config.prefect_api_url}),
-        get_client(sync_client=True) as client,
+        prefect_client(sync_client=True) as client,
     ):
         yield client
 

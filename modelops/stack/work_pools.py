@@ -11,10 +11,11 @@ import shlex
 import sys
 from typing import Any
 
-from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.workers.process import ProcessWorker
+
+from modelops.integrations.prefect_client import prefect_client
 
 
 def engine_command(python: str = sys.executable, standby: bool = True) -> str:
@@ -41,7 +42,7 @@ def process_pool_template(python: str = sys.executable, standby: bool = True) ->
 
 def ensure_pool(name: str, pool_type: str, template: dict[str, Any]) -> str:
     """``"created"`` or ``"updated"``; RuntimeError when ``name`` is a pool of another type."""
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
         except ObjectNotFound:

@@ -55,6 +55,7 @@ from modelops.stack.process_identity import start_ticks, upgrade_record
 from modelops.stack.processes import find_process
 from modelops.stack.serving_ports import configured_port, port_map
 from modelops.targets.base import DeployError, Rollout, ServingTarget
+from modelops.tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +491,7 @@ def _free_port(host: str) -> int:
 
 def _post(url: str, timeout: float) -> None:
     try:
-        response = httpx.post(url, timeout=timeout)
+        response = httpx.post(url, timeout=timeout, verify=tls_context())
     except httpx.HTTPError as exc:
         raise DeployError(f"POST {url} failed: {exc}") from None
     if response.status_code != 200:

@@ -35,6 +35,8 @@ LAZY_ALLOWED = {
     "prefect_kubernetes",
     "matplotlib",
     "scipy",  # scipy.stats: ~0.5 s, paid before a flow run is Running when imported at a top
+    "prefect",  # ~1 CPU-s; modelops.secrets needs it only for a Prefect Secret block, and the client
+    # image's commands (ship, traffic) read that module without Prefect installed
 }
 
 

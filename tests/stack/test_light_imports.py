@@ -71,6 +71,14 @@ def test_the_serving_client_imports_no_pandas():
     assert _heavy_modules_after("import modelops.serving.rest_client", ("pandas", "prefect")) == []
 
 
+@pytest.mark.parametrize("command", ["ship", "traffic", "labels"])
+def test_the_scoring_commands_import_no_prefect_where_it_is_installed(command):
+    """Prefect is read only for a secret kept in a Prefect block (``modelops.secrets``): ~1 CPU-s less
+    at every start of the log sidecar, the scoring client and the label loader."""
+    code = f"from modelops.cli import build_parser\nbuild_parser([{command!r}])"
+    assert _heavy_modules_after(code) == []
+
+
 @pytest.mark.parametrize("command", ["ship", "traffic"])
 def test_the_client_image_commands_run_without_prefect_mlflow_or_tensorflow(command):
     result = _python(f"{_CLIENT_IMAGE}\nfrom modelops.cli import main\nmain([{command!r}, '--help'])")
