@@ -38,14 +38,16 @@ def test_a_new_pause_seen_before_its_form_is_stored_shows_the_forms_reason(prefe
     """Prefect proposes the Paused state first and stores the new form after it; a loaded machine
     widened that gap enough for `approve` to read the state in between (a clean-clone run printed
     "see the approval form" instead of the reason). Staged here: the form is stored 1.5 s later."""
-    from prefect import flow, get_client
+    from prefect import flow
     from prefect.states import Paused
+
+    from modelops.integrations.prefect_client import prefect_client
 
     @flow(name="approval-form-gap")
     def placeholder() -> None: ...
 
     problem = "reviewer 'mallory' is not an approver: approval.approvers is alice"
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         run = client.create_flow_run(placeholder)
         paused = Paused(timeout_seconds=600, pause_key="2")
         paused.state_details.run_input_keyset = {

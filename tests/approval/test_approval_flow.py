@@ -42,8 +42,9 @@ def test_reject(prefect_harness):
 
 
 def test_invalid_answer_pauses_again_then_valid_answer_proceeds(prefect_harness):
-    from prefect import get_client
     from prefect.flow_runs import resume_flow_run
+
+    from modelops.integrations.prefect_client import prefect_client
 
     model = unique_model()
     job = in_background(request_approval, model, ("alice", "bob"))
@@ -71,7 +72,7 @@ def test_invalid_answer_pauses_again_then_valid_answer_proceeds(prefect_harness)
     decision = finish(job)
     assert decision.approved and decision.image_tag == "v3.1" and decision.reviewer == "bob"
     assert decision.attempts == 3 and len(decision.invalid_answers) == 2
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         pauses = [s for s in client.read_flow_run_states(run.id) if s.type.value == "PAUSED"]
     assert len(pauses) == 3
 
@@ -85,9 +86,10 @@ def test_timeout_is_a_rejection(prefect_harness):
 
 
 def test_form_schema_and_description_as_the_ui_reads_them(prefect_harness):
-    from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.flow_runs import resume_flow_run
+
+    from modelops.integrations.prefect_client import prefect_client
 
     model = unique_model()
     job = in_background(request_approval, model, ("alice",))
@@ -104,7 +106,7 @@ def test_form_schema_and_description_as_the_ui_reads_them(prefect_harness):
     assert "[run abc123](http://mlflow.test/#/runs/abc123)" in description
     assert "one of: alice" in description
     # the same comparison is a table artifact on the paused run, there before anyone resumes it
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
@@ -126,12 +128,13 @@ def test_form_schema_and_description_as_the_ui_reads_them(prefect_harness):
 
 def test_the_decision_is_an_artifact_on_the_parent_run(prefect_harness):
     """As in the lifecycle: the deployment stage (a subflow) records the decision on its parent run."""
-    from prefect import flow, get_client
+    from prefect import flow
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.flow_runs import resume_flow_run
     from prefect.runtime import flow_run
     from support.approval import evidence
 
+    from modelops.integrations.prefect_client import prefect_client
     from tasks import artifacts
 
     model = unique_model()
@@ -152,7 +155,7 @@ def test_the_decision_is_an_artifact_on_the_parent_run(prefect_harness):
         run.id, run_input={"approved": True, "image_tag": "v3", "reviewer": "alice", "comment": "a | b"}
     )
     lifecycle_id, stage_id = finish(job)
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"approval-decision-{model}"]))
         )

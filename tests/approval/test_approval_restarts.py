@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from support import http_client
 from support.network import free_port
 from support.stack import TINY_TRAINING, wait_for
 from support.stack_home import run_modelops, stack_env, stack_status
@@ -90,7 +90,9 @@ def stack(tmp_path_factory):
 def _api(env: dict[str, str], path: str, body: dict[str, Any] | None = None) -> Any:
     url = f"{env['PREFECT_API_URL']}{path}"
     response = (
-        httpx.post(url, json=body or {}, timeout=10) if body is not None else httpx.get(url, timeout=10)
+        http_client.post(url, json=body or {}, timeout=10)
+        if body is not None
+        else http_client.get(url, timeout=10)
     )
     response.raise_for_status()
     return response.json()

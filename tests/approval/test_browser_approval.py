@@ -23,8 +23,8 @@ import textwrap
 import time
 import uuid
 
-import httpx
 import pytest
+from support import http_client
 from support.browser import (
     chromium_page,
     flow_environment,
@@ -94,7 +94,7 @@ def _paused_run(api: str, model: str, job: subprocess.Popen, timeout: float = 60
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert job.poll() is None, f"the approval flow ended before pausing: {job.stdout.read()}"
-        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+        runs = http_client.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
         if runs:
             return runs[0]
         time.sleep(0.3)

@@ -72,10 +72,11 @@ def test_lifecycle_ends_cleanly_when_nobody_approves(trained, postgres_url, monk
         assert cursor.fetchall() == [(False, "(nobody: timeout)")], "the audit row says nobody answered"
     connection.close()
     # the lifecycle run's page records the decision (the approval happened in its deployment stage)
-    from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    with get_client(sync_client=True) as client:
+    from modelops.integrations.prefect_client import prefect_client
+
+    with prefect_client(sync_client=True) as client:
         (record,) = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"approval-decision-{name}"]))
         )
@@ -97,10 +98,11 @@ def test_an_invalid_answer_then_silence_is_a_rejection(prefect_harness):
 
 
 def test_a_second_answer_is_refused_and_the_first_stands(prefect_harness):
-    from prefect import get_client
     from prefect.client.schemas.responses import SetStateStatus
     from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
+
+    from modelops.integrations.prefect_client import prefect_client
 
     model = unique_model()
     job = in_background(request_approval, model)
@@ -110,7 +112,7 @@ def test_a_second_answer_is_refused_and_the_first_stands(prefect_harness):
     second = {"approved": False, "image_tag": "", "reviewer": "mallory", "comment": "second"}
     with pytest.raises(NotPausedError):  # the SDK (and `modelops approve`) refuse before sending
         resume_flow_run(run.id, run_input=second)
-    with get_client(sync_client=True) as client:  # the REST call the UI makes is refused by the server
+    with prefect_client(sync_client=True) as client:  # the REST call the UI makes is refused by the server
         response = client.resume_flow_run(run.id, run_input=second)
     assert response.status != SetStateStatus.ACCEPT, "Prefect accepted a second answer to the same approval"
     decision = finish(job)

@@ -25,9 +25,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg2
 import pytest
+from support import http_client
 from support.fakes.docker_env import STANDIN, forget, registry_address, require_engine
 from support.network import free_ports
 from support.stack import wait_for
@@ -98,12 +98,12 @@ class DockerStack:
 
     # -- Prefect's REST API ----------------------------------------------------------------------
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
+        response = http_client.post(f"{self.api}{path}", json=body, timeout=30)
         response.raise_for_status()
         return response.json()
 
     def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.api}{path}", timeout=30)
+        response = http_client.get(f"{self.api}{path}", timeout=30)
         response.raise_for_status()
         return response.json()
 
@@ -169,7 +169,7 @@ class DockerStack:
 
     # -- MLflow and the scoring log --------------------------------------------------------------
     def alias(self, alias: str) -> str | None:
-        response = httpx.get(
+        response = http_client.get(
             f"{self.mlflow}/api/2.0/mlflow/registered-models/alias",
             params={"name": self.model, "alias": alias},
             timeout=10,
@@ -177,7 +177,7 @@ class DockerStack:
         return response.json()["model_version"]["version"] if response.status_code == 200 else None
 
     def version_tags(self, version: str) -> dict[str, str]:
-        response = httpx.get(
+        response = http_client.get(
             f"{self.mlflow}/api/2.0/mlflow/model-versions/get",
             params={"name": self.model, "version": version},
             timeout=10,
@@ -332,7 +332,9 @@ def test_up_builds_and_pushes_the_flow_image_and_starts_a_docker_worker(docker_s
     # pushed: the registry has the tag
     repository, tag = image.rsplit(":", 1)
     name = repository.split("/", 1)[1]
-    assert tag in httpx.get(f"http://{registry_address()}/v2/{name}/tags/list", timeout=10).json()["tags"]
+    assert (
+        tag in http_client.get(f"http://{registry_address()}/v2/{name}/tags/list", timeout=10).json()["tags"]
+    )
 
 
 def test_the_train_and_lifecycle_runs_completed_in_containers(docker_stack):

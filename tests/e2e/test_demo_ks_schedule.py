@@ -7,18 +7,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from prefect import get_client
 from prefect.client.schemas.schedules import IntervalSchedule
 
 from modelops.cli.demo_loop import DEMO_SCHEDULE_SLUG, short_ks_schedule
 from modelops.config import ModelOpsConfig, load_config
+from modelops.integrations.prefect_client import prefect_client
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture
 def deployment_id():
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name("ks-check")
         deployment = client.create_deployment(flow_id=flow_id, name="ks-check")
         yield deployment
@@ -33,7 +33,7 @@ def _config(interval_s: int) -> ModelOpsConfig:
 
 
 def _intervals(deployment_id) -> dict[str | None, float]:
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         schedules = client.read_deployment_schedules(deployment_id)
     return {
         s.slug: s.schedule.interval.total_seconds()
@@ -52,7 +52,7 @@ def test_a_positive_interval_schedules_ks_check_for_the_demo_only(deployment_id)
 
 def test_by_default_no_schedule_is_added_and_one_left_by_a_killed_demo_is_removed(deployment_id):
     assert load_config().monitoring.demo_interval_s == 0
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         client.create_deployment_schedules(
             deployment_id, [(IntervalSchedule(interval=timedelta(seconds=5)), True)], slug=DEMO_SCHEDULE_SLUG
         )

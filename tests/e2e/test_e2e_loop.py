@@ -12,9 +12,9 @@ import os
 import subprocess
 import sys
 
-import httpx
 import psycopg2
 import pytest
+from support import http_client
 from support.network import free_port
 from support.stack import WHOLE_LOOP_TIMEOUT, wait_for
 from support.stack_home import STARTUP_TIMEOUT_S
@@ -138,7 +138,7 @@ def test_exactly_one_retrain_did_the_work(loop):
     client = MlflowClient(tracking_uri=loop["mlflow"])
     retrained = [v for v in client.search_model_versions(f"name='{MODEL}'") if v.tags.get("trigger")]
     assert len(retrained) == 1
-    runs = httpx.post(
+    runs = http_client.post(
         f"{loop['prefect']}/flow_runs/filter", json={"deployments": {"name": {"any_": ["retrain"]}}}
     ).json()
     trained = [r for r in runs if r["state_type"] == "COMPLETED" and not _skipped(loop, r["id"])]
@@ -146,19 +146,19 @@ def test_exactly_one_retrain_did_the_work(loop):
 
 
 def _skipped(loop, run_id: str) -> bool:
-    logs = httpx.post(
+    logs = http_client.post(
         f"{loop['prefect']}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}
     ).json()
     return any("skipped" in entry["message"] for entry in logs)
 
 
 def _model_events(prefect_api: str) -> list[tuple[str, str | None]]:
-    page = httpx.post(
+    page = http_client.post(
         f"{prefect_api}/events/filter", json={"filter": {"event": {"prefix": ["modelops."]}}, "limit": 50}
     ).json()
     events = list(page["events"])
     while page.get("next_page"):
-        page = httpx.get(page["next_page"]).json()
+        page = http_client.get(page["next_page"]).json()
         events += page["events"]
     events.sort(key=lambda e: e["occurred"])
     return [(e["event"], e["payload"].get("version")) for e in events]
@@ -199,7 +199,7 @@ def test_the_demo_prints_where_the_time_went(loop):
 
 
 def test_ks_check_is_scheduled_from_the_config(loop):
-    deployment = httpx.get(f"{loop['prefect']}/deployments/name/ks-check/ks-check").json()
+    deployment = http_client.get(f"{loop['prefect']}/deployments/name/ks-check/ks-check").json()
     crons = [s["schedule"].get("cron") for s in deployment["schedules"] if s["active"]]
     assert "*/10 * * * *" in crons  # monitoring.schedule_cron of infra/config/local.yaml
     assert deployment["work_pool_name"] == "modelops-local"
@@ -207,7 +207,7 @@ def test_ks_check_is_scheduled_from_the_config(loop):
 
 def test_after_each_period_the_demo_asks_the_ks_check_deployment_for_a_run(loop):
     """One run per period check, asked for (not auto-scheduled: the cron stays as it is), each completed."""
-    runs = httpx.post(
+    runs = http_client.post(
         f"{loop['prefect']}/flow_runs/filter",
         json={
             "deployments": {"name": {"any_": ["ks-check"]}},
@@ -220,7 +220,7 @@ def test_after_each_period_the_demo_asks_the_ks_check_deployment_for_a_run(loop)
 
 
 def test_the_automation_templated_the_retrain_parameters_from_the_event(loop):
-    runs = httpx.post(
+    runs = http_client.post(
         f"{loop['prefect']}/flow_runs/filter", json={"deployments": {"name": {"any_": ["retrain"]}}}
     ).json()
     assert runs, "the automation started no retrain run"

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg2
 import pytest
 import yaml
+from support import http_client
 from support.network import free_port
 from support.stack import WHOLE_LOOP_TIMEOUT, wait_for
 from support.stack_home import STARTUP_TIMEOUT_S
@@ -107,7 +107,7 @@ class Stack:
         wait_for(answered, 120, f"approval of {model} v{version} accepted", interval=2)
 
     def paused_approval(self, model: str, version: str) -> bool:
-        response = httpx.post(
+        response = http_client.post(
             f"{self.api}/flow_runs/filter",
             json={
                 "flow_runs": {
@@ -121,7 +121,7 @@ class Stack:
         return bool(response.json())
 
     def alias(self, model: str, alias: str) -> str | None:
-        response = httpx.get(
+        response = http_client.get(
             f"http://127.0.0.1:{self.ports['mlflow']}/api/2.0/mlflow/registered-models/alias",
             params={"name": model, "alias": alias},
             timeout=10,
@@ -129,7 +129,7 @@ class Stack:
         return response.json()["model_version"]["version"] if response.status_code == 200 else None
 
     def version_tags(self, model: str, version: str) -> dict[str, str]:
-        response = httpx.get(
+        response = http_client.get(
             f"http://127.0.0.1:{self.ports['mlflow']}/api/2.0/mlflow/model-versions/get",
             params={"name": model, "version": version},
             timeout=10,
@@ -144,7 +144,7 @@ class Stack:
         }
 
     def served_version(self, url: str, model: str) -> str | None:
-        response = httpx.get(f"{url}/v1/models/{model}", timeout=5)
+        response = http_client.get(f"{url}/v1/models/{model}", timeout=5)
         states = response.json()["model_version_status"]
         return next((s["version"] for s in states if s["state"] == "AVAILABLE"), None)
 
@@ -156,7 +156,7 @@ class Stack:
         return int(count)
 
     def retrain_runs(self) -> list[dict[str, Any]]:
-        response = httpx.post(
+        response = http_client.post(
             f"{self.api}/flow_runs/filter",
             json={"deployments": {"name": {"any_": ["retrain"]}}, "limit": 50},
             timeout=10,
@@ -165,7 +165,7 @@ class Stack:
         return response.json()
 
     def events(self, model: str, name: str) -> list[dict[str, Any]]:
-        response = httpx.post(
+        response = http_client.post(
             f"{self.api}/events/filter",
             json={"filter": {"resource": {"id": [f"modelops.model.{model}"]}, "event": {"name": [name]}}},
             timeout=10,
@@ -229,7 +229,7 @@ def test_each_model_is_served_at_its_own_url_recorded_on_its_version(loop):
         assert stack.version_tags(model, "1").get("serving_url") == urls[model]
     other = {ALPHA: BETA, BETA: ALPHA}
     for model, url in urls.items():  # each URL serves its model only: the other's name is unknown there
-        assert httpx.get(f"{url}/v1/models/{other[model]}", timeout=5).status_code == 404
+        assert http_client.get(f"{url}/v1/models/{other[model]}", timeout=5).status_code == 404
 
 
 def test_only_the_drifting_model_degraded(loop):

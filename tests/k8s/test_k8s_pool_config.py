@@ -28,14 +28,14 @@ def test_the_kubernetes_config_selects_the_kubernetes_pool_and_worker():
 
 @pytest.mark.slow
 def test_up_creates_the_pool_with_the_template_and_sets_it_again(prefect_harness, monkeypatch):
-    from prefect import get_client
+    from modelops.integrations.prefect_client import prefect_client
 
     monkeypatch.setenv("MODELOPS_CONFIG", "kubernetes")
     monkeypatch.setenv("MODELOPS_SERVING__NAMESPACE", "risk-team")
     pool = "modelops-kubernetes-upcheck"
     config = load_config()
     apply_deployments.ensure_work_pool(pool, "kubernetes")
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         created = client.read_work_pool(pool)
     assert created.type == "kubernetes"
     defaults = {k: v.get("default") for k, v in created.base_job_template["variables"]["properties"].items()}
@@ -52,7 +52,7 @@ def test_up_creates_the_pool_with_the_template_and_sets_it_again(prefect_harness
 
     monkeypatch.setenv("MODELOPS_SERVING__NAMESPACE", "risk-team-2")
     apply_deployments.ensure_work_pool(pool, "kubernetes")
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         again = client.read_work_pool(pool)
         client.delete_work_pool(pool)
     assert again.base_job_template["variables"]["properties"]["namespace"]["default"] == "risk-team-2"
@@ -60,15 +60,16 @@ def test_up_creates_the_pool_with_the_template_and_sets_it_again(prefect_harness
 
 @pytest.mark.slow
 def test_a_pool_of_another_type_under_the_name_is_refused(prefect_harness):
-    from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
+    from modelops.integrations.prefect_client import prefect_client
+
     pool = "modelops-kubernetes-taken"
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
     try:
         with pytest.raises(RuntimeError, match="exists with type 'process', not 'kubernetes'"):
             kubernetes_pool.ensure_pool(pool, kubernetes_pool.load_template())
     finally:
-        with get_client(sync_client=True) as client:
+        with prefect_client(sync_client=True) as client:
             client.delete_work_pool(pool)

@@ -130,10 +130,11 @@ def _running_pod(plane: ControlPlane, namespace: str, job_name: str) -> dict[str
 
 
 def _pod_events(pod_uid: str) -> list[str]:
-    from prefect import get_client
     from prefect.events.filters import EventFilter, EventResourceFilter
 
-    with get_client(sync_client=True) as client:
+    from modelops.integrations.prefect_client import prefect_client
+
+    with prefect_client(sync_client=True) as client:
         response = client.request(
             "POST",
             "/events/filter",
@@ -149,8 +150,9 @@ def _pod_events(pod_uid: str) -> list[str]:
 def test_worker_runs_a_flow_run_as_a_job_with_its_service_account(
     control_plane, prefect_harness, namespaces, tmp_path
 ):
-    from prefect import get_client
     from prefect.settings import PREFECT_API_URL
+
+    from modelops.integrations.prefect_client import prefect_client
 
     plane = control_plane
     namespace, other = namespaces
@@ -180,7 +182,7 @@ def test_worker_runs_a_flow_run_as_a_job_with_its_service_account(
         load_config("kubernetes", environ={}), namespace=namespace, image=IMAGE
     )
     assert kubernetes_pool.ensure_pool(pool, template) in ("created", "updated")
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name("train")
         deployment_id = client.create_deployment(
             flow_id=flow_id,
@@ -264,7 +266,7 @@ def test_worker_runs_a_flow_run_as_a_job_with_its_service_account(
         # 6. Prefect: the run was handed to this Job (infrastructure id), and stays Pending: the
         #    flow never starts, since no container runs. The observer's watch saw the pod Running.
         def handed_over():
-            with get_client(sync_client=True) as client:
+            with prefect_client(sync_client=True) as client:
                 run = client.read_flow_run(flow_run.id)
             return run if run.infrastructure_pid else None
 

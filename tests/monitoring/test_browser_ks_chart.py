@@ -18,12 +18,12 @@ import textwrap
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
 from psycopg2.extras import execute_values
+from support import http_client
 from support.browser import (
     chromium_page,
     flow_environment,
@@ -159,7 +159,7 @@ def test_the_ks_artifact_page_shows_the_chart_stored_in_mlflow(
     assert result["status"] == "ok" and result["drift"]["drifted_features"] == ["LOAN"]
 
     api = f"{prefect_ui}/api"
-    artifacts = httpx.post(
+    artifacts = http_client.post(
         f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": [f"ks-{model}"]}}}, timeout=10
     ).json()
     assert len(artifacts) == 3
@@ -171,7 +171,7 @@ def test_the_ks_artifact_page_shows_the_chart_stored_in_mlflow(
         url.startswith(f"{mlflow_server.url}/get-artifact?path=ks-checks/") for url in urls
     )
     for url in urls:  # the same URLs the browser loads: MLflow serves the PNGs
-        reply = httpx.get(url, timeout=10)
+        reply = http_client.get(url, timeout=10)
         assert reply.status_code == 200 and reply.headers["content-type"] == "image/png", url
         assert reply.content.startswith(PNG_SIGNATURE) and len(reply.content) > 10_000
 

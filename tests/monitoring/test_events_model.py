@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 
-import httpx
 import numpy as np
 import pytest
+from support import http_client
 
 from modelops.integrations.events import MODEL_EVENTS, emit_model_event, model_resource
 
@@ -39,7 +39,7 @@ def test_every_event_reaches_the_server(prefect_harness):
     body = {"filter": {"resource": {"id": [f"modelops.model.{model}"]}}, "limit": 50}
     deadline = time.monotonic() + 60  # events are stored asynchronously
     while True:
-        events = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body).json()["events"]
+        events = http_client.post(f"{PREFECT_API_URL.value()}/events/filter", json=body).json()["events"]
         if len(events) == len(MODEL_EVENTS) or time.monotonic() > deadline:
             break
         time.sleep(0.2)

@@ -65,19 +65,19 @@ def _stored_checks(dsn: str) -> dict[str, tuple]:
 
 
 def _runs_of(parent_id) -> list:
-    from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
-    with get_client(sync_client=True) as client:
+    from modelops.integrations.prefect_client import prefect_client
+
+    with prefect_client(sync_client=True) as client:
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id]))
         )
 
 
 def test_one_run_checks_every_champion_with_its_own_settings(prefect_harness, scoring_db, tmp_path):
-    from prefect import get_client
-
     from flows.ks_check import EVERY_CHAMPION_RUN, ks_check
+    from modelops.integrations.prefect_client import prefect_client
 
     tag = uuid.uuid4().hex[:6]
     steady, drifting, broken, waiting = (
@@ -120,7 +120,7 @@ def test_one_run_checks_every_champion_with_its_own_settings(prefect_harness, sc
     assert stored == {steady: ("2", "ok", 0.4, 800), drifting: ("1", "degraded", 0.35, 500)}
 
     # each check is its own run, named with model and resolved version, under the one parent run
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         parent = client.read_flow_run(state.state_details.flow_run_id)
     assert parent.name == EVERY_CHAMPION_RUN
     children = {run.name: run for run in _runs_of(parent.id)}
@@ -162,9 +162,8 @@ def test_every_champion_refuses_a_model_or_version(prefect_harness, tmp_path):
 
 
 def test_a_single_check_is_named_with_the_resolved_champion(prefect_harness, scoring_db, tmp_path):
-    from prefect import get_client
-
     from flows.ks_check import ks_check
+    from modelops.integrations.prefect_client import prefect_client
 
     model = f"single-{uuid.uuid4().hex[:6]}"
     uri = _registry(tmp_path, {model: 3}, challengers=())
@@ -174,7 +173,7 @@ def test_a_single_check_is_named_with_the_resolved_champion(prefect_harness, sco
     )
     state = ks_check(model_name=model, config=config, review_timeout_s=0, return_state=True)
     assert state.result()["version"] == "3"
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
     assert run.name == f"ks-check-{model}-v3" and f"model:{model}" in run.tags
 

@@ -7,11 +7,11 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
+from support import http_client
 from support.approval import read_input
 from support.scoring_log import insert_scores, labelled_sample
 
@@ -41,7 +41,7 @@ def model_events(model: str, expect: int = 1, timeout: float = 60.0) -> list[dic
     body = {"filter": {"resource": {"id": [f"modelops.model.{model}"]}}, "limit": 50}
     deadline = time.monotonic() + timeout
     while True:
-        events = httpx.post(f"{_api()}/events/filter", json=body).json()["events"]
+        events = http_client.post(f"{_api()}/events/filter", json=body).json()["events"]
         if len(events) >= expect or time.monotonic() > deadline:
             return events
         time.sleep(0.3)
@@ -62,10 +62,10 @@ def _model() -> str:
 
 
 def test_ok_check_stores_row_emits_event_and_publishes_trend(prefect_harness, scoring_db):
-    from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.ks_check import ks_check
+    from modelops.integrations.prefect_client import prefect_client
 
     model = _model()
     scores, labels = labelled_sample(1500, 2.0, seed=11)
@@ -86,7 +86,7 @@ def test_ok_check_stores_row_emits_event_and_publishes_trend(prefect_harness, sc
     assert payload["window"]["kind"] == "count" and payload["window"]["size"] == 1000
     assert events[0]["resource"]["prefect.resource.name"] == model
 
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[first["artifact"]]))
         )
@@ -163,13 +163,14 @@ def test_database_down_emits_monitoring_failed_without_review(prefect_harness):
 
 
 def _answer_reviews(model: str, answers: list[dict[str, Any]], out: dict[str, Any]) -> None:
-    from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.flow_runs import resume_flow_run
 
+    from modelops.integrations.prefect_client import prefect_client
+
     answered: set[str] = set()
     deadline = time.monotonic() + 240
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(

@@ -70,10 +70,11 @@ def _config(dsn: str, uri: str) -> ModelOpsConfig:
 
 
 def _latest_markdown(key: str) -> str:
-    from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    with get_client(sync_client=True) as client:
+    from modelops.integrations.prefect_client import prefect_client
+
+    with prefect_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     return max(artifacts, key=lambda a: a.created).data
 

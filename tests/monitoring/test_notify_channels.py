@@ -228,8 +228,10 @@ def test_inside_a_flow_the_message_reaches_the_flow_log(prefect_harness, teams_r
     """The flow log as the UI shows it (read back from the server), and no webhook URL in it."""
     import time
 
-    from prefect import flow, get_client, runtime
+    from prefect import flow, runtime
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from modelops.integrations.prefect_client import prefect_client
 
     url = f"http://127.0.0.1:{teams_receiver.server_port}/webhookb2/{SECRET_MARK}"
     settings = _teams(monkeypatch, url)
@@ -241,7 +243,7 @@ def test_inside_a_flow_the_message_reaches_the_flow_log(prefect_harness, teams_r
 
     run_id, result = stage()
     assert result == {"teams": "sent", "email": "off"}
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         deadline = time.monotonic() + 60  # logs are shipped in batches
         while True:
             logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))

@@ -59,10 +59,11 @@ def _labelled_traffic(dsn: str, model: str, version: str, seed: int) -> None:
 
 
 def _runs(deployment_id, models: set[str]) -> list:
-    from prefect import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    with get_client(sync_client=True) as client:
+    from modelops.integrations.prefect_client import prefect_client
+
+    with prefect_client(sync_client=True) as client:
         found = client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
         )
@@ -70,17 +71,18 @@ def _runs(deployment_id, models: set[str]) -> list:
 
 
 def _log_text(run_id) -> str:
-    from prefect import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    with get_client(sync_client=True) as client:
+    from modelops.integrations.prefect_client import prefect_client
+
+    with prefect_client(sync_client=True) as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
     return "\n".join(log.message for log in logs)
 
 
 def test_a_burst_for_two_models_retrains_each_exactly_once(prefect_harness, scoring_db, tmp_path):
     from mlflow import MlflowClient
-    from prefect import Flow, get_client
+    from prefect import Flow
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
     from prefect.settings import PREFECT_API_URL
@@ -88,6 +90,7 @@ def test_a_burst_for_two_models_retrains_each_exactly_once(prefect_harness, scor
 
     from flows.train import train
     from modelops.integrations.events import emit_model_event
+    from modelops.integrations.prefect_client import prefect_client
     from modelops.integrations.registry import CHAMPION, set_alias
 
     spec = _retrain_spec()
@@ -118,7 +121,7 @@ def test_a_burst_for_two_models_retrains_each_exactly_once(prefect_harness, scor
             set_alias(model, CHAMPION, champion["version"], mlflow.url)
             _labelled_traffic(scoring_db, model, champion["version"], seed=30 + seed)
 
-        with get_client(sync_client=True) as client:
+        with prefect_client(sync_client=True) as client:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         retrain = Flow.from_source(source=str(PROJECT_ROOT), entrypoint=spec["entrypoint"])
         deployment_id = retrain.deploy(
@@ -219,7 +222,7 @@ def test_a_burst_for_two_models_retrains_each_exactly_once(prefect_harness, scor
         if worker is not None:
             stop_process_group(worker)
         if deployment_id is not None:
-            with get_client(sync_client=True) as client:
+            with prefect_client(sync_client=True) as client:
                 client.delete_resource_owned_automations(f"prefect.deployment.{deployment_id}")
                 client.delete_deployment(deployment_id)
         mlflow.stop()
@@ -227,14 +230,14 @@ def test_a_burst_for_two_models_retrains_each_exactly_once(prefect_harness, scor
 
 def test_the_slot_is_per_model_and_names_its_holder(prefect_harness):
     """``exclusive_slot``: taken for one model, free for another, free again once released."""
-    from prefect import get_client
     from prefect.states import Running
 
     from flows.retrain import retrain
     from modelops.integrations.flow_runs import exclusive_slot, slot_holder
+    from modelops.integrations.prefect_client import prefect_client
 
     tag = uuid.uuid4().hex[:6]
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         holder = client.create_flow_run(retrain, name=f"retrain-holder-{tag}")
         client.set_flow_run_state(holder.id, Running())
     slot_a, slot_b = f"modelops-retrain-a-{tag}", f"modelops-retrain-b-{tag}"
@@ -253,13 +256,13 @@ def test_the_slot_is_per_model_and_names_its_holder(prefect_harness):
 
 def test_a_slot_left_taken_by_a_forgotten_holder_is_taken_over(prefect_harness):
     """After a server restart the limit may count a slot whose lease (kept in memory) is gone."""
-    from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
     from modelops.integrations.flow_runs import exclusive_slot
+    from modelops.integrations.prefect_client import prefect_client
 
     slot = f"modelops-retrain-restarted-{uuid.uuid4().hex[:6]}"
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(name=slot, limit=1, active_slots=1)
         )

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from support import http_client
 
 from modelops.data.schema import HMEQ_SCHEMA
 from modelops.scoring.client import TrafficSettings, run_traffic
@@ -78,7 +79,7 @@ def stub_server(tmp_path: Path, port: int):
         deadline = time.monotonic() + 120
         while True:
             try:
-                httpx.get(f"{url}/v1/models/{MODEL}", timeout=1)
+                http_client.get(f"{url}/v1/models/{MODEL}", timeout=1)
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline or process.poll() is not None:

@@ -25,9 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
+from support import http_client
 from support.network import free_port, http_receiver
 from support.scoring_log import insert_scores, labelled_sample
 
@@ -235,12 +235,13 @@ LOG_MARKERS = (
 
 
 def prefect_surfaces(leaks: Leaks, since: datetime) -> dict[str, Any]:
-    from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, LogFilter, LogFilterTimestamp
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL
 
+    from modelops.integrations.prefect_client import prefect_client
+
     seen: dict[str, Any] = {}
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         logs = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # logs arrive in batches: wait until the flows' last lines are in
@@ -288,10 +289,10 @@ def read_events(api: str, since: datetime) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        answer = httpx.post(f"{api}/events/filter", json=body, timeout=30).json()
+        answer = http_client.post(f"{api}/events/filter", json=body, timeout=30).json()
         events = list(answer["events"])
         while answer.get("next_page"):
-            answer = httpx.get(answer["next_page"], timeout=30).json()
+            answer = http_client.get(answer["next_page"], timeout=30).json()
             events += answer["events"]
         if any(e["event"] == "modelops.monitoring.failed" for e in events):
             break

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import http_client
 from support.network import free_port
 from support.serving import (
     CATEGORICAL,
@@ -71,7 +72,7 @@ def assert_tf_serving_error(answer: httpx.Response, status: int, fragment: str) 
 
 def assert_scores_right(server: ServerProcess, records=None) -> None:
     records = records or sample_records(3, seed=5)
-    answer = httpx.post(server.url + PREDICT, content=json.dumps({"instances": records}).encode())
+    answer = http_client.post(server.url + PREDICT, content=json.dumps({"instances": records}).encode())
     assert answer.status_code == 200, answer.text
     assert answer.json()["predictions"] == pytest.approx([expected_score(r, BIAS) for r in records], abs=1e-5)
 
@@ -174,7 +175,7 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
 def test_more_bad_bodies_get_a_400_and_the_server_keeps_serving(server, case):
     _, body, status, fragment = case
-    answer = httpx.post(server.url + PREDICT, content=body)
+    answer = http_client.post(server.url + PREDICT, content=body)
     assert_tf_serving_error(answer, status, fragment)
     assert_scores_right(server)
 
@@ -195,14 +196,14 @@ BAD_ROUTES = [
 @pytest.mark.parametrize("case", BAD_ROUTES, ids=[c[0] for c in BAD_ROUTES])
 def test_wrong_routes_and_verbs_get_a_4xx(server, case):
     _, method, path, status, fragment = case
-    answer = httpx.request(method, server.url + path, content=b"{}" if method != "GET" else None)
+    answer = http_client.request(method, server.url + path, content=b"{}" if method != "GET" else None)
     assert_tf_serving_error(answer, status, fragment)
     assert_scores_right(server)
 
 
 def test_wrong_content_type_is_ignored_like_tf_serving(server):
     """TF Serving reads the body as JSON whatever the Content-Type says; so does this server."""
-    answer = httpx.post(
+    answer = http_client.post(
         server.url + PREDICT,
         content=json.dumps({"instances": [GOOD]}).encode(),
         headers={"Content-Type": "text/plain"},
@@ -231,7 +232,7 @@ def test_bad_requests_inside_one_dynamic_batch_do_not_fail_the_good_ones(server)
     assert [a.status_code for a in good_answers] == [200] * len(good)
     scores = [a.json()["predictions"][0] for a in good_answers]
     assert scores == pytest.approx([expected_score(r, BIAS) for r in good], abs=1e-5)
-    stats = httpx.get(server.url + "/-/stats").json()
+    stats = http_client.get(server.url + "/-/stats").json()
     assert stats["batching"] is True and stats["rows"] >= len(good)
 
 

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import grpc
-import httpx
 import numpy as np
 import pytest
+from support import http_client
 from support.network import free_port
 from support.serving import (
     CATEGORICAL,
@@ -270,7 +270,7 @@ def test_unserved_methods_are_unimplemented_and_grpc_calls_are_counted(server, s
     missing = predict_request(sample_records(3))
     del missing.inputs["DEBTINC"]  # this test's own refused call: it must not rely on another test's
     assert refused(prediction.Predict, missing).code() == grpc.StatusCode.INVALID_ARGUMENT
-    text = httpx.get(f"{server.url}/monitoring/prometheus/metrics", timeout=30).text
+    text = http_client.get(f"{server.url}/monitoring/prometheus/metrics", timeout=30).text
     assert (
         'modelops_serving_grpc_requests_total{code="OK",method="Predict",model_name="risk",version="2"}'
         in text
@@ -333,9 +333,9 @@ def test_the_bench_load_generator_counts_every_answered_call(server, in_flight):
     from bench.grpc_load import WARM_UP_CALLS, build_bodies, load
 
     bodies, _answer = build_bodies(server.grpc_target, MODEL, sample_records(128, seed=5), 64)
-    rows_before = httpx.get(f"{server.url}/-/stats").json()["rows"]
+    rows_before = http_client.get(f"{server.url}/-/stats").json()["rows"]
     summary = load(server.grpc_target, bodies, in_flight, seconds=2)
-    rows = httpx.get(f"{server.url}/-/stats").json()["rows"] - rows_before
+    rows = http_client.get(f"{server.url}/-/stats").json()["rows"] - rows_before
     assert summary["errors"] == 0 and summary["requests"] > 0
     warm_up = len(bodies[:WARM_UP_CALLS])
     assert rows == 64 * (warm_up + summary["requests"])  # every answered call is counted, none twice
@@ -360,14 +360,14 @@ def test_the_bench_transport_echo_answers_the_real_answer_without_the_model(serv
     )  # fmt: skip
     try:
         assert echo.stdout is not None and echo.stdout.readline().strip() == "READY"
-        rows_before = httpx.get(f"{server.url}/-/stats").json()["rows"]
+        rows_before = http_client.get(f"{server.url}/-/stats").json()["rows"]
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             raw = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")(bodies[0], timeout=30)
         assert raw == answer
         assert len(predict_pb2.PredictResponse.FromString(raw).outputs) > 0
         summary = load(f"127.0.0.1:{port}", bodies, 1, seconds=1)
         assert summary["errors"] == 0 and summary["requests"] > 0
-        assert httpx.get(f"{server.url}/-/stats").json()["rows"] == rows_before
+        assert http_client.get(f"{server.url}/-/stats").json()["rows"] == rows_before
     finally:
         echo.terminate()
         echo.wait(30)

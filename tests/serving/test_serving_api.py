@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import http_client
 from support.network import free_port
 from support.serving import (
     CATEGORICAL,
@@ -35,7 +35,7 @@ def server(tmp_path_factory):
 
 def post(server, path, body, **kwargs):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(
+    return http_client.post(
         server.url + path, content=content, headers={"Content-Type": "application/json"}, **kwargs
     )
 
@@ -47,14 +47,14 @@ def assert_still_serving(server):
 
 
 def test_status_lists_loaded_versions_highest_first(server):
-    answer = httpx.get(f"{server.url}/v1/models/{MODEL}").json()
+    answer = http_client.get(f"{server.url}/v1/models/{MODEL}").json()
     assert answer == {
         "model_version_status": [
             {"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
             {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
         ]
     }
-    one = httpx.get(f"{server.url}/v1/models/{MODEL}/versions/1").json()
+    one = http_client.get(f"{server.url}/v1/models/{MODEL}/versions/1").json()
     assert [s["version"] for s in one["model_version_status"]] == ["1"]
 
 
@@ -63,7 +63,7 @@ def test_metadata_is_the_signature_def_map(server):
         (f"/v1/models/{MODEL}/metadata", "3"),
         (f"/v1/models/{MODEL}/versions/1/metadata", "1"),
     ):
-        answer = httpx.get(server.url + path).json()
+        answer = http_client.get(server.url + path).json()
         assert answer["model_spec"] == {"name": MODEL, "signature_name": "", "version": version}
         signature = answer["metadata"]["signature_def"]["signature_def"]["serving_default"]
         assert {n: signature["inputs"][n]["dtype"] for n in NUMERIC} == {n: "DT_FLOAT" for n in NUMERIC}
@@ -99,7 +99,7 @@ def test_predict_a_specific_version_by_path(server):
 
 
 def test_openapi_describes_the_api(server):
-    document = httpx.get(f"{server.url}/openapi.json").json()
+    document = http_client.get(f"{server.url}/openapi.json").json()
     assert document["openapi"].startswith("3.")
     assert "/v1/models/{model_name}:predict" in document["paths"]
     body = document["paths"]["/v1/models/{model_name}:predict"]["post"]["requestBody"]
@@ -182,7 +182,7 @@ BAD_REQUESTS = [
 def test_client_mistakes_get_a_4xx_error_and_the_server_keeps_serving(server, case):
     _, method, path, body, status, fragment = case
     content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    answer = httpx.request(method, server.url + path, content=content)
+    answer = http_client.request(method, server.url + path, content=content)
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("application/json")
     error = answer.json()["error"]
@@ -238,7 +238,7 @@ JSON_VALUES = st.recursive(
 @settings(max_examples=120, deadline=None)
 @given(body=JSON_VALUES)
 def test_fuzz_any_json_body_is_answered_without_a_5xx(server, body):
-    answer = httpx.post(server.url + PREDICT, content=json.dumps(body).encode())
+    answer = http_client.post(server.url + PREDICT, content=json.dumps(body).encode())
     assert answer.status_code in (200, 400), answer.text
     assert answer.status_code == 200 or "error" in answer.json()
 
@@ -246,7 +246,7 @@ def test_fuzz_any_json_body_is_answered_without_a_5xx(server, body):
 @settings(max_examples=150, deadline=None)
 @given(values=st.dictionaries(st.sampled_from([*NUMERIC, *CATEGORICAL, "EXTRA"]), JSON_VALUES, max_size=4))
 def test_fuzz_instance_values_are_validated_without_a_5xx(server, values):
-    answer = httpx.post(
+    answer = http_client.post(
         server.url + PREDICT, content=json.dumps({"instances": [{**GOOD, **values}]}).encode()
     )
     assert answer.status_code in (200, 400), answer.text
@@ -256,6 +256,6 @@ def test_fuzz_instance_values_are_validated_without_a_5xx(server, values):
 
 
 def test_deeply_nested_body_is_a_400(server):
-    answer = httpx.post(server.url + PREDICT, content=b"[" * 100_000)
+    answer = http_client.post(server.url + PREDICT, content=b"[" * 100_000)
     assert answer.status_code == 400 and "error" in answer.json()
     assert_still_serving(server)

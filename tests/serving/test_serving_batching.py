@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from support import http_client
 from support.network import free_port
 from support.serving import ServerProcess, build_model_base, sample_records
 
@@ -225,9 +226,9 @@ def test_batching_server_answers_each_request_as_the_unbatched_server_does(base)
     with ServerProcess(base, free_port(), MODEL, "--no-batching") as plain:
         unbatched = asyncio.run(score_concurrently(plain.url, requests, connections=4))
     with ServerProcess(base, free_port(), MODEL, "--batching", "--batch-timeout-ms", "2") as batched_server:
-        before = httpx.get(f"{batched_server.url}/-/stats").json()
+        before = http_client.get(f"{batched_server.url}/-/stats").json()
         batched = asyncio.run(score_concurrently(batched_server.url, requests, connections=32))
-        stats = httpx.get(f"{batched_server.url}/-/stats").json()
+        stats = http_client.get(f"{batched_server.url}/-/stats").json()
     assert [len(b) for b in batched] == [len(r) for r in requests]
     for got, want in zip(batched, unbatched, strict=True):
         assert got == pytest.approx(want, abs=1e-6)

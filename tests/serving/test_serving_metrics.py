@@ -3,9 +3,9 @@ real SavedModels, the exposition parsed with prometheus_client's own parser."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import http_client
 from support.network import free_port
 from support.serving import ServerProcess, build_model_base, sample_records
 
@@ -26,7 +26,7 @@ def server(tmp_path_factory):
 
 
 def samples(server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    reply = httpx.get(server.url + METRICS_PATH)
+    reply = http_client.get(server.url + METRICS_PATH)
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/plain")
     return {
@@ -45,9 +45,11 @@ def test_counts_latencies_batches_and_errors_by_model_and_version(server):
     for _ in range(PREDICTIONS):
         rest_client.predict(server.url, MODEL, sample_records(ROWS))
     rest_client.predict(server.url, MODEL, sample_records(1), version=1)
-    bad = httpx.post(f"{server.url}/v1/models/{MODEL}:predict", content=b'{"instances": [{"LOAN": "x"}]}')
+    bad = http_client.post(
+        f"{server.url}/v1/models/{MODEL}:predict", content=b'{"instances": [{"LOAN": "x"}]}'
+    )
     assert bad.status_code == 400
-    missing = httpx.get(f"{server.url}/v1/models/{MODEL}/versions/9")
+    missing = http_client.get(f"{server.url}/v1/models/{MODEL}/versions/9")
     assert missing.status_code == 404
     after = samples(server)
 
@@ -83,7 +85,7 @@ def test_counts_latencies_batches_and_errors_by_model_and_version(server):
 
 def test_client_chosen_paths_do_not_create_series(server):
     for path in ("/v1/models/other-model", "/v1/models/risk/versions/x", "/v1/models/risk:explode"):
-        httpx.get(server.url + path)
+        http_client.get(server.url + path)
     found = samples(server)
     labels = {dict(key[1]).get(name) for key in found for name in ("model_name", "version", "api")}
     assert labels <= {None, MODEL, "", "1", "2", "predict", "status", "metadata", "other"}

@@ -16,13 +16,13 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from prefect import get_client
 from prefect.events import Event
 from prefect.events.actions import DoNothing
 from prefect.events.clients import get_events_client, get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from modelops.config import ModelOpsConfig
+from modelops.integrations.prefect_client import prefect_client
 from modelops.stack import automations_ready, components, manager
 from modelops.stack.automations_ready import (
     EXECUTED_EVENT,
@@ -37,12 +37,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 async def probes_left() -> list[str]:
-    async with get_client() as client:
+    async with prefect_client() as client:
         return [a.name for a in await client.read_automations() if a.name.startswith(PROBE_NAME)]
 
 
 async def write_probe(token: str, written: datetime) -> UUID:
-    async with get_client() as client:
+    async with prefect_client() as client:
         return await client.create_automation(probe_automation(token, written))
 
 
@@ -61,7 +61,7 @@ def test_it_returns_once_the_probe_acted_and_leaves_no_probe_of_its_own():
 
 
 async def delete(automation_id: UUID) -> None:
-    async with get_client() as client:
+    async with prefect_client() as client:
         await client.delete_automation(automation_id)
 
 
@@ -85,7 +85,7 @@ def test_an_automation_written_before_the_probe_acts_on_the_very_next_event():
     automation.trigger.match = {"prefect.resource.id": resource}
 
     async def scenario() -> Event:
-        async with get_client() as client:
+        async with prefect_client() as client:
             automation_id = await client.create_automation(automation)
             await wait_until_acting(timeout_s=120)
             executed = EventFilter(

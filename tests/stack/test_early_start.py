@@ -18,11 +18,11 @@ import threading
 import time
 
 import pytest
-from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.settings import PREFECT_API_URL
 
 from modelops.config import PROJECT_ROOT, load_config
+from modelops.integrations.prefect_client import prefect_client
 from modelops.stack import components as comp
 from modelops.stack.state import StackState, save_state
 from modelops.stack.supervisor import Supervisor
@@ -35,7 +35,7 @@ def api_url(prefect_harness) -> str:
 
 
 def _create_pool(name: str) -> None:
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name=name, type="process"))
 
 

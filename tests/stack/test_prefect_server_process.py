@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
+from support import http_client
 from support.network import free_port
 from support.stack import wait_for
 
@@ -26,7 +26,7 @@ EXPECTED_TYPES = {"secret", "docker-registry-credentials", "kubernetes-cluster-c
 
 
 def block_type_slugs(url: str) -> set[str]:
-    response = httpx.post(f"{url}/api/block_types/filter", json={}, timeout=5)
+    response = http_client.post(f"{url}/api/block_types/filter", json={}, timeout=5)
     response.raise_for_status()
     return {block_type["slug"] for block_type in response.json()}
 

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 import pytest
+from support import http_client
 from support.network import free_ports
 from support.serving import build_saved_model, expected_score, sample_records
 from support.stack import wait_for
@@ -138,7 +138,7 @@ def test_each_model_answers_only_on_its_own_url(stack, served):
     wrong_model_404s = 0
     for model, url in urls.items():
         for _ in range(10):
-            response = httpx.post(
+            response = http_client.post(
                 f"{url}/v1/models/{model}:predict",
                 content=rest_client.encode_payload({"instances": [RECORDS[0]]}),
                 timeout=5,
@@ -147,7 +147,7 @@ def test_each_model_answers_only_on_its_own_url(stack, served):
             assert response.status_code == 200, response.text
         assert _scores_right(url, model)
         other = next(m for m in urls if m != model)
-        assert httpx.get(f"{url}/v1/models/{other}", timeout=5).status_code == 404  # not served here
+        assert http_client.get(f"{url}/v1/models/{other}", timeout=5).status_code == 404  # not served here
     assert wrong_model_404s == 0
 
     rows = _rows(env)

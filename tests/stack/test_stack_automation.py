@@ -24,6 +24,7 @@ import uuid
 import httpx
 import psutil
 import pytest
+from support import http_client
 from support.stack import wait_for
 from support.stack_home import run_modelops, stack_env
 
@@ -114,7 +115,7 @@ def server_view(api: str, model: str) -> str:
     ):
         body = {"filter": {"event": {"prefix": [prefix]}, "order": "ASC"}, "limit": 50}
         try:
-            events = httpx.post(f"{api}/events/filter", json=body, timeout=30).json()["events"]
+            events = http_client.post(f"{api}/events/filter", json=body, timeout=30).json()["events"]
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             lines.append(f"{name}: could not read ({exc!r})")
             continue
@@ -129,7 +130,7 @@ def server_view(api: str, model: str) -> str:
 
 def retrain_run(api: str, model: str) -> dict | None:
     body = {"deployments": {"name": {"any_": ["retrain"]}}, "limit": 10}
-    runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+    runs = http_client.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
     return next((r for r in runs if r["parameters"].get("model_name") == model), None)
 
 
@@ -155,7 +156,7 @@ def flow_run_processes(api: str, flow_run_id: str, timeout_s: float) -> tuple[li
                 continue  # gone, or not ours to read
             if command and command not in seen:
                 seen.append(command)
-        state = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
+        state = http_client.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
         if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return seen, state
         time.sleep(0.05)

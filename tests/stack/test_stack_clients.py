@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import psycopg2
 import pytest
+from support import http_client
 from support.stack_clients import client_env, run_client
 from support.stack_home import PROBE_FLOW, prefect_yaml, run_modelops, stack_env
 
@@ -63,9 +63,9 @@ def test_a_flow_called_from_python_lands_on_the_stack(stack):
     assert result.returncode == 0, output
     assert "temporary server on" not in output  # Prefect's "Starting|Stopping temporary server on …"
     run_id = json.loads(output.split("RUN ", 1)[1].splitlines()[0])["id"]
-    run = httpx.get(f"{_api(env)}/flow_runs/{run_id}", timeout=10).json()
+    run = http_client.get(f"{_api(env)}/flow_runs/{run_id}", timeout=10).json()
     assert run["name"] == "client-probe-python" and run["state_type"] == "COMPLETED"
-    artifacts = httpx.post(
+    artifacts = http_client.post(
         f"{_api(env)}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}, timeout=10
     ).json()
     assert [a["key"] for a in artifacts] == ["client-probe-python"]

@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
+from support import http_client
 from support.network import free_port
 from support.process_audit import audited, started
 from support.stack_home import PROBE_FLOW, prefect_yaml, run_modelops, stack_env, stack_status
@@ -251,7 +251,7 @@ def _two_probes(tmp_path: Path) -> Path:
 
 def _deployment_exists(env: dict[str, str], name: str) -> bool:
     api = f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
-    response = httpx.get(f"{api}/deployments/name/stack-probe/{name}", timeout=30)
+    response = http_client.get(f"{api}/deployments/name/stack-probe/{name}", timeout=30)
     return response.status_code == 200
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import psycopg2
 import pytest
+from support import http_client
 from support.stack_clients import client_env, run_client
 from support.stack_home import PROBE_FLOW, prefect_yaml, run_modelops, stack_env
 
@@ -92,7 +92,7 @@ def test_sqlite_switch_keeps_both_servers_on_files_under_the_home(tmp_path):
         pg = f"postgresql://postgres@127.0.0.1:{env['MODELOPS_STACK__POSTGRES_PORT']}/postgres"
         assert _rows(pg, "SELECT datname FROM pg_database WHERE datname IN ('prefect', 'mlflow')") == []
         api = f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
-        assert httpx.get(f"{api}/health", timeout=10).status_code == 200
+        assert http_client.get(f"{api}/health", timeout=10).status_code == 200
         # A later `up` without the switch keeps the running servers on their SQLite files.
         again = run_modelops(env, "up")
         assert again.returncode == 0, again.stderr

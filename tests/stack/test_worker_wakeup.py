@@ -18,7 +18,6 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.events.clients import get_events_subscriber
 from prefect.events.schemas.events import Event, Resource
@@ -27,6 +26,7 @@ from support.network import free_port
 from support.stack import stop_process_group, wait_for
 
 from modelops.config import PROJECT_ROOT, load_config
+from modelops.integrations.prefect_client import prefect_client
 from modelops.stack import components as comp
 from modelops.stack import worker_wakeup
 from modelops.stack.worker_wakeup import ATTEMPTS, Wakeups, listen, run_in_pool
@@ -155,7 +155,7 @@ def api_url(prefect_harness) -> str:
 
 
 def _deploy(pool: str, flow_file: Path) -> UUID:
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         flow_id = client.create_flow_from_name("wakeup-probe")
         return client.create_deployment(
@@ -168,13 +168,13 @@ def _deploy(pool: str, flow_file: Path) -> UUID:
 
 
 def _state(run_id: UUID) -> str:
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
         return run.state.type.value if run.state else "NONE"
 
 
 def _schedule(deployment_id: UUID) -> UUID:
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         return client.create_flow_run_from_deployment(deployment_id).id
 
 

@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.settings import PREFECT_API_URL
 
 from flows.approval import request_champion_approval
 from modelops.approval import ApprovalEvidence, ModelEvidence
+from modelops.integrations.prefect_client import prefect_client
+from support import http_client
 
 
 def evidence() -> ApprovalEvidence:
@@ -52,7 +52,7 @@ def unique_model() -> str:
 def paused_run(model_name: str, after_pauses: int = 1, timeout: float = 120.0, job: dict | None = None):
     """Wait until the approval run of ``model_name`` has paused ``after_pauses`` times and is paused."""
     deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
+    with prefect_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             if job is not None and not job["thread"].is_alive():
                 raise AssertionError(f"approval flow ended before pausing: {job}")
@@ -100,7 +100,7 @@ def read_input(run_id: Any, key: str, timeout: float = 60.0) -> Any:
     """A run-input value as the UI reads it (the flow writes it just after entering Paused)."""
     deadline = time.monotonic() + timeout
     while True:
-        response = httpx.get(f"{prefect_api()}/flow_runs/{run_id}/input/{key}")
+        response = http_client.get(f"{prefect_api()}/flow_runs/{run_id}/input/{key}")
         if response.status_code == 200:
             value = response.json()
             try:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from support import http_client
 from support.network import free_port
 from support.stack import stop_process_group
 
@@ -77,7 +78,7 @@ def prefect_ui_server(home: Path) -> Iterator[str]:
         while True:
             assert process.poll() is None, log_path.read_text()[-2000:]
             try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                if http_client.get(f"{url}/api/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -18,9 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
+
+from support import http_client
 
 BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +115,7 @@ class MlflowServer:
         def healthy() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"mlflow server exited ({self.process.returncode}):\n{self.tail()}")
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+            return http_client.get(f"{self.url}/health", timeout=2).status_code == 200
 
         try:
             wait_for(healthy, timeout, f"mlflow server on {self.url} healthy")
@@ -186,7 +187,7 @@ def model_events(model_name: str, event: str | None = None, limit: int = 50) -> 
     body: dict[str, Any] = {"filter": {"resource": {"id": [f"modelops.model.{model_name}"]}}, "limit": limit}
     if event:
         body["filter"]["event"] = {"name": [event]}
-    response = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10)
+    response = http_client.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10)
     response.raise_for_status()
     return response.json()["events"]
 

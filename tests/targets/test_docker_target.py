@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from support import http_client
 from support.fakes.docker_env import container_config, forget, require_engine
 from support.fakes.tiny_savedmodel import SAMPLE_RECORD, write_broken_savedmodel, write_tiny_savedmodel
 from support.network import free_port
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def _score(url: str, model_name: str) -> float:
-    response = httpx.post(
+    response = http_client.post(
         f"{url}/v1/models/{model_name}:predict", json={"instances": [SAMPLE_RECORD]}, timeout=10
     )
     response.raise_for_status()
@@ -55,7 +56,7 @@ def test_deploy_replace_and_failed_deploy_keeps_the_old_one(tmp_path):
         assert second.image.endswith(f"/{model_name}:v2")
         assert _score(second.url, model_name) > v1_score
         with pytest.raises(httpx.ConnectError):
-            httpx.get(f"{first.url}/v1/models/{model_name}", timeout=2)
+            http_client.get(f"{first.url}/v1/models/{model_name}", timeout=2)
         live = client.containers.list(filters={"label": f"{LABEL_MODEL}={model_name}"})
         assert [c.labels["org.modelops.serving.version"] for c in live] == ["2"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from support import http_client
 from support.fakes.docker_env import container_config, forget, require_engine
 from support.fakes.tiny_savedmodel import write_tiny_savedmodel
 from support.network import free_port
@@ -76,7 +77,7 @@ def test_build_push_pull_round_trip(tmp_path):
 
     digest = image.push_image(config, reference, client=client)
     assert digest.startswith("sha256:")
-    tags = httpx.get(f"http://{config.serving.registry}/v2/modelops/{model_name}/tags/list").json()
+    tags = http_client.get(f"http://{config.serving.registry}/v2/modelops/{model_name}/tags/list").json()
     assert tags["tags"] == ["v3"]
 
     image.remove_local_image(reference, client=client)
@@ -148,7 +149,7 @@ def authenticated_registry(tmp_path):
     try:
         for _ in range(100):
             try:
-                if httpx.get(f"http://{address}/v2/", timeout=1).status_code == 401:
+                if http_client.get(f"http://{address}/v2/", timeout=1).status_code == 401:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -178,7 +179,9 @@ def test_push_uses_the_registry_token_and_never_logs_it(
         with caplog.at_level("DEBUG"):
             assert image.push_image(config, reference, client=client).startswith("sha256:")
         assert password not in caplog.text
-        listing = httpx.get(f"http://{address}/v2/modelops/{model_name}/tags/list", auth=("ci", password))
+        listing = http_client.get(
+            f"http://{address}/v2/modelops/{model_name}/tags/list", auth=("ci", password)
+        )
         assert listing.json()["tags"] == ["v1"]
     finally:
         image.remove_local_image(reference, client=client)

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from support import http_client
 from support.network import free_port
 from support.serving import build_saved_model, expected_score, sample_records
 from support.stack import wait_for
@@ -112,7 +113,7 @@ def test_deploy_swap_failed_deploys_and_stop(target, models):
     other.stop(MODEL)
     assert other.current(MODEL) is None and target.current(MODEL) is None
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{second.url}/v1/models/{MODEL}", timeout=2)
+        http_client.get(f"{second.url}/v1/models/{MODEL}", timeout=2)
 
 
 def test_bad_arguments_are_refused_before_anything_starts(target, tmp_path):

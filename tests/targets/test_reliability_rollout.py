@@ -79,10 +79,10 @@ def _rollout_flow():
 def test_broken_model_keeps_the_champion_serving_and_the_alias_in_place(
     prefect_harness, tmp_path, monkeypatch
 ):
-    from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from modelops.config import load_config
+    from modelops.integrations.prefect_client import prefect_client
     from modelops.integrations.registry import (
         CHALLENGER,
         CHAMPION,
@@ -141,7 +141,7 @@ def test_broken_model_keeps_the_champion_serving_and_the_alias_in_place(
         assert "deployed_at" in resolve_version(uri, model_name, "1").tags
 
         # promote never ran for version 2: the flow run holds a failed deploy and no promotion
-        with get_client(sync_client=True) as client:
+        with prefect_client(sync_client=True) as client:
             flow_run = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
             )[0]
