@@ -40,9 +40,8 @@ def require_prefect_api(timeout_s: float = 10.0) -> str:
     if not url:
         raise PrefectUnreachable(NO_API_MESSAGE)
     try:
-        httpx.get(
-            f"{url.rstrip('/')}/health", timeout=timeout_s, verify=tls_context()
-        )  # any HTTP answer: a server is there
+        # any HTTP answer: a server is there
+        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s, verify=tls_context())
     except (httpx.ReadTimeout, httpx.WriteTimeout):
         pass  # it accepted the connection: a server is there, only slow (a loaded machine); Prefect retries
     except httpx.TransportError:
