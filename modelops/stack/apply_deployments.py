@@ -6,9 +6,10 @@ servers and the worker start. It creates the work pool or sets its template agai
 stack's defaults: :func:`ensure_work_pool`), then runs Prefect's own ``prefect --no-prompt deploy --name
 <each> --pool P --prefect-file F`` for every deployment in the file, one after the other in this process
 (Prefect and the flows' modules imported once, not once per deployment: ~0.6 s per deployment after the
-first instead of 4-8 s). A file that builds an image gets one process per deployment instead (two at a
-time, the first one alone), as does every deployment after one that hung. Either way one broken
-deployment is reported by name and does not stop the others. Success is the command's exit status. With
+first instead of 4-8 s). That holds for a file that builds an image too: its first deployment goes alone
+with the build's time, and the others' builds are cache hits. Every deployment after one that hung gets
+a process of its own. Either way one broken deployment is reported by name and does not stop the others.
+Success is the command's exit status. With
 ``--wait-for-server S``, ``up`` starts this step while the Prefect server starts: it imports the flows
 in a thread while it waits up to S seconds for the server's health endpoint. The outcome goes
 to the report file as JSON::
@@ -30,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,9 +46,6 @@ from modelops.stack.components import AUTOMATIONS_CHECK, console_script, deploym
 # Prefect's console wraps at the terminal width; a wide one keeps each error message on one line.
 _WIDE_CONSOLE = {"COLUMNS": "300", "TERM": "dumb"}
 _GENERIC_LINES = {"An exception occurred."}
-# Two at a time: each `prefect deploy` spends most of its seconds importing Prefect and the flow.
-PARALLEL = 2
-
 
 @dataclass
 class Outcome:
@@ -113,8 +110,9 @@ class _InProcess:
 def apply_one(prefect_file: Path, name: str, pool: str, timeout_s: float) -> str | None:
     """None on success, else the reason: the last meaningful line ``prefect deploy`` printed.
 
-    In this process unless the file builds an image or an earlier deployment hung here."""
-    if _InProcess.usable and not builds_image(prefect_file):
+    In this process unless an earlier deployment hung here (its thread still holds this process's
+    stdout and argv): then in a ``prefect deploy`` process of its own."""
+    if _InProcess.usable:
         return _apply_in_process(prefect_file, name, pool, timeout_s)
     try:
         result = subprocess.run(
@@ -231,25 +229,16 @@ def apply_all(
     prefect_file: Path,
     pool: str,
     timeout_s: float,
-    parallel: int = PARALLEL,
     build_timeout_s: float | None = None,
 ) -> Outcome:
-    """Every deployment, two at a time. When the file builds an image, the first deployment goes
-    alone (with ``build_timeout_s``): its build fills Docker's layer cache, so the others' builds of
-    the same sources are cache hits instead of parallel cold builds."""
-    names = deployment_names(prefect_file)
-    reasons: list[str | None] = []
-    rest = names
-    if names and builds_image(prefect_file):
-        # Every deploy of such a file runs its build and push steps: after the first, cache hits, but
-        # still a build-context upload and a registry round trip each (minutes on a loaded machine).
+    """Every deployment, one after the other. When the file builds an image, each deployment gets
+    ``build_timeout_s``: the first one's build fills Docker's layer cache (a cold build takes minutes),
+    and every deploy of such a file runs its build and push steps again (cache hits, but still a
+    build-context upload and a registry round trip each, which a loaded machine can make slow)."""
+    if builds_image(prefect_file):
         timeout_s = build_timeout_s or timeout_s
-        reasons.append(apply_one(prefect_file, names[0], pool, timeout_s))
-        rest = names[1:]
-    if not builds_image(prefect_file):
-        parallel = 1  # in this process, one at a time (apply_one)
-    with ThreadPoolExecutor(max_workers=parallel) as pool_of_deploys:
-        reasons += pool_of_deploys.map(lambda name: apply_one(prefect_file, name, pool, timeout_s), rest)
+    names = deployment_names(prefect_file)
+    reasons = [apply_one(prefect_file, name, pool, timeout_s) for name in names]
     outcome = Outcome()
     for name, reason in zip(names, reasons, strict=True):
         if reason is None:
@@ -286,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     prefect_file = args.prefect_file.resolve()
     if args.wait_for_server is not None:
         t0 = time.monotonic()
-        if not builds_image(prefect_file):
-            warm_up(prefect_file)
+        warm_up(prefect_file)
         healthy = wait_for_server(os.environ["PREFECT_API_URL"], args.wait_for_server)
         waited = f"{time.monotonic() - t0:.1f} s"
         print(f"Prefect server {'healthy after' if healthy else 'not healthy after'} {waited}", flush=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from support import http_client
 from support.network import free_port
 from support.process_audit import audited, started
@@ -238,14 +239,22 @@ def test_the_deployment_step_starts_before_the_servers_are_healthy(stack):
     assert "Prefect server healthy after" in log.read_text()
 
 
-def _two_probes(tmp_path: Path) -> Path:
+# A top-level build step, as prefect.docker.yaml's image build, without Docker: every deploy runs it.
+BUILD_STEP = """build:
+  - prefect.deployments.steps.run_shell_script:
+      script: echo built
+"""
+
+
+def _two_probes(tmp_path: Path, *, builds: bool = False) -> Path:
     flow_file = tmp_path / "probe_flow.py"
     flow_file.write_text(PROBE_FLOW)
     prefect_file = tmp_path / "prefect.yaml"
-    prefect_file.write_text(
-        prefect_yaml(flow_file, "stack-test")
-        + f"  - name: probe-two\n    entrypoint: {flow_file}:probe\n    work_pool: {{name: stack-test}}\n"
-    )
+    text = prefect_yaml(flow_file, "stack-test")
+    if builds:
+        text = text.replace("build: null\n", BUILD_STEP)
+    text += f"  - name: probe-two\n    entrypoint: {flow_file}:probe\n    work_pool: {{name: stack-test}}\n"
+    prefect_file.write_text(text)
     return prefect_file
 
 
@@ -255,15 +264,19 @@ def _deployment_exists(env: dict[str, str], name: str) -> bool:
     return response.status_code == 200
 
 
-def test_the_deployments_are_applied_in_one_process(stack, tmp_path):
-    """`prefect deploy` runs through Prefect's CLI inside the deployment step: no process per deployment.
+@pytest.mark.parametrize("builds", [False, True], ids=["plain", "with-a-build-step"])
+def test_the_deployments_are_applied_in_one_process(stack, tmp_path, builds):
+    """`prefect deploy` runs through Prefect's CLI inside the deployment step: no process per deployment,
+    also for a file with build steps (prefect.docker.yaml builds the flow image in each deploy).
 
     The step's own process starts are recorded by an audit hook: Prefect's deploy runs ``git log`` and
     ``git rev-parse`` for each deployment's version, which a sampler from outside may catch mid-fork,
-    under the step's own command line (a CI run failed so). Those are allowed; Python or Prefect is not.
+    under the step's own command line (a CI run failed so), and the build step its shell script. Those
+    are allowed; Python or Prefect is not.
     """
     env, _, _ = stack
-    prefect_file = _two_probes(tmp_path)
+    prefect_file = _two_probes(tmp_path, builds=builds)
+    assert bool(yaml.safe_load(prefect_file.read_text())["build"]) is builds
     step_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"}
     step_env["PREFECT_HOME"] = str(Path(env["MODELOPS_STACK__HOME"]) / "prefect")
     step_env, starts_log = audited(step_env, tmp_path)
@@ -281,6 +294,8 @@ def test_the_deployments_are_applied_in_one_process(stack, tmp_path):
     deployers = [s for s in starts if s["event"] in ("os.fork", "os.forkpty") or _runs_python(s["command"])]
     assert not deployers, f"the step started processes: {deployers}"
     assert "deployment probe: applied" in step.stdout and "deployment probe-two: applied" in step.stdout
+    if builds:
+        assert step.stdout.count("built") >= 2, step.stdout  # each deploy ran the build step
     assert _deployment_exists(env, "probe-two")
 
 
