@@ -47,6 +47,7 @@ from modelops.stack.components import AUTOMATIONS_CHECK, console_script, deploym
 _WIDE_CONSOLE = {"COLUMNS": "300", "TERM": "dumb"}
 _GENERIC_LINES = {"An exception occurred."}
 
+
 @dataclass
 class Outcome:
     applied: list[str] = field(default_factory=list)

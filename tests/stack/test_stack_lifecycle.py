@@ -1,7 +1,8 @@
 """``modelops up`` / ``status`` / ``down`` with real processes on free ports in a temporary home.
 
-One module-scoped stack (embedded PostgreSQL) serves most assertions; the external-DSN case and the
-failure cases each cost one more (partial) start. Commands run as subprocesses, like a user runs them.
+One module-scoped stack (embedded PostgreSQL) serves most assertions; the failure cases each cost one
+more (partial) start. A configured (external) database is checked in test_stack_postgres_backends.py,
+whose stack runs on one. Commands run as subprocesses, like a user runs them.
 """
 
 from __future__ import annotations
@@ -21,30 +22,13 @@ import yaml
 from support import http_client
 from support.network import free_port
 from support.process_audit import audited, started
-from support.stack_home import PROBE_FLOW, prefect_yaml, run_modelops, stack_env, stack_status
+from support.stack_home import PROBE_FLOW, assert_gone, prefect_yaml, run_modelops, stack_env, stack_status
 
 from modelops.config import PROJECT_ROOT, load_config
 
 pytestmark = pytest.mark.slow
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
-
-
-def _assert_gone(pids: list[int], timeout_s: float = 60) -> None:
-    """Gone or a zombie awaiting its reaper (init) — either way no longer running."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert not alive, f"still running after down: {alive}"
 
 
 def _processes_under(home: Path) -> list[int]:
@@ -200,9 +184,9 @@ def test_status_flags_a_dead_component_and_up_restarts_it(stack):
     rows = {row["name"]: row for row in stack_status(env)}
     worker, supervisor = rows["worker"], rows["supervisor"]
     os.kill(supervisor["pid"], signal.SIGKILL)  # else it restarts the worker at once
-    _assert_gone([supervisor["pid"]])
+    assert_gone([supervisor["pid"]])
     os.kill(worker["pid"], signal.SIGKILL)
-    _assert_gone([worker["pid"]])
+    assert_gone([worker["pid"]])
     status = run_modelops(env, "status")
     assert status.returncode == 1
     assert "worker" in status.stdout and "down" in status.stdout
@@ -340,7 +324,7 @@ def test_down_stops_every_pid_and_removes_the_state(stack):
         children += [child.pid for child in psutil.Process(pid).children(recursive=True)]
     result = run_modelops(env, "down", timeout=120)
     assert result.returncode == 0, result.stderr
-    _assert_gone(pids + children)
+    assert_gone(pids + children)
     home = Path(env["MODELOPS_STACK__HOME"])
     assert not (home / "stack.json").exists()
     assert _processes_under(home) == []
@@ -374,33 +358,8 @@ def test_component_dying_during_startup_is_named_with_its_log(tmp_path, postgres
     assert "prefect-server: the process" in result.stderr and "exited during startup" in result.stderr
     assert "prefect-server.log" in result.stderr and "unable to open database file" in result.stderr
     assert "stopping what this call started: prefect-server, mlflow" in result.stdout
-    _assert_gone(_processes_under(home))
+    assert_gone(_processes_under(home))
     assert not (home / "stack.json").exists()
-
-
-def test_configured_database_is_checked_and_no_pgserver_starts(tmp_path, postgres_url):
-    root = tmp_path
-    flow_file = root / "probe_flow.py"
-    flow_file.write_text(PROBE_FLOW)
-    prefect_file = root / "prefect.yaml"
-    prefect_file.write_text(prefect_yaml(flow_file, "stack-test"))
-    env = stack_env(root / "home", prefect_file, MODELOPS_DATABASE_URL=postgres_url)
-    try:
-        result = run_modelops(env, "up")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "postgres: using the configured database" in result.stdout
-        assert not (root / "home" / "postgres").exists()
-        rows = {row["name"]: row for row in stack_status(env)}
-        assert rows["postgres"]["pid"] is None and rows["postgres"]["healthy"]
-        # process_iter's attrs: a process that ends (or turns zombie) meanwhile gives None, not an error
-        command_lines = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
-        assert not any("pginstall/bin/postgres" in line and str(root) in line for line in command_lines)
-        pids = [row["pid"] for row in rows.values() if row["pid"]]
-    finally:
-        down = run_modelops(env, "down", timeout=120)
-    assert down.returncode == 0
-    assert "postgres: external" in down.stdout
-    _assert_gone(pids)
 
 
 def test_unreachable_configured_database_fails_before_starting_anything(tmp_path):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
 import psycopg2
 import pytest
 from support import http_client
 from support.stack_clients import client_env, run_client
-from support.stack_home import PROBE_FLOW, prefect_yaml, run_modelops, stack_env
+from support.stack_home import PROBE_FLOW, assert_gone, prefect_yaml, run_modelops, stack_env, stack_status
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +47,8 @@ def _drop(server_dsn: str, *databases: str) -> None:
 
 
 def test_prefect_and_mlflow_write_into_their_databases_on_the_configured_server(tmp_path, postgres_url):
+    """With a configured database, ``up`` checks it and starts no PostgreSQL of its own; the Prefect
+    server and MLflow keep their state in databases of their own on that server."""
     from mlflow.tracking import MlflowClient
 
     base, _, database = postgres_url.rpartition("/")
@@ -53,13 +56,22 @@ def test_prefect_and_mlflow_write_into_their_databases_on_the_configured_server(
     env = stack_env(
         tmp_path / "home", _prefect_file(tmp_path, "backends-test"), MODELOPS_DATABASE_URL=with_password
     )
+    home = Path(env["MODELOPS_STACK__HOME"])
+    pids: list[int] = []
     try:
         up = run_modelops(env, "up")
         assert up.returncode == 0, up.stdout + up.stderr
+        assert "postgres: using the configured database" in up.stdout
+        assert not (home / "postgres").exists()
+        rows = {row["name"]: row for row in stack_status(env)}
+        assert rows["postgres"]["pid"] is None and rows["postgres"]["healthy"]
+        # process_iter's attrs: a process that ends (or turns zombie) meanwhile gives None, not an error
+        command_lines = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+        assert not any("pginstall/bin/postgres" in line and str(tmp_path) in line for line in command_lines)
+        pids = [row["pid"] for row in rows.values() if row["pid"]]
         assert f"created {database}_prefect, {database}_mlflow" in up.stdout
         assert f"state in PostgreSQL database {database}_prefect" in up.stdout
         assert f"state in PostgreSQL database {database}_mlflow" in up.stdout
-        home = Path(env["MODELOPS_STACK__HOME"])
         run = run_client(home, client_env(tmp_path))
         assert run.returncode == 0, run.stdout + run.stderr
         run_id = json.loads((run.stdout + run.stderr).split("RUN ", 1)[1].splitlines()[0])["id"]
@@ -77,6 +89,8 @@ def test_prefect_and_mlflow_write_into_their_databases_on_the_configured_server(
         down = run_modelops(env, "down", timeout=120)
         _drop(f"{base}/postgres", f"{database}_prefect", f"{database}_mlflow")
     assert down.returncode == 0, down.stderr
+    assert "postgres: external" in down.stdout
+    assert_gone(pids)
 
 
 def test_sqlite_switch_keeps_both_servers_on_files_under_the_home(tmp_path):

@@ -11,7 +11,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+
+import psutil
 
 from support.network import free_port
 
@@ -91,3 +94,20 @@ def stack_status(env: dict[str, str]) -> list[dict]:
     """``modelops status --json``: one row per component."""
     result = run_modelops(env, "status", "--json", timeout=60)
     return json.loads(result.stdout)
+
+
+def assert_gone(pids: list[int], timeout_s: float = 60) -> None:
+    """Gone or a zombie awaiting its reaper (init) — either way no longer running."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not alive, f"still running after down: {alive}"
