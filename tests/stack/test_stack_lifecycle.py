@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 from support import http_client
-from support.network import free_port
+from support.network import free_port, is_loopback, listening_addresses
 from support.process_audit import audited, started
 from support.stack_home import PROBE_FLOW, assert_gone, prefect_yaml, run_modelops, stack_env, stack_status
 
@@ -79,6 +79,24 @@ def test_up_prints_progress_and_every_component_is_healthy(stack):
     total_rss_mb = sum(row["rss_bytes"] for row in rows.values()) / 2**20
     print(f"\nstack up in {elapsed:.1f} s, idle RSS {total_rss_mb:.0f} MB")
     assert total_rss_mb < 1536
+
+
+def test_every_stack_component_listens_on_loopback_only(stack):
+    """Every listening socket of every component, children included, is on the loopback address (read
+    from the kernel's socket table; tests/security/test_security_network.py checks ``modelops serve``)."""
+    env, _, _ = stack
+    rows = {row["name"]: row for row in stack_status(env)}
+    assert set(rows) == {"prefect-server", "mlflow", "postgres", "worker", "supervisor"}
+    sockets = {name: listening_addresses(row["pid"]) for name, row in rows.items() if row["pid"]}
+    expected = {
+        "prefect-server": int(env["MODELOPS_STACK__PREFECT_PORT"]),
+        "mlflow": int(env["MODELOPS_STACK__MLFLOW_PORT"]),
+        "postgres": int(env["MODELOPS_STACK__POSTGRES_PORT"]),
+    }
+    for name, port in expected.items():
+        assert ("127.0.0.1", port) in sockets[name], (name, sockets[name])
+    exposed = {name: [s for s in found if not is_loopback(s[0])] for name, found in sockets.items()}
+    assert not any(exposed.values()), f"listening beyond loopback: {exposed}"
 
 
 def test_state_stays_under_the_home(stack):

@@ -1,7 +1,9 @@
-"""Loopback networking helpers: a free port, a local HTTP receiver (stand-in webhook endpoint)."""
+"""Loopback networking helpers: a free port, a local HTTP receiver (stand-in webhook endpoint), and the
+listening sockets of a process tree (read from the kernel's socket table with psutil)."""
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import socket
@@ -9,6 +11,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psutil
 
 # Ports below the kernel's ephemeral range (32768-60999 here), one block per pytest-xdist worker: a
 # port handed out here is free of every other worker's picks and of the ports the kernel gives to
@@ -70,3 +74,21 @@ def http_receiver(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHT
     finally:
         server.shutdown()
         server.server_close()
+
+
+def listening_addresses(pid: int) -> dict[tuple[str, int], str]:
+    """(ip, port) -> process name, for every TCP LISTEN socket of ``pid`` and its descendants."""
+    root = psutil.Process(pid)
+    found: dict[tuple[str, int], str] = {}
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            for connection in process.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN:
+                    found[(connection.laddr.ip, connection.laddr.port)] = process.name()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def is_loopback(ip: str) -> bool:
+    return ipaddress.ip_address(ip.split("%")[0]).is_loopback
