@@ -1,4 +1,5 @@
-"""``modelops up`` / ``status`` / ``down`` with real processes on free ports in a temporary home.
+"""``modelops up`` / ``status`` / ``down`` with real processes on free ports in a temporary home, and
+Python and the ``prefect`` CLI of a user after ``up`` (they find the stack through its prefect.toml).
 
 One module-scoped stack (embedded PostgreSQL) serves most assertions; the failure cases each cost one
 more (partial) start. A configured (external) database is checked in test_stack_postgres_backends.py,
@@ -17,11 +18,13 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg2
 import pytest
 import yaml
 from support import http_client
 from support.network import free_port, is_loopback, listening_addresses
 from support.process_audit import audited, started
+from support.stack_clients import client_env, run_client
 from support.stack_home import PROBE_FLOW, assert_gone, prefect_yaml, run_modelops, stack_env, stack_status
 
 from modelops.config import PROJECT_ROOT, load_config
@@ -126,8 +129,6 @@ def test_second_up_reports_what_already_runs(stack):
 
 
 def test_embedded_postgres_takes_psycopg2_connections(stack):
-    import psycopg2
-
     from modelops.stack import endpoints
 
     env, _, _ = stack
@@ -160,6 +161,77 @@ def test_mlflow_registry_and_artifact_serving(stack, tmp_path):
     )
     client.set_registered_model_alias("stack-test-model", "challenger", version.version)
     assert client.get_model_version_by_alias("stack-test-model", "challenger").version == version.version
+
+
+# -- Python and the `prefect` CLI after `up`: Prefect's own settings (the prefect.toml that `up` writes)
+# point them at the stack's server; without a stack a flow call fails clearly and no temporary server
+# starts. Clients run as subprocesses whose working directory is the folder of the written prefect.toml
+# and whose environment has no PREFECT_API_URL (nor any other PREFECT_* setting).
+
+
+def _api(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
+
+
+def test_up_writes_a_prefect_toml_for_the_stack_home(stack):
+    env, output, _ = stack
+    home = Path(env["MODELOPS_STACK__HOME"])
+    toml = home / "prefect.toml"  # the home is outside the project: the project root's is left alone
+    assert f"prefect.toml: {toml} points Python" in output
+    text = toml.read_text()
+    assert text.startswith("# Written by `modelops up`")
+    assert f'url = "{_api(env)}"' in text and "enabled = false" in text
+
+
+def test_a_flow_called_from_python_lands_on_the_stack(stack):
+    env, _, _ = stack
+    home = Path(env["MODELOPS_STACK__HOME"])
+    root = home.parent
+    result = run_client(home, client_env(root))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "temporary server on" not in output  # Prefect's "Starting|Stopping temporary server on …"
+    run_id = json.loads(output.split("RUN ", 1)[1].splitlines()[0])["id"]
+    run = http_client.get(f"{_api(env)}/flow_runs/{run_id}", timeout=10).json()
+    assert run["name"] == "client-probe-python" and run["state_type"] == "COMPLETED"
+    artifacts = http_client.post(
+        f"{_api(env)}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}, timeout=10
+    ).json()
+    assert [a["key"] for a in artifacts] == ["client-probe-python"]
+
+
+def test_prefect_cli_in_that_folder_lists_the_run(stack):
+    env, _, _ = stack
+    home = Path(env["MODELOPS_STACK__HOME"])
+    root = home.parent
+    listed = subprocess.run(
+        [PREFECT, "flow-run", "ls", "--flow-name", "client-probe"],
+        cwd=home, env={**client_env(root), "COLUMNS": "250"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "client-probe-python" in listed.stdout
+
+
+def test_mlflow_keeps_its_registry_in_its_postgresql_database(stack):
+    from mlflow.tracking import MlflowClient
+
+    env, output, _ = stack
+    assert "mlflow: starting on" in output and "state in PostgreSQL database mlflow" in output
+    MlflowClient(f"http://127.0.0.1:{env['MODELOPS_STACK__MLFLOW_PORT']}").create_registered_model("pg-model")
+    dsn = f"postgresql://postgres@127.0.0.1:{env['MODELOPS_STACK__POSTGRES_PORT']}/mlflow"
+    with psycopg2.connect(dsn, connect_timeout=5) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM registered_models")
+        assert ("pg-model",) in cursor.fetchall()
+
+
+def test_a_flow_outside_any_stack_fails_clearly(tmp_path):
+    """No prefect.toml, no PREFECT_API_URL: the call fails in one line, no temporary server starts."""
+    result = run_client(tmp_path, client_env(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "PrefectUnreachable: no Prefect API is configured" in output
+    assert "modelops up" in output and "PREFECT_API_URL" in output
+    assert "temporary server on" not in output and "RUN " not in output  # Prefect's "Starting … on"
 
 
 def test_deployment_runs_on_the_worker_with_the_stack_environment(stack, tmp_path):
@@ -348,6 +420,13 @@ def test_down_stops_every_pid_and_removes_the_state(stack):
     assert _processes_under(home) == []
     status = run_modelops(env, "status")
     assert status.returncode == 1 and "modelops up" in status.stdout
+    # the prefect.toml goes too, and a flow called from the home says there is no stack
+    assert f"prefect.toml: removed {home / 'prefect.toml'}" in result.stdout
+    assert not (home / "prefect.toml").exists()
+    client = run_client(home, client_env(home.parent))
+    output = client.stdout + client.stderr
+    assert client.returncode != 0 and "no Prefect API is configured" in output
+    assert "temporary server on" not in output  # Prefect's "Starting|Stopping temporary server on …"
 
 
 def test_port_taken_is_named_and_nothing_starts(tmp_path):

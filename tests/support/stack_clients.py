@@ -1,5 +1,5 @@
 """A user's Python client of the stack: a small flow with an artifact, run from a chosen folder with
-no Prefect setting in its environment (what ``tests/stack/test_stack_clients.py`` and the backend
+no Prefect setting in its environment (what ``tests/stack/test_stack_lifecycle.py`` and the backend
 tests use to check where a flow called from Python lands)."""
 
 from __future__ import annotations
