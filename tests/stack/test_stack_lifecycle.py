@@ -34,6 +34,10 @@ pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
+def _api(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
+
+
 def _processes_under(home: Path) -> list[int]:
     found = []
     for process in psutil.process_iter(["cmdline", "environ"]):
@@ -169,10 +173,6 @@ def test_mlflow_registry_and_artifact_serving(stack, tmp_path):
 # and whose environment has no PREFECT_API_URL (nor any other PREFECT_* setting).
 
 
-def _api(env: dict[str, str]) -> str:
-    return f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
-
-
 def test_up_writes_a_prefect_toml_for_the_stack_home(stack):
     env, output, _ = stack
     home = Path(env["MODELOPS_STACK__HOME"])
@@ -186,8 +186,7 @@ def test_up_writes_a_prefect_toml_for_the_stack_home(stack):
 def test_a_flow_called_from_python_lands_on_the_stack(stack):
     env, _, _ = stack
     home = Path(env["MODELOPS_STACK__HOME"])
-    root = home.parent
-    result = run_client(home, client_env(root))
+    result = run_client(home, client_env(home.parent))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "temporary server on" not in output  # Prefect's "Starting|Stopping temporary server on …"
@@ -203,10 +202,10 @@ def test_a_flow_called_from_python_lands_on_the_stack(stack):
 def test_prefect_cli_in_that_folder_lists_the_run(stack):
     env, _, _ = stack
     home = Path(env["MODELOPS_STACK__HOME"])
-    root = home.parent
+    env_of_a_user = {**client_env(home.parent), "COLUMNS": "250"}
     listed = subprocess.run(
         [PREFECT, "flow-run", "ls", "--flow-name", "client-probe"],
-        cwd=home, env={**client_env(root), "COLUMNS": "250"}, capture_output=True, text=True, timeout=120,
+        cwd=home, env=env_of_a_user, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert "client-probe-python" in listed.stdout
@@ -237,9 +236,9 @@ def test_a_flow_outside_any_stack_fails_clearly(tmp_path):
 def test_deployment_runs_on_the_worker_with_the_stack_environment(stack, tmp_path):
     env, _, _ = stack
     out = tmp_path / "probe.json"
-    client_env = dict(env)
-    client_env["PREFECT_API_URL"] = f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
-    client_env["PREFECT_HOME"] = str(tmp_path / "prefect-client")
+    cli_env = dict(env)
+    cli_env["PREFECT_API_URL"] = _api(env)
+    cli_env["PREFECT_HOME"] = str(tmp_path / "prefect-client")
     result = subprocess.run(
         [
             PREFECT,
@@ -252,7 +251,7 @@ def test_deployment_runs_on_the_worker_with_the_stack_environment(stack, tmp_pat
             "--watch-timeout",
             "180",
         ],
-        env=client_env,
+        env=cli_env,
         capture_output=True,
         text=True,
         timeout=240,
@@ -261,7 +260,7 @@ def test_deployment_runs_on_the_worker_with_the_stack_environment(stack, tmp_pat
     record = json.loads(out.read_text())
     home = Path(env["MODELOPS_STACK__HOME"])
     assert record["cwd"] == str(PROJECT_ROOT)  # pull step resolved {{ $MODELOPS_PROJECT_ROOT }}
-    assert record["PREFECT_API_URL"] == client_env["PREFECT_API_URL"]
+    assert record["PREFECT_API_URL"] == cli_env["PREFECT_API_URL"]
     assert record["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{env['MODELOPS_STACK__MLFLOW_PORT']}"
     assert record["MODELOPS_DATABASE_URL"].endswith(
         f"127.0.0.1:{env['MODELOPS_STACK__POSTGRES_PORT']}/modelops"
@@ -333,8 +332,7 @@ def _two_probes(tmp_path: Path, *, builds: bool = False) -> Path:
 
 
 def _deployment_exists(env: dict[str, str], name: str) -> bool:
-    api = f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
-    response = http_client.get(f"{api}/deployments/name/stack-probe/{name}", timeout=30)
+    response = http_client.get(f"{_api(env)}/deployments/name/stack-probe/{name}", timeout=30)
     return response.status_code == 200
 
 
@@ -351,7 +349,7 @@ def test_the_deployments_are_applied_in_one_process(stack, tmp_path, builds):
     env, _, _ = stack
     prefect_file = _two_probes(tmp_path, builds=builds)
     assert bool(yaml.safe_load(prefect_file.read_text())["build"]) is builds
-    step_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"}
+    step_env = {**env, "PREFECT_API_URL": _api(env)}
     step_env["PREFECT_HOME"] = str(Path(env["MODELOPS_STACK__HOME"]) / "prefect")
     step_env, starts_log = audited(step_env, tmp_path)
     report = tmp_path / "report.json"
