@@ -1,7 +1,7 @@
 """``modelops demo``: the seed's whole loop on the embedded stack, narrated as it goes.
 
     stack up → train v1 → lifecycle (approval) → v1 live → replay periods with growing drift
-    → KS check (a ks-check run asked for after each period; its schedule runs too) sees the decline
+    → KS check (a ks-check run asked for after each period, or the scheduled one) sees the decline
     → automation → retrain v2 → lifecycle (approval)
     → v2 live → replay again → KS recovered → timeline
 
@@ -28,11 +28,14 @@ import psutil
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     DeploymentFilter,
+    DeploymentFilterId,
     DeploymentFilterName,
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.schedules import SCHEDULE_TYPES, IntervalSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 
@@ -61,6 +64,8 @@ from modelops.stack.manager import up as stack_up
 Narrate = Callable[[str], None]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 DEMO_SCHEDULE_SLUG = "modelops-demo"
+# A worker submits a scheduled run up to its prefetch (Prefect's default: 10 s) before it is due.
+CHECK_SLOT_LEAD_S = 15.0
 
 
 class DemoError(RuntimeError):
@@ -229,12 +234,58 @@ class LoopDriver:
         run = start_deployment(LIFECYCLE_DEPLOYMENT, {"model_name": model_name, "candidate_version": version})
         return str(run.id)
 
-    def check_now(self) -> str:
-        """Ask the ks-check deployment for a run now, as the UI's "Quick run" does; returns its id. The
-        worker runs it like a scheduled one (the limit of 1 queues it behind a check already running)."""
+    def check_now(self, since: datetime) -> str:
+        """The id of a ks-check run that checks the traffic shipped up to ``since``: one asked for now,
+        as the UI's "Quick run" does, unless the deployment's schedule already has one.
+
+        The deployment runs one check at a time (``concurrency_limit: 1``). A run asked for while a
+        scheduled one holds that slot, or is about to take it (the worker picks scheduled runs up to
+        its prefetch ahead), waits ~30 s in AwaitingConcurrencySlot before Prefect offers it the slot
+        again. So a scheduled run that started, or is due, after ``since`` is the check; one that
+        started before ``since`` is waited for, and then a run is asked for.
+        """
+        deadline = time.time() + self.timeout_s
+        while (busy := self.check_holding_the_slot()) is not None:
+            started = busy.start_time or busy.expected_start_time
+            if started is not None and started >= since:
+                self.narrate(f"    ks-check: the scheduled run {busy.name} checks this period; waiting")
+                return str(busy.id)
+            self.narrate(f"    ks-check: waiting for the scheduled run {busy.name} to free the check's slot")
+            while self._state_of(busy.id) not in TERMINAL:
+                if time.time() > deadline:
+                    raise DemoError(f"ks-check run {busy.name} did not finish within {self.timeout_s:.0f} s")
+                time.sleep(0.5)
         run = start_deployment(KS_CHECK_DEPLOYMENT, {})
         self.narrate(f"    ks-check: a run asked for now ({run.name}), as the UI's Quick run does")
         return str(run.id)
+
+    def check_holding_the_slot(self, lead_s: float = CHECK_SLOT_LEAD_S) -> FlowRun | None:
+        """A ks-check run that is Pending or Running, or Scheduled to start within ``lead_s``."""
+        due_by = datetime.now(UTC) + timedelta(seconds=lead_s)
+        with self._client() as client:
+            deployment = client.read_deployment_by_name(KS_CHECK_DEPLOYMENT)
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(
+                            any_=[StateType.PENDING, StateType.RUNNING, StateType.SCHEDULED]
+                        )
+                    )
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            )
+        for run in runs:
+            if run.state_type is not StateType.SCHEDULED or (
+                run.expected_start_time is not None and run.expected_start_time <= due_by
+            ):
+                return run
+        return None
+
+    def _state_of(self, run_id: UUID) -> str:
+        with self._client() as client:
+            run = client.read_flow_run(run_id)
+        return run.state.type.value if run.state else "SCHEDULED"
 
     def wait_for_check(self, since: datetime, period: int, asked_run: str) -> dict[str, Any]:
         """Wait for ``asked_run`` (a ks-check run started after ``since``) to complete; return the latest
@@ -424,7 +475,7 @@ def _replay_until_recovered(
     while True:
         shipped_at = _replay_period(driver, config, period, rows, seed, first_version)
         with driver.step(f"KS check after period {period}", KIND_CHECK) as step:
-            check = driver.wait_for_check(shipped_at, period, driver.check_now())
+            check = driver.wait_for_check(shipped_at, period, driver.check_now(shipped_at))
             step.detail = f"v{check['model_version']} KS {check.get('ks') or 0:.3f}: {check['status']}"
         if retrained is not None:
             if check["status"] != "ok":
