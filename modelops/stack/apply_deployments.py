@@ -33,6 +33,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urlsplit
 
 import yaml
@@ -133,10 +134,24 @@ def apply_one(prefect_file: Path, name: str, pool: str, timeout_s: float) -> str
     return last_meaningful_line(result.stdout + result.stderr) or f"prefect deploy exited {result.returncode}"
 
 
+class _LiveOutput(io.StringIO):
+    """Keeps what a deploy prints (its last line is the failure's reason) and passes it on as it comes:
+    a cold flow-image build prints its progress for minutes, and ``deploy.log`` shows it meanwhile."""
+
+    def __init__(self, live: TextIO) -> None:
+        super().__init__()
+        self.live = live
+
+    def write(self, text: str) -> int:
+        self.live.write(text)
+        self.live.flush()
+        return super().write(text)
+
+
 def _apply_in_process(prefect_file: Path, name: str, pool: str, timeout_s: float) -> str | None:
     """``prefect deploy`` through Prefect's CLI entry point in a thread of this process (one at a time:
     it reads sys.argv and prints to the redirected sys.stdout), with the same output and exit status."""
-    output = io.StringIO()
+    output = _LiveOutput(sys.stdout)
     status: dict[str, object] = {}
 
     def deploy() -> None:
@@ -158,10 +173,8 @@ def _apply_in_process(prefect_file: Path, name: str, pool: str, timeout_s: float
     if thread.is_alive():  # it keeps sys.stdout redirected while it runs: take the real ones back
         _InProcess.usable = False
         sys.stdout, sys.stderr, sys.argv = sys.__stdout__, sys.__stderr__, argv
-        print(output.getvalue(), flush=True)
         return f"prefect deploy did not finish within {timeout_s:.0f} s"
     sys.argv = argv
-    print(output.getvalue(), flush=True)
     if status.get("code") == 0:
         return None
     return last_meaningful_line(output.getvalue()) or f"prefect deploy exited {status.get('code')}"

@@ -371,6 +371,44 @@ def test_the_deployments_are_applied_in_one_process(stack, tmp_path, builds):
     assert _deployment_exists(env, "probe-two")
 
 
+def test_a_deploys_output_reaches_the_log_while_it_runs(stack, tmp_path):
+    """A cold flow-image build prints for minutes: its lines pass into ``deploy.log`` as they come.
+
+    The build step prints a line, then waits until the test has read that line from the step's output
+    and created the file it waits for, and says whether it saw that file or gave up after 60 s: output
+    held until the deploy ended would reach the test only after the step had given up."""
+    env, _, _ = stack
+    release = tmp_path / "release"
+    prefect_file = _two_probes(tmp_path, builds=True)
+    waits = (
+        f"sh -c 'echo build-started; i=0; while [ ! -e {release} ] && [ $i -lt 600 ]; "
+        f"do sleep 0.1; i=$((i+1)); done; if [ -e {release} ]; then echo released; else echo gave-up; fi'"
+    )
+    prefect_file.write_text(prefect_file.read_text().replace("script: echo built", f"script: {waits}"))
+    step_env = {**env, "PREFECT_API_URL": _api(env)}
+    step_env["PREFECT_HOME"] = str(Path(env["MODELOPS_STACK__HOME"]) / "prefect")
+    step = subprocess.Popen(
+        [sys.executable, "-m", "modelops.stack.apply_deployments", "--pool", "stack-test",
+         "--prefect-file", str(prefect_file), "--report", str(tmp_path / "report.json"),
+         "--timeout", "240", "--wait-for-server", "60"],
+        env=step_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert step.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in step.stdout:
+            seen.append(line)
+            if "build-started" in line and not release.exists():
+                release.touch()  # read while the first deploy's build step still waits
+        assert step.wait(timeout=300) == 0, "".join(seen)
+    finally:
+        if step.poll() is None:
+            step.kill()
+    text = "".join(seen)
+    assert "gave-up" not in text, text
+    assert text.count("released") == 2, text  # both deploys ran the build step
+
+
 def _runs_python(command: list[str]) -> bool:
     program = Path(command[0]).name if command else ""
     return program.startswith("python") or program == "prefect"
