@@ -312,10 +312,14 @@ def test_the_deployment_step_starts_before_the_servers_are_healthy(stack):
     assert "Prefect server healthy after" in log.read_text()
 
 
-# A top-level build step, as prefect.docker.yaml's image build, without Docker: every deploy runs it.
+# A top-level build step, as prefect.docker.yaml's image build, without Docker: every deploy runs it. It
+# prints a line, then waits until the test has read that line from the deployment step's output and
+# created the file it waits for, and says whether it saw that file or gave up after 60 s.
 BUILD_STEP = """build:
   - prefect.deployments.steps.run_shell_script:
-      script: echo built
+      script: >-
+        sh -c 'echo build-started; i=0; while [ ! -e RELEASE ] && [ $i -lt 600 ]; do sleep 0.1;
+        i=$((i+1)); done; if [ -e RELEASE ]; then echo released; else echo gave-up; fi'
 """
 
 
@@ -325,7 +329,7 @@ def _two_probes(tmp_path: Path, *, builds: bool = False) -> Path:
     prefect_file = tmp_path / "prefect.yaml"
     text = prefect_yaml(flow_file, "stack-test")
     if builds:
-        text = text.replace("build: null\n", BUILD_STEP)
+        text = text.replace("build: null\n", BUILD_STEP.replace("RELEASE", str(tmp_path / "release")))
     text += f"  - name: probe-two\n    entrypoint: {flow_file}:probe\n    work_pool: {{name: stack-test}}\n"
     prefect_file.write_text(text)
     return prefect_file
@@ -334,6 +338,29 @@ def _two_probes(tmp_path: Path, *, builds: bool = False) -> Path:
 def _deployment_exists(env: dict[str, str], name: str) -> bool:
     response = http_client.get(f"{_api(env)}/deployments/name/stack-probe/{name}", timeout=30)
     return response.status_code == 200
+
+
+def _apply_reading_live(step_env: dict[str, str], prefect_file: Path, report: Path) -> tuple[int, str]:
+    """The deployment step on ``prefect_file``, its output read line by line as it comes; the build
+    step's file is created once its first line has been read. Returns the exit code and the output."""
+    release = prefect_file.parent / "release"
+    step = subprocess.Popen(
+        [sys.executable, "-m", "modelops.stack.apply_deployments", "--pool", "stack-test",
+         "--prefect-file", str(prefect_file), "--report", str(report), "--timeout", "240",
+         "--wait-for-server", "60"],
+        env=step_env, cwd=prefect_file.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert step.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in step.stdout:
+            seen.append(line)
+            if "build-started" in line:
+                release.touch()
+        return step.wait(timeout=300), "".join(seen)
+    finally:
+        if step.poll() is None:
+            step.kill()
 
 
 @pytest.mark.parametrize("builds", [False, True], ids=["plain", "with-a-build-step"])
@@ -345,6 +372,10 @@ def test_the_deployments_are_applied_in_one_process(stack, tmp_path, builds):
     ``git rev-parse`` for each deployment's version, which a sampler from outside may catch mid-fork,
     under the step's own command line (a CI run failed so), and the build step its shell script. Those
     are allowed; Python or Prefect is not.
+
+    With a build step, a deploy's output also passes on as it comes (a cold flow-image build prints for
+    minutes into ``deploy.log``): output held until the deploy ended would reach the test only after
+    the build step had given up waiting for the test to read its first line.
     """
     env, _, _ = stack
     prefect_file = _two_probes(tmp_path, builds=builds)
@@ -353,60 +384,18 @@ def test_the_deployments_are_applied_in_one_process(stack, tmp_path, builds):
     step_env["PREFECT_HOME"] = str(Path(env["MODELOPS_STACK__HOME"]) / "prefect")
     step_env, starts_log = audited(step_env, tmp_path)
     report = tmp_path / "report.json"
-    step = subprocess.run(
-        [sys.executable, "-m", "modelops.stack.apply_deployments", "--pool", "stack-test",
-         "--prefect-file", str(prefect_file), "--report", str(report), "--timeout", "240",
-         "--wait-for-server", "60"],
-        env=step_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
-    )  # fmt: skip
-    assert step.returncode == 0, step.stdout
+    code, output = _apply_reading_live(step_env, prefect_file, report)
+    assert code == 0, output
     assert json.loads(report.read_text()) == {"applied": ["probe", "probe-two"], "failed": {}}
     programs, starts = started(starts_log)
     assert any("modelops.stack.apply_deployments" in program for program in programs), programs
     deployers = [s for s in starts if s["event"] in ("os.fork", "os.forkpty") or _runs_python(s["command"])]
     assert not deployers, f"the step started processes: {deployers}"
-    assert "deployment probe: applied" in step.stdout and "deployment probe-two: applied" in step.stdout
+    assert "deployment probe: applied" in output and "deployment probe-two: applied" in output
     if builds:
-        assert step.stdout.count("built") >= 2, step.stdout  # each deploy ran the build step
+        assert "gave-up" not in output, output
+        assert output.count("released") == 2, output  # each deploy ran the build step
     assert _deployment_exists(env, "probe-two")
-
-
-def test_a_deploys_output_reaches_the_log_while_it_runs(stack, tmp_path):
-    """A cold flow-image build prints for minutes: its lines pass into ``deploy.log`` as they come.
-
-    The build step prints a line, then waits until the test has read that line from the step's output
-    and created the file it waits for, and says whether it saw that file or gave up after 60 s: output
-    held until the deploy ended would reach the test only after the step had given up."""
-    env, _, _ = stack
-    release = tmp_path / "release"
-    prefect_file = _two_probes(tmp_path, builds=True)
-    waits = (
-        f"sh -c 'echo build-started; i=0; while [ ! -e {release} ] && [ $i -lt 600 ]; "
-        f"do sleep 0.1; i=$((i+1)); done; if [ -e {release} ]; then echo released; else echo gave-up; fi'"
-    )
-    prefect_file.write_text(prefect_file.read_text().replace("script: echo built", f"script: {waits}"))
-    step_env = {**env, "PREFECT_API_URL": _api(env)}
-    step_env["PREFECT_HOME"] = str(Path(env["MODELOPS_STACK__HOME"]) / "prefect")
-    step = subprocess.Popen(
-        [sys.executable, "-m", "modelops.stack.apply_deployments", "--pool", "stack-test",
-         "--prefect-file", str(prefect_file), "--report", str(tmp_path / "report.json"),
-         "--timeout", "240", "--wait-for-server", "60"],
-        env=step_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert step.stdout is not None
-    seen: list[str] = []
-    try:
-        for line in step.stdout:
-            seen.append(line)
-            if "build-started" in line and not release.exists():
-                release.touch()  # read while the first deploy's build step still waits
-        assert step.wait(timeout=300) == 0, "".join(seen)
-    finally:
-        if step.poll() is None:
-            step.kill()
-    text = "".join(seen)
-    assert "gave-up" not in text, text
-    assert text.count("released") == 2, text  # both deploys ran the build step
 
 
 def _runs_python(command: list[str]) -> bool:
