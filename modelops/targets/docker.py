@@ -39,6 +39,7 @@ from modelops.config import ModelOpsConfig
 from modelops.integrations.docker_engine import remove_container
 from modelops.integrations.image import ImageError, build_serving_image, docker_client, pull_image, push_image
 from modelops.serving.rest_client import HttpTransport, ServingClient, ServingClientError
+from modelops.stack.processes import port_owner
 from modelops.targets.base import DeployError, Rollout, ServingTarget
 
 if TYPE_CHECKING:
@@ -109,14 +110,15 @@ class DockerTarget(ServingTarget):
         self._remove(self.container_name(model_name, slot))  # a leftover from an interrupted deploy
         if _port_in_use(self.host, port):
             raise DeployError(
-                f"docker: port {port} ({slot} slot of {model_name}) is taken by another process: free it or "
-                "set serving.port to a pair of free ports"
+                f"docker: port {port} ({slot} slot of {model_name}) is taken by {port_owner(port)}: "
+                "free it or set serving.port to a pair of free ports"
             )
         grpc_port = self.grpc_ports[slot]
         if grpc_port and _port_in_use(self.host, grpc_port):
             raise DeployError(
-                f"docker: gRPC port {grpc_port} ({slot} slot of {model_name}) is taken by another process: "
-                "free it or set serving.grpc_port (the slots use it and the port below it)"
+                f"docker: gRPC port {grpc_port} ({slot} slot of {model_name}) is taken by "
+                f"{port_owner(grpc_port)}: free it or set serving.grpc_port (the slots use it and the port "
+                "below it)"
             )
         grpc_address = f"{self.host}:{grpc_port}" if grpc_port else ""
         url = f"http://{self.host}:{port}"

@@ -4,6 +4,8 @@ fails and the old container keeps serving."""
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 from support import http_client
@@ -88,8 +90,8 @@ def test_taken_port_is_refused_before_starting_anything(tmp_path):
         target = DockerTarget(config, ports=ports, client=client)
         model_dir = write_tiny_savedmodel(tmp_path / model_name / "1")
         try:
-            with pytest.raises(DeployError, match=f"port {ports[0]} .* is taken"):
-                target.deploy(model_name, "1", model_dir)
+            with pytest.raises(DeployError, match=f"port {ports[0]} .* is taken by pid {os.getpid()} "):
+                target.deploy(model_name, "1", model_dir)  # the holder named: this test's process
             assert not client.containers.list(all=True, filters={"label": f"{LABEL_MODEL}={model_name}"})
         finally:
             target.stop(model_name)
