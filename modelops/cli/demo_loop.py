@@ -172,13 +172,20 @@ class LoopDriver:
         return prefect_client(sync_client=True)
 
     def wait_for_run(self, run_id: str, what: str, poll_s: float = 1.0) -> FlowRun:
+        """The run once it completed; a DemoError when it ended otherwise or did not end in time."""
+        run = self.wait_until_ended(run_id, what, poll_s)
+        assert run.state is not None
+        if run.state.type.value != "COMPLETED":
+            raise DemoError(f"{what} ended {run.state.name}: {run.state.message}")
+        return run
+
+    def wait_until_ended(self, run_id: str, what: str, poll_s: float = 1.0) -> FlowRun:
+        """The run once it ended, in whatever final state; a DemoError when it did not end in time."""
         deadline = time.time() + self.timeout_s
         with self._client() as client:
             while time.time() < deadline:
                 run = client.read_flow_run(UUID(run_id))
                 if run.state and run.state.type.value in TERMINAL:
-                    if run.state.type.value != "COMPLETED":
-                        raise DemoError(f"{what} ended {run.state.name}: {run.state.message}")
                     return run
                 time.sleep(poll_s)
         raise DemoError(f"{what} did not finish within {self.timeout_s:.0f} s")
@@ -244,17 +251,13 @@ class LoopDriver:
         again. So a scheduled run that started, or is due, after ``since`` is the check; one that
         started before ``since`` is waited for, and then a run is asked for.
         """
-        deadline = time.time() + self.timeout_s
         while (busy := self.check_holding_the_slot()) is not None:
             started = busy.start_time or busy.expected_start_time
             if started is not None and started >= since:
                 self.narrate(f"    ks-check: the scheduled run {busy.name} checks this period; waiting")
                 return str(busy.id)
             self.narrate(f"    ks-check: waiting for the scheduled run {busy.name} to free the check's slot")
-            while self._state_of(busy.id) not in TERMINAL:
-                if time.time() > deadline:
-                    raise DemoError(f"ks-check run {busy.name} did not finish within {self.timeout_s:.0f} s")
-                time.sleep(0.5)
+            self.wait_until_ended(str(busy.id), f"the ks-check run {busy.name}", poll_s=0.5)
         run = start_deployment(KS_CHECK_DEPLOYMENT, {})
         self.narrate(f"    ks-check: a run asked for now ({run.name}), as the UI's Quick run does")
         return str(run.id)
@@ -281,11 +284,6 @@ class LoopDriver:
             ):
                 return run
         return None
-
-    def _state_of(self, run_id: UUID) -> str:
-        with self._client() as client:
-            run = client.read_flow_run(run_id)
-        return run.state.type.value if run.state else "SCHEDULED"
 
     def wait_for_check(self, since: datetime, period: int, asked_run: str) -> dict[str, Any]:
         """Wait for ``asked_run`` (a ks-check run started after ``since``) to complete; return the latest
