@@ -32,6 +32,8 @@ from modelops.integrations.prefect_client import prefect_client
 from modelops.stack.reconcile import reopened_approval, replacement_run_id, why_orphaned
 
 DESCRIPTION_KEY = "description"  # the run-input key of the Markdown shown above the form
+SCHEMA_KEY = "schema"  # the run-input key of the form's JSON schema, which Prefect checks an answer against
+FORM_WAIT_S = 30.0  # how long an answer waits for a just-paused run's form to be stored
 # The first line of a description after an answer the flow did not accept (modelops.approval).
 _REFUSAL = re.compile(r"^> \*\*Your previous answer was not accepted:\*\*\s*(?P<reason>.*?)\.?\s*Correct it")
 
@@ -71,12 +73,19 @@ def find_paused_approval(model_name: str) -> str:
 
 
 def resume_approval(
-    run_id: str, run_input: dict[str, Any], stack: ModelOpsConfig | None = None
+    run_id: str,
+    run_input: dict[str, Any],
+    stack: ModelOpsConfig | None = None,
+    form_wait_s: float = FORM_WAIT_S,
 ) -> str | None:
     """Resume the paused run with the answer; returns the key of the description it answered.
 
     Prefect answers HTTP 200 even when it refuses (status REJECT, with a reason), so the returned
     status is what counts: anything but ACCEPT raises :class:`ApprovalError`.
+
+    ``pause_flow_run`` proposes the Paused state first and stores the form's schema just after it;
+    an answer sent in between is refused ("Run input schema not found"). So the answer waits up to
+    ``form_wait_s`` for the schema, and is not sent if it never comes.
 
     With ``stack`` (the client talks to that stack's API), a run with no process behind it is not
     answered: Prefect would accept the answer and nothing would ever act on it.
@@ -86,8 +95,10 @@ def resume_approval(
         flow_run = _paused_run(client, flow_run_id)
         if stack is not None and _same_api(str(client.api_url), stack.prefect_api_url):
             _refuse_orphan(client, stack, flow_run)
-        keyset = flow_run.state.state_details.run_input_keyset if flow_run.state else None
-        answered_key = (keyset or {}).get(DESCRIPTION_KEY)
+        keyset = (flow_run.state.state_details.run_input_keyset if flow_run.state else None) or {}
+        if SCHEMA_KEY in keyset:
+            _wait_for_schema(client, flow_run_id, keyset[SCHEMA_KEY], form_wait_s)
+        answered_key = keyset.get(DESCRIPTION_KEY)
         result = client.resume_flow_run(flow_run_id, run_input=run_input)
     if result.status != SetStateStatus.ACCEPT:
         reason = getattr(result.details, "reason", None) or "no reason given"
@@ -97,6 +108,17 @@ def resume_approval(
             f"Prefect refused the answer for flow run {run_id}: {result.status.value}: {reason}"
         )
     return answered_key
+
+
+def _wait_for_schema(client: SyncPrefectClient, flow_run_id: UUID, key: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while _read_input(client, flow_run_id, key) is None:
+        if time.monotonic() > deadline:
+            raise ApprovalError(
+                f"flow run {flow_run_id} is paused, but its approval form (run input {key!r}) was not "
+                f"stored within {seconds:g} s; nothing was sent: try again in a moment"
+            )
+        time.sleep(0.2)
 
 
 def _flow_run_id(run_id: str) -> UUID:
@@ -190,12 +212,19 @@ def wait_until_answered(run_id: str, poll_s: float = 1.0) -> None:
 
 def _read_description(client: SyncPrefectClient, flow_run_id: UUID, key: str) -> str | None:
     """The form's description; None while it is not stored (yet)."""
-    try:
-        stored = client.read_flow_run_input(flow_run_id, key)
-    except PrefectHTTPStatusError:
+    stored = _read_input(client, flow_run_id, key)
+    if stored is None:
         return None
     value = json.loads(stored)  # run inputs are stored JSON-encoded
     return value if isinstance(value, str) else ""
+
+
+def _read_input(client: SyncPrefectClient, flow_run_id: UUID, key: str) -> str | None:
+    """A run input as stored (JSON text); None while it is not stored (yet)."""
+    try:
+        return client.read_flow_run_input(flow_run_id, key)
+    except PrefectHTTPStatusError:
+        return None
 
 
 def refusal_reason(description: str) -> str:

@@ -11,18 +11,39 @@ from support.approval import (
     finish,
     in_background,
     paused_run,
-    read_input,
     request_approval,
     unique_model,
 )
 
-from modelops.approval import approval_description
+from modelops.approval import ChampionApproval, approval_description
 from modelops.cli import main
 from modelops.integrations.approvals import ApprovalError, refusal_reason, resume_approval, watch_for_refusal
 
 
 def _approve(*args: str) -> int:
     return main(["approve", *args])
+
+
+def _paused_placeholder_run(client, pause: int = 1):
+    """A flow run put in the state ``pause_flow_run`` proposes, before the flow has stored its form."""
+    from prefect import flow
+    from prefect.states import Paused
+
+    @flow(name="approval-form-gap")
+    def placeholder() -> None: ...
+
+    run = client.create_flow_run(placeholder)
+    paused = Paused(timeout_seconds=600, pause_key=str(pause))
+    paused.state_details.run_input_keyset = {
+        "description": f"paused-{pause}-description",
+        "response": f"paused-{pause}-response",
+        "schema": f"paused-{pause}-schema",
+    }
+    client.set_flow_run_state(run.id, paused, force=True)
+    return run
+
+
+APPROVED = {"approved": True, "image_tag": "v3", "reviewer": "alice", "comment": ""}
 
 
 def test_the_refusal_reason_is_read_from_the_form_the_flow_shows_again():
@@ -38,24 +59,11 @@ def test_a_new_pause_seen_before_its_form_is_stored_shows_the_forms_reason(prefe
     """Prefect proposes the Paused state first and stores the new form after it; a loaded machine
     widened that gap enough for `approve` to read the state in between (a clean-clone run printed
     "see the approval form" instead of the reason). Staged here: the form is stored 1.5 s later."""
-    from prefect import flow
-    from prefect.states import Paused
-
     from modelops.integrations.prefect_client import prefect_client
-
-    @flow(name="approval-form-gap")
-    def placeholder() -> None: ...
 
     problem = "reviewer 'mallory' is not an approver: approval.approvers is alice"
     with prefect_client(sync_client=True) as client:
-        run = client.create_flow_run(placeholder)
-        paused = Paused(timeout_seconds=600, pause_key="2")
-        paused.state_details.run_input_keyset = {
-            "description": "paused-2-description",
-            "response": "paused-2-response",
-            "schema": "paused-2-schema",
-        }
-        client.set_flow_run_state(run.id, paused, force=True)
+        run = _paused_placeholder_run(client, pause=2)
         form = json.dumps(approval_description("m", evidence(), ["alice"], problem))
         later = threading.Timer(1.5, client.create_flow_run_input, (run.id, "paused-2-description", form))
         later.start()
@@ -63,6 +71,39 @@ def test_a_new_pause_seen_before_its_form_is_stored_shows_the_forms_reason(prefe
             assert watch_for_refusal(str(run.id), "paused-1-description", seconds=5) == problem
         finally:
             later.join()
+
+
+@pytest.mark.slow
+def test_an_answer_to_a_pause_seen_before_its_schema_is_stored_waits_for_the_schema(prefect_harness):
+    """Prefect refuses an answer whose form schema is not stored yet ("REJECT: Run input schema not
+    found"); the demo's auto-approval met that gap in a loaded CI run. Staged: the schema comes 1.5 s
+    after the Paused state, and the answer is sent once it is there."""
+    from modelops.integrations.prefect_client import prefect_client
+
+    with prefect_client(sync_client=True) as client:
+        run = _paused_placeholder_run(client)
+        schema = json.dumps(ChampionApproval.model_json_schema())
+        later = threading.Timer(1.5, client.create_flow_run_input, (run.id, "paused-1-schema", schema))
+        later.start()
+        try:
+            assert resume_approval(str(run.id), APPROVED) == "paused-1-description"
+        finally:
+            later.join()
+        assert client.read_flow_run(run.id).state.type.value == "RUNNING"
+        assert json.loads(client.read_flow_run_input(run.id, "paused-1-response")) == APPROVED
+
+
+@pytest.mark.slow
+def test_an_answer_whose_form_never_comes_is_not_sent(prefect_harness):
+    from modelops.integrations.prefect_client import prefect_client
+
+    with prefect_client(sync_client=True) as client:
+        run = _paused_placeholder_run(client)
+        with pytest.raises(
+            ApprovalError, match="'paused-1-schema'. was not stored within 1 s; nothing was sent"
+        ):
+            resume_approval(str(run.id), APPROVED, form_wait_s=1)
+        assert client.read_flow_run(run.id).state.type.value == "PAUSED"
 
 
 @pytest.mark.slow
@@ -119,7 +160,6 @@ def test_rest_reject_status_is_surfaced(prefect_harness):
     model = unique_model()
     job = in_background(request_approval, model)
     run = paused_run(model, job=job)
-    read_input(run.id, run.state.state_details.run_input_keyset["schema"])  # the schema is stored
     with pytest.raises(ApprovalError, match="Prefect refused the answer .*REJECT"):
         resume_approval(str(run.id), {"approved": "maybe", "image_tag": 7})
     resume_approval(str(run.id), {"approved": False, "image_tag": "", "reviewer": "x", "comment": ""})
