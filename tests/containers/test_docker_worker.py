@@ -138,7 +138,14 @@ class DockerStack:
         return self.post("/events/filter", body)["events"]
 
     def paused_approval(self, version: str, timeout: float = 900, other_than: str | None = None) -> str:
-        """The id of the approval run of ``version`` once it is paused (waiting for a reviewer)."""
+        """The id of the approval run of ``version`` once it is paused (waiting for a reviewer) and
+        its form is stored (Prefect refuses an answer sent before the form's schema is there)."""
+
+        def form_stored(run: dict[str, Any]) -> bool:
+            schema_key = run["state"]["state_details"]["run_input_keyset"]["schema"]
+            return http_client.get(
+                f"{self.api}/flow_runs/{run['id']}/input/{schema_key}", timeout=30
+            ).is_success
 
         def paused() -> str | None:
             runs = self.runs(
@@ -149,7 +156,7 @@ class DockerStack:
                     }
                 }
             )
-            ids = [run["id"] for run in runs if run["id"] != other_than]
+            ids = [run["id"] for run in runs if run["id"] != other_than and form_stored(run)]
             return ids[0] if ids else None
 
         return wait_for(paused, timeout, f"the approval of {self.model} v{version} paused", interval=2)

@@ -50,7 +50,9 @@ def unique_model() -> str:
 
 
 def paused_run(model_name: str, after_pauses: int = 1, timeout: float = 120.0, job: dict | None = None):
-    """Wait until the approval run of ``model_name`` has paused ``after_pauses`` times and is paused."""
+    """Wait until the approval run of ``model_name`` has paused ``after_pauses`` times and is paused,
+    with its form stored: Prefect refuses an answer sent between the Paused state and the form's
+    schema ("Run input schema not found"), and the UI shows no form before it is there."""
     deadline = time.monotonic() + timeout
     with prefect_client(sync_client=True) as client:
         while time.monotonic() < deadline:
@@ -63,6 +65,7 @@ def paused_run(model_name: str, after_pauses: int = 1, timeout: float = 120.0, j
                 states = client.read_flow_run_states(run.id)
                 pauses = [s for s in states if s.type.value == "PAUSED"]
                 if run.state.type.value == "PAUSED" and len(pauses) >= after_pauses:
+                    read_input(run.id, run.state.state_details.run_input_keyset["schema"])
                     return run
             time.sleep(0.2)
     raise AssertionError(f"no paused approval run for {model_name} after {timeout}s")
