@@ -111,14 +111,11 @@ def resume_approval(
 
 
 def _wait_for_schema(client: SyncPrefectClient, flow_run_id: UUID, key: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while _read_input(client, flow_run_id, key) is None:
-        if time.monotonic() > deadline:
-            raise ApprovalError(
-                f"flow run {flow_run_id} is paused, but its approval form (run input {key!r}) was not "
-                f"stored within {seconds:g} s; nothing was sent: try again in a moment"
-            )
-        time.sleep(0.2)
+    if _wait_for_input(client, flow_run_id, key, seconds) is None:
+        raise ApprovalError(
+            f"flow run {flow_run_id} is paused, but its approval form (run input {key!r}) was not "
+            f"stored within {seconds:g} s; nothing was sent: try again in a moment"
+        )
 
 
 def _flow_run_id(run_id: str) -> UUID:
@@ -192,12 +189,22 @@ def watch_for_refusal(
 
 
 def _wait_for_description(client: SyncPrefectClient, flow_run_id: UUID, key: str, seconds: float) -> str:
+    """The form's description once it is stored; "" if it is not within ``seconds``."""
+    stored = _wait_for_input(client, flow_run_id, key, seconds)
+    if stored is None:
+        return ""
+    value = json.loads(stored)  # run inputs are stored JSON-encoded
+    return value if isinstance(value, str) else ""
+
+
+def _wait_for_input(client: SyncPrefectClient, flow_run_id: UUID, key: str, seconds: float) -> str | None:
+    """A run input as stored (JSON text), polled until it is there; None if not within ``seconds``."""
     deadline = time.monotonic() + seconds
-    while (description := _read_description(client, flow_run_id, key)) is None:
+    while (stored := _read_input(client, flow_run_id, key)) is None:
         if time.monotonic() > deadline:
-            return ""
+            return None
         time.sleep(0.2)
-    return description
+    return stored
 
 
 def wait_until_answered(run_id: str, poll_s: float = 1.0) -> None:
@@ -208,15 +215,6 @@ def wait_until_answered(run_id: str, poll_s: float = 1.0) -> None:
             if state is None or state.type != StateType.PAUSED:
                 return
             time.sleep(poll_s)
-
-
-def _read_description(client: SyncPrefectClient, flow_run_id: UUID, key: str) -> str | None:
-    """The form's description; None while it is not stored (yet)."""
-    stored = _read_input(client, flow_run_id, key)
-    if stored is None:
-        return None
-    value = json.loads(stored)  # run inputs are stored JSON-encoded
-    return value if isinstance(value, str) else ""
 
 
 def _read_input(client: SyncPrefectClient, flow_run_id: UUID, key: str) -> str | None:
