@@ -285,10 +285,11 @@ class LoopDriver:
                 return run
         return None
 
-    def wait_for_check(self, since: datetime, period: int, asked_run: str) -> dict[str, Any]:
-        """Wait for ``asked_run`` (a ks-check run started after ``since``) to complete; return the latest
-        KS check stored after ``since`` (its own, or a scheduled run's that ran just before it)."""
-        self.wait_for_run(asked_run, f"the KS check run {asked_run}", poll_s=0.5)
+    def wait_for_check(self, since: datetime, period: int, run_id: str) -> dict[str, Any]:
+        """Wait for ``run_id`` (the period's ks-check run from :meth:`check_now`) to complete; return the
+        latest KS check stored after ``since`` (its own, or a scheduled run's that ran just before it),
+        with ``run_id``."""
+        self.wait_for_run(run_id, f"the KS check run {run_id}", poll_s=0.5)
         checks = read_recent_checks(
             resolve_database_url(self.config),
             self.config.model.name,
@@ -298,9 +299,9 @@ class LoopDriver:
         after = [check for check in checks if check["checked_at"] > since]
         if not after:
             raise DemoError(
-                f"the KS check run {asked_run} completed but stored no check of {self.config.model.name}"
+                f"the KS check run {run_id} completed but stored no check of {self.config.model.name}"
             )
-        record = {"period": period, **after[-1]}
+        record = {"period": period, **after[-1], "run_id": run_id}
         self.result.checks.append(record)
         return record
 
