@@ -48,7 +48,13 @@ class Stack:
                 {
                     "environment": "two-models",
                     "training": {"train_rows": 4000, "epochs": 8},
-                    "monitoring": {"min_sample": 200, "window": {"kind": "count", "size": ROWS}},
+                    # the test runs the check itself: no scheduled run (every 10 min by default) may
+                    # check beta's drifted traffic half-shipped and retrain it early
+                    "monitoring": {
+                        "min_sample": 200,
+                        "window": {"kind": "count", "size": ROWS},
+                        "schedule_cron": "0 0 1 1 *",
+                    },
                     "models": {
                         # alpha never degrades on the period it was trained on; beta's drift must show
                         ALPHA: {"monitoring": {"ks_threshold": 0.05}},
