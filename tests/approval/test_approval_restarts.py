@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from support import http_client
 from support.network import free_port
-from support.stack import TINY_TRAINING, wait_for
+from support.stack import NO_SCHEDULED_CHECK, TINY_TRAINING, wait_for
 from support.stack_home import run_modelops, stack_env, stack_status
 
 from modelops.approval import approval_window
@@ -76,7 +76,7 @@ def stack(tmp_path_factory):
         MODELOPS_MODEL__NAME=model,
         MODELOPS_MODEL__EXPERIMENT=model,
         MODELOPS_APPROVAL__TIMEOUT_S="3d",
-        MODELOPS_MONITORING__SCHEDULE_CRON="0 0 1 1 *",  # no scheduled check among the restarted runs
+        MODELOPS_MONITORING__SCHEDULE_CRON=NO_SCHEDULED_CHECK,
         **training,
     )
     try:

@@ -30,7 +30,7 @@ import pytest
 from support import http_client
 from support.fakes.docker_env import STANDIN, forget, registry_address, require_engine
 from support.network import free_ports
-from support.stack import wait_for
+from support.stack import NO_SCHEDULED_CHECK, wait_for
 from support.stack_home import run_modelops, stack_env
 
 from modelops.config import PROJECT_ROOT
@@ -74,7 +74,7 @@ class DockerStack:
             MODELOPS_MONITORING__WINDOW=f"{{kind: count, size: {ROWS}}}",
             MODELOPS_MONITORING__KS_THRESHOLD="0.3",
             MODELOPS_MONITORING__RETRAIN_COOLDOWN_S="0",
-            MODELOPS_MONITORING__SCHEDULE_CRON="0 0 1 1 *",  # no scheduled check during the test
+            MODELOPS_MONITORING__SCHEDULE_CRON=NO_SCHEDULED_CHECK,
         )
         self.api = f"http://127.0.0.1:{self.env['MODELOPS_STACK__PREFECT_PORT']}/api"
         self.mlflow = f"http://127.0.0.1:{self.env['MODELOPS_STACK__MLFLOW_PORT']}"

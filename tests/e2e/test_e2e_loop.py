@@ -207,7 +207,7 @@ def test_ks_check_is_scheduled_from_the_config(loop):
 
 def test_after_each_period_the_demo_asks_the_ks_check_deployment_for_a_run(loop):
     """One completed ks-check run per period check: asked for (the cron stays as it is), or the
-    scheduled run when the cron's falls due at that moment (LoopDriver.check_now); every run the demo
+    scheduled run when the cron's run falls due at that moment (LoopDriver.check_now); every run the demo
     asked for is one of its checks."""
     runs = http_client.post(
         f"{loop['prefect']}/flow_runs/filter",

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from support import http_client
 from support.network import free_port
-from support.stack import WHOLE_LOOP_TIMEOUT, wait_for
+from support.stack import NO_SCHEDULED_CHECK, WHOLE_LOOP_TIMEOUT, wait_for
 from support.stack_home import STARTUP_TIMEOUT_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, WHOLE_LOOP_TIMEOUT]
@@ -53,7 +53,7 @@ class Stack:
                     "monitoring": {
                         "min_sample": 200,
                         "window": {"kind": "count", "size": ROWS},
-                        "schedule_cron": "0 0 1 1 *",
+                        "schedule_cron": NO_SCHEDULED_CHECK,
                     },
                     "models": {
                         # alpha never degrades on the period it was trained on; beta's drift must show

@@ -25,7 +25,7 @@ import httpx
 import psutil
 import pytest
 from support import http_client
-from support.stack import wait_for
+from support.stack import NO_SCHEDULED_CHECK, wait_for
 from support.stack_home import run_modelops, stack_env
 
 from modelops.config import PROJECT_ROOT
@@ -49,7 +49,7 @@ def test_a_degraded_event_right_after_up_launches_the_retrain(tmp_path, backend)
         tmp_path / "home",
         PROJECT_ROOT / "prefect.yaml",
         MODELOPS_STACK__BACKEND=backend,
-        MODELOPS_MONITORING__SCHEDULE_CRON="0 0 1 1 *",  # no scheduled check during the test
+        MODELOPS_MONITORING__SCHEDULE_CRON=NO_SCHEDULED_CHECK,
         MODELOPS_ENGINE_STANDBY_DIR=str(standby_dir),
     )
     api = f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
