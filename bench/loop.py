@@ -162,7 +162,7 @@ def run(repeat: int = 3, idle_s: float = 5.0) -> dict[str, Any]:
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("retrain/retrain")
         # No wait for the trigger: the server loads an automation as it is written
-        # (tests/stack/test_stack_automation.py emits the event the moment `up` returns).
+        # (tests/support/automation.py emits the event the moment `up` returns).
         # The worker's first run starts cold (no standby yet: modelops.stack.engine_standby); in operation
         # the scheduled KS check runs before any degraded event. Timed on its own, then the others.
         first = time_retrain(deployment.id)

@@ -1,7 +1,8 @@
 """The deployment step's probe that the Prefect server acts on events for its automations, on a real
 Prefect server (the test harness): it returns once the server ran the probe's action, leaves no probe
 behind, and names a server that never acts after its timeout. The end-to-end case, an event sent the
-moment ``modelops up`` returns, is tests/stack/test_stack_automation.py."""
+moment ``modelops up`` returns, is tests/support/automation.py, run on both backends' stacks by
+tests/stack/test_stack_postgres_backends.py."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ is a stand-in module (``MODELOPS_ENGINE_STANDBY_ENGINE``) that reports where and
 test sees which process ran the run, with which streams, directory, environment and exit status. What
 changes from run to run is passed as ``PREFECT__*`` variables, as the worker passes a run's id: any
 other variable is part of the standby's key (a run with another environment gets its own). The
-flow runs of the real stack go through the same launcher (tests/stack/test_stack_automation.py).
+flow runs of the real stack go through the same launcher (tests/support/automation.py, run by
+tests/stack/test_stack_postgres_backends.py).
 """
 
 from __future__ import annotations

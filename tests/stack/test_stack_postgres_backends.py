@@ -1,9 +1,15 @@
-"""Where the Prefect server and MLflow keep their state: their own PostgreSQL databases, or SQLite.
+"""Where the Prefect server and MLflow keep their state: their own PostgreSQL databases, or SQLite; and,
+on each backend, a ``degraded`` event sent the moment ``up`` returns launches the retrain.
 
 The configured-server case runs on the test PostgreSQL (it has pg_trgm, which the Prefect server's
 schema needs): both servers write into ``<database>_prefect`` / ``<database>_mlflow``, created by
 ``up``. The DSN carries a password (trust auth ignores it) that must appear in no log, state file or
 output. ``modelops up --sqlite`` keeps both on SQLite files under the home.
+
+Both stacks run the project's own ``prefect.yaml``, so each also checks the retrain automation right
+after ``up`` (:mod:`support.automation`): Prefect's server loads an automation by NOTIFY on PostgreSQL
+and after the commit on SQLite, and ``up`` must not return before the server acts on it. One stack per
+backend serves both checks.
 """
 
 from __future__ import annotations
@@ -15,20 +21,27 @@ import psutil
 import psycopg2
 import pytest
 from support import http_client
+from support.automation import assert_no_standby_left, check_retrain_launched_right_after_up
+from support.stack import NO_SCHEDULED_CHECK
 from support.stack_clients import client_env, run_client
-from support.stack_home import PROBE_FLOW, assert_gone, prefect_yaml, run_modelops, stack_env, stack_status
+from support.stack_home import assert_gone, run_modelops, stack_env, stack_status
+
+from modelops.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
 PASSWORD = "s3cret-not-for-logs"
 
 
-def _prefect_file(root: Path, pool: str) -> Path:
-    flow_file = root / "probe_flow.py"
-    flow_file.write_text(PROBE_FLOW)
-    prefect_file = root / "prefect.yaml"
-    prefect_file.write_text(prefect_yaml(flow_file, pool))
-    return prefect_file
+def _project_stack_env(root: Path, **extra: str) -> dict[str, str]:
+    """A stack in ``root/home`` with the project's deployments and automation, no scheduled check."""
+    return stack_env(
+        root / "home",
+        PROJECT_ROOT / "prefect.yaml",
+        MODELOPS_MONITORING__SCHEDULE_CRON=NO_SCHEDULED_CHECK,
+        MODELOPS_ENGINE_STANDBY_DIR=str(root / "standby"),
+        **extra,
+    )
 
 
 def _rows(dsn: str, query: str) -> list[tuple]:
@@ -53,14 +66,13 @@ def test_prefect_and_mlflow_write_into_their_databases_on_the_configured_server(
 
     base, _, database = postgres_url.rpartition("/")
     with_password = base.replace("postgres@", f"postgres:{PASSWORD}@", 1) + f"/{database}"
-    env = stack_env(
-        tmp_path / "home", _prefect_file(tmp_path, "backends-test"), MODELOPS_DATABASE_URL=with_password
-    )
+    env = _project_stack_env(tmp_path, MODELOPS_DATABASE_URL=with_password)
     home = Path(env["MODELOPS_STACK__HOME"])
     pids: list[int] = []
     try:
-        up = run_modelops(env, "up")
+        up = run_modelops(env, "up", timeout=900)
         assert up.returncode == 0, up.stdout + up.stderr
+        check_retrain_launched_right_after_up(env, tmp_path / "standby")
         assert "postgres: using the configured database" in up.stdout
         assert not (home / "postgres").exists()
         rows = {row["name"]: row for row in stack_status(env)}
@@ -86,19 +98,21 @@ def test_prefect_and_mlflow_write_into_their_databases_on_the_configured_server(
         leaks = [str(p) for p in files if PASSWORD in p.read_text(errors="replace")]
         assert PASSWORD not in up.stdout + up.stderr + status.stdout and not leaks, leaks
     finally:
-        down = run_modelops(env, "down", timeout=120)
+        down = run_modelops(env, "down", timeout=300)
         _drop(f"{base}/postgres", f"{database}_prefect", f"{database}_mlflow")
     assert down.returncode == 0, down.stderr
     assert "postgres: external" in down.stdout
     assert_gone(pids)
+    assert_no_standby_left(tmp_path / "standby")
 
 
 def test_sqlite_switch_keeps_both_servers_on_files_under_the_home(tmp_path):
-    env = stack_env(tmp_path / "home", _prefect_file(tmp_path, "sqlite-test"))
+    env = _project_stack_env(tmp_path)
     home = Path(env["MODELOPS_STACK__HOME"])
     try:
-        up = run_modelops(env, "up", "--sqlite")
+        up = run_modelops(env, "up", "--sqlite", timeout=900)
         assert up.returncode == 0, up.stdout + up.stderr
+        check_retrain_launched_right_after_up(env, tmp_path / "standby")
         assert f"state in SQLite {home / 'prefect' / 'prefect.db'}" in up.stdout
         assert f"state in SQLite {home / 'mlflow' / 'mlflow.db'}" in up.stdout
         assert "for the stack's servers" not in up.stdout  # no database created for them
@@ -112,5 +126,8 @@ def test_sqlite_switch_keeps_both_servers_on_files_under_the_home(tmp_path):
         assert again.returncode == 0, again.stderr
         assert "stay on sqlite" in again.stdout or "stays on sqlite" in again.stdout
         assert json.loads((home / "stack.json").read_text())["backend"] == "sqlite"
+        down = run_modelops(env, "down", timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert_no_standby_left(tmp_path / "standby")
     finally:
-        run_modelops(env, "down", timeout=120)
+        run_modelops(env, "down", timeout=300)

@@ -1,17 +1,19 @@
-"""A degraded event emitted the moment ``modelops up`` returns launches the retrain.
+"""The retrain automation checked on a fresh stack: a ``degraded`` event sent the moment ``modelops up``
+returns must launch the retrain deployment's run, through the process pool's command.
 
 Prefect's server loads an automation asynchronously to the API call that writes it (on PostgreSQL, by
 NOTIFY to its trigger service; on SQLite, after the commit), so ``up``'s deployment step ends by
 probing that the server acts on events for its automations (:mod:`modelops.stack.automations_ready`).
-This test holds ``up`` to that, on both backends: a fresh stack with the project's own prefect.yaml, one
-``modelops.performance.degraded`` event sent as soon as ``up`` exits, and the retrain deployment's run
-must appear with the event's parameters. When it does not, the failure shows what the server stored:
-the event, and the automations' own events (a failed action says why).
+:func:`check_retrain_launched_right_after_up` holds ``up`` to that. When no run comes, the failure shows
+what the server stored: the event, and the automations' own events (a failed action says why).
 
 The run's process is the process pool's command that ``up`` sets (``modelops.stack.engine_standby``),
 never Prefect's workspace supervisor, which would import Prefect once more before the run is Running:
 the first run on the worker becomes ``python -m prefect.engine`` (cold), the next one is handed to the
 standby that the first one started, and ends the same way.
+
+The stack needs the project's ``prefect.yaml`` (the retrain deployment and its trigger), no scheduled
+ks-check (``NO_SCHEDULED_CHECK``) and ``MODELOPS_ENGINE_STANDBY_DIR`` set to a folder of its own.
 """
 
 from __future__ import annotations
@@ -20,17 +22,14 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+
 from support import http_client
-from support.stack import NO_SCHEDULED_CHECK, wait_for
-from support.stack_home import run_modelops, stack_env
-
-from modelops.config import PROJECT_ROOT
-
-pytestmark = pytest.mark.slow
+from support.stack import wait_for
 
 LAUNCHER = [sys.executable, "-m", "modelops.stack.engine_standby"]  # the process pool's command
 ENGINE = [sys.executable, "-m", "prefect.engine"]
@@ -39,52 +38,40 @@ EMIT = (
     "from modelops.integrations.events import emit_model_event\n"
     "emit_model_event('modelops.performance.degraded', sys.argv[1], '3', ks=0.12, threshold=0.3)\n"
 )
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
-@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
-def test_a_degraded_event_right_after_up_launches_the_retrain(tmp_path, backend):
-    model = f"auto-{uuid.uuid4().hex[:8]}"
-    standby_dir = tmp_path / "standby"
-    env = stack_env(
-        tmp_path / "home",
-        PROJECT_ROOT / "prefect.yaml",
-        MODELOPS_STACK__BACKEND=backend,
-        MODELOPS_MONITORING__SCHEDULE_CRON=NO_SCHEDULED_CHECK,
-        MODELOPS_ENGINE_STANDBY_DIR=str(standby_dir),
-    )
+def check_retrain_launched_right_after_up(env: dict[str, str], standby_dir: Path) -> None:
+    """Call right after ``up`` returned: the event's retrain runs cold, the next one on the standby."""
     api = f"http://127.0.0.1:{env['MODELOPS_STACK__PREFECT_PORT']}/api"
-    try:
-        up = run_modelops(env, "up", timeout=900)
-        assert up.returncode == 0, up.stdout + up.stderr
-        emit_degraded(env, api, model)
-        run = wait_for_retrain(api, model, "the retrain run the event launches")
-        assert run["parameters"]["triggered_version"] == "3"
-        assert float(run["parameters"]["ks"]) == pytest.approx(0.12)
+    model = f"auto-{uuid.uuid4().hex[:8]}"
+    emit_degraded(env, api, model)
+    run = wait_for_retrain(api, model, "the retrain run the event launches")
+    assert run["parameters"]["triggered_version"] == "3"
+    assert float(run["parameters"]["ks"]) == pytest.approx(0.12)
 
-        # The first run on this worker starts cold: the pool's command (the launcher) execs the engine.
-        commands, first_state = flow_run_processes(api, run["id"], timeout_s=120)
-        assert ENGINE in commands, commands
-        assert not [c for c in commands if "prefect.runner._workspace_supervisor" in c], commands
+    # The first run on this worker starts cold: the pool's command (the launcher) execs the engine.
+    commands, first_state = flow_run_processes(api, run["id"], timeout_s=120)
+    assert ENGINE in commands, commands
+    assert not [c for c in commands if "prefect.runner._workspace_supervisor" in c], commands
 
-        # The next one goes to the standby it started (Prefect and the flows imported already).
-        wait_for(lambda: any(standby_dir.glob("*.sock")), 120, "a warm standby for the worker")
-        second_model = f"{model}-2"
-        emit_degraded(env, api, second_model)
-        second = wait_for_retrain(api, second_model, "the second retrain run")
-        commands, second_state = flow_run_processes(api, second["id"], timeout_s=120)
-        assert commands == [LAUNCHER], commands  # the launcher never became the engine itself
-        assert second_state == first_state
-        worker_log = (tmp_path / "home" / "logs" / "worker.log").read_text()
-        assert f"runs flow run {second['id']}" in worker_log
+    # The next one goes to the standby it started (Prefect and the flows imported already).
+    wait_for(lambda: any(standby_dir.glob("*.sock")), 120, "a warm standby for the worker")
+    second_model = f"{model}-2"
+    emit_degraded(env, api, second_model)
+    second = wait_for_retrain(api, second_model, "the second retrain run")
+    commands, second_state = flow_run_processes(api, second["id"], timeout_s=120)
+    assert commands == [LAUNCHER], commands  # the launcher never became the engine itself
+    assert second_state == first_state
+    worker_log = (Path(env["MODELOPS_STACK__HOME"]) / "logs" / "worker.log").read_text()
+    assert f"runs flow run {second['id']}" in worker_log
 
-        # `down` leaves no standby (the one that forked the second run still waits), and no file of one
-        down = run_modelops(env, "down", timeout=300)
-        assert down.returncode == 0, down.stdout + down.stderr
-        commands = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
-        assert not [c for c in commands if str(standby_dir) in c]
-        assert not list(standby_dir.iterdir())
-    finally:
-        run_modelops(env, "down", timeout=300)
+
+def assert_no_standby_left(standby_dir: Path) -> None:
+    """After ``down``: no standby process (the one that forked the second run still waited), no file."""
+    commands = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+    assert not [c for c in commands if str(standby_dir) in c]
+    assert not list(standby_dir.iterdir())
 
 
 def emit_degraded(env: dict[str, str], api: str, model: str) -> None:
@@ -157,7 +144,7 @@ def flow_run_processes(api: str, flow_run_id: str, timeout_s: float) -> tuple[li
             if command and command not in seen:
                 seen.append(command)
         state = http_client.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
-        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        if state in FINAL:
             return seen, state
         time.sleep(0.05)
     raise AssertionError(
