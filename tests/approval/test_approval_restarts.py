@@ -186,15 +186,17 @@ def _worker_pid(env: dict[str, str]) -> int:
     return state["components"]["worker"]["pid"]
 
 
-# The pending request the last test left, handed to the next: {"version", "lifecycle_id", "answer_by"}.
-_HANDED_OVER: dict[str, str] = {}
+@pytest.fixture(scope="module")
+def handed_over() -> dict[str, str]:
+    """The pending request a test leaves for the next: {"version", "lifecycle_id", "answer_by"}."""
+    return {}
 
 
-def _pending_request(env: dict[str, str]) -> tuple[str, dict[str, Any], str]:
+def _pending_request(env: dict[str, str], handed_over: dict[str, str]) -> tuple[str, dict[str, Any], str]:
     """(version, its paused lifecycle/stage/approval runs, the answer-by time first given): the request
     the test before left pending when it still is, else a new one (a version trained, a lifecycle)."""
-    handed = dict(_HANDED_OVER)
-    _HANDED_OVER.clear()
+    handed = dict(handed_over)
+    handed_over.clear()
     if handed:
         try:
             runs = _paused_approval(env, handed["lifecycle_id"], timeout=60)
@@ -207,10 +209,6 @@ def _pending_request(env: dict[str, str]) -> tuple[str, dict[str, Any], str]:
     return version, runs, runs["approval"]["state"]["state_details"]["pause_timeout"]
 
 
-def _hand_over(version: str, lifecycle_id: str, answer_by: str) -> None:
-    _HANDED_OVER.update(version=version, lifecycle_id=lifecycle_id, answer_by=answer_by)
-
-
 def _assert_answer_by_kept(reopened: dict[str, Any], answer_by: str) -> None:
     """The answer-by time the approvers were first given stands: a restart does not extend it."""
     assert reopened["lifecycle"]["parameters"]["approval_deadline"]
@@ -220,9 +218,9 @@ def _assert_answer_by_kept(reopened: dict[str, Any], answer_by: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_pending_approval_survives_kill_9_of_the_worker(stack):
+def test_a_pending_approval_survives_kill_9_of_the_worker(stack, handed_over):
     env, model = stack
-    version, old, answer_by = _pending_request(env)
+    version, old, answer_by = _pending_request(env, handed_over)
     os.kill(_worker_pid(env), signal.SIGKILL)
     # The flow-run process outlives its worker, detached; answered now, it would die on its first log
     # line. `up` restarts the worker (a supervisor may already have) and reconciles.
@@ -241,13 +239,14 @@ def test_a_pending_approval_survives_kill_9_of_the_worker(stack):
     )
     assert refused.returncode == 2 and f"reopened in lifecycle run {new_id}" in refused.stderr, refused.stderr
     _assert_answer_by_kept(reopened, answer_by)
-    _hand_over(version, new_id, answer_by)  # the down-and-up test answers it after its own fault
+    # the down-and-up test answers it after its own fault
+    handed_over.update(version=version, lifecycle_id=new_id, answer_by=answer_by)
 
 
 @pytest.mark.slow
-def test_a_pending_approval_survives_down_and_up(stack):
+def test_a_pending_approval_survives_down_and_up(stack, handed_over):
     env, model = stack
-    version, old, answer_by = _pending_request(env)
+    version, old, answer_by = _pending_request(env, handed_over)
     assert run_modelops(env, "down", timeout=180).returncode == 0
     result = run_modelops(env, "up", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
