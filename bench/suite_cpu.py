@@ -2,8 +2,8 @@
 
     sudo .venv/bin/python -m bench.suite_cpu --out /tmp/suite-cpu.jsonl [--slots 2] [tests/...]
 
-On 2 cores ``make test`` is CPU-bound (README, Tests), so its wall time follows the CPU its processes
-use, and that CPU is what a change to the suite has to cut. A cgroup counts every process a module
+On 2 cores ``make test`` is CPU-bound (docs/test-suite-time.md), so its wall time follows the CPU its
+processes use, and that CPU is what a change to the suite has to cut. A cgroup counts every process a module
 starts, the stack servers it daemonizes included (they stay in their parent's cgroup), which a process
 sampler misses when they are short and ``time`` misses when they are reparented. Not counted: the
 Docker engine's and its containers' CPU (their own cgroups). Each module pays here what the suite

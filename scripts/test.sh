@@ -33,7 +33,7 @@ fi
 # heaviest first (tests/conftest.py orders them), so a module's stack or trained model is set up once.
 # Each worker has its own ports (tests/support/network.py, blocks for 8) and databases. Default: two per
 # core, at most 4: much of a test's time is waiting (a build's downloads, a server's start, a poll), so
-# on 2 cores 4 workers finish sooner than 2 (README, Tests: 35 -> 28 min idle, 49 -> 34 min under load).
+# on 2 cores 4 workers finish sooner than 2 (docs/test-suite-time.md: 35 -> 28 min idle, 49 -> 34 min under load).
 workers="${MODELOPS_TEST_WORKERS:-$(( $(nproc) * 2 < 4 ? $(nproc) * 2 : 4 ))}"
 echo "test: pytest on $workers worker processes (MODELOPS_TEST_WORKERS to change)" >&2
 test_status=0

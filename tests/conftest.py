@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from support.control_plane import ControlPlane
 from support.network import free_port
+from support.shared_harness import HARNESS, HarnessGroupedFileScheduling, schedule_unit
 
 from modelops.integrations.database import apply_migrations
 
@@ -28,6 +29,8 @@ SERVER_DSN = os.environ.get("MODELOPS_TEST_DATABASE_URL", "postgresql://postgres
 # The heaviest modules first (a whole stack, images, a control plane): with pytest-xdist handing out
 # whole files in this order (scripts/test.sh: --dist loadfile --no-loadscope-reorder), the long ones
 # overlap each other and the many short ones fill in at the end, instead of one long file running alone.
+# The files on the Prefect test harness are one unit (support/shared_harness.py): collected together,
+# at the place of the heaviest of them, and run by one worker.
 COST_TIERS = (("e2e", "docker"), ("k8s", "browser"), ("slow",))
 
 
@@ -38,11 +41,34 @@ def _cost_tier(item: pytest.Item) -> int:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     module_tier: dict[str, int] = {}
-    for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        module_tier[module] = min(module_tier.get(module, len(COST_TIERS)), _cost_tier(item))
-    position = {id(item): index for index, item in enumerate(items)}
-    items.sort(key=lambda item: (module_tier[item.nodeid.split("::", 1)[0]], position[id(item)]))
+    unit_tier: dict[str, int] = {}
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        module, unit, tier = item.nodeid.split("::", 1)[0], schedule_unit(item.nodeid), _cost_tier(item)
+        module_tier[module] = min(module_tier.get(module, len(COST_TIERS)), tier)
+        unit_tier[unit] = min(unit_tier.get(unit, len(COST_TIERS)), tier)
+        first_seen.setdefault(module, index)
+        first_seen.setdefault(unit, index)
+
+    def place(item: pytest.Item) -> tuple[int, ...]:
+        module, unit = item.nodeid.split("::", 1)[0], schedule_unit(item.nodeid)
+        return (unit_tier[unit], first_seen[unit], module_tier[module], first_seen[module])
+
+    items.sort(key=place)  # stable: a module's tests keep their order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` with the harness files in one unit; any other ``--dist`` as pytest-xdist has it."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    return HarnessGroupedFileScheduling(config, log)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    HARNESS.next_item = nextitem  # read by prefect_harness's teardown, at the module's last test
+    return (yield)
 
 
 @pytest.fixture(autouse=True)
@@ -128,17 +154,16 @@ def scoring_db(postgres_url: str) -> str:
     return postgres_url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_harness() -> Iterator[None]:
-    """A real, temporary Prefect server (SQLite) for the whole session; ~20 s to start, once.
+    """A real, temporary Prefect server (SQLite), shared by the modules that run one after the other.
 
-    Given 300 s to answer, as the stacks' components are (tests/support/stack_home.py): on a 2-core
-    machine that the suite and a busy loop saturate, Prefect's 120 s was seen to run out.
+    Started by the first module that asks; stopped after a module when the next test of this process is
+    not in a harness file (support/shared_harness.py), so one server serves the whole harness unit.
     """
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
+    HARNESS.start()
+    yield
+    HARNESS.stop_unless_needed_next()
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +172,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
     Not one per session: idle, the plane's processes use ~5 CPU-seconds a minute, and the modules that
     need it run early (their `k8s` marker puts them in the second cost tier), so a session-wide plane
-    idled for the rest of the run (312 CPU-seconds in all in a loaded clean-clone run, README, Tests).
+    idled for the rest of the run (312 CPU-seconds in all in a loaded clean-clone run,
+    docs/test-suite-time.md).
     """
     plane = ControlPlane.start(tmp_path_factory.mktemp("k8s-run"))
     try:

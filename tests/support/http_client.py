@@ -2,7 +2,7 @@
 
 httpx builds an ``ssl.SSLContext`` (a CA bundle load, ~10-20 ms of CPU) for every call of its
 module-level functions; tests poll servers several times a second, so those loads were a fifth of
-the pytest workers' CPU (README, Tests). These pass :func:`modelops.tls.tls_context` instead.
+the pytest workers' CPU (docs/test-suite-time.md). These pass :func:`modelops.tls.tls_context` instead.
 """
 
 from __future__ import annotations
