@@ -71,6 +71,13 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     return (yield)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish() -> None:
+    # after the fixtures' own teardown: a run stopped early (-x, Ctrl-C) tears its last module down here,
+    # with no next test recorded, so the harness may still be running
+    HARNESS.stop()
+
+
 @pytest.fixture(autouse=True)
 def _log_handlers_outlive_captured_streams() -> Iterator[None]:
     """Point handlers left on a closed stream (a test's captured stderr) back at the real stderr.
