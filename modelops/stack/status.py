@@ -2,8 +2,8 @@
 
 One row per recorded component (in start order), then one per model the ``local`` target serves;
 the Prefect server's row also counts the flow runs with no process behind them
-(:func:`modelops.stack.reconcile.count_orphans`). Imports Prefect (for that count) but not what
-``up`` needs besides (MLflow's registry client, pandas).
+(:func:`modelops.stack.reconcile.count_orphans`). Prefect is imported for that count only when a run
+could be orphaned (:mod:`modelops.stack.run_counts` asks first); MLflow and pandas never are.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import psutil
 from modelops.config import ModelOpsConfig
 from modelops.serving.rest_client import model_status
 from modelops.stack import components as comp
-from modelops.stack import reconcile
 from modelops.stack.postgres import PostgresError, check_reachable
 from modelops.stack.processes import find_process, tree_rss_bytes
+from modelops.stack.run_counts import runs_that_could_be_orphaned
 from modelops.stack.state import ComponentRecord, StackState, load_state
 from modelops.stack.supervisor import read_heartbeat, restart_counts
 from modelops.targets.local import LocalTarget
@@ -54,8 +54,16 @@ def status(config: ModelOpsConfig) -> list[ComponentStatus]:
     for row in result:
         row.restarts = counts.get(row.name, 0)
         if row.name == comp.PREFECT_SERVER and row.healthy:
-            row.orphaned_runs = reconcile.count_orphans(config)
+            row.orphaned_runs = _orphaned_runs(config)
     return result
+
+
+def _orphaned_runs(config: ModelOpsConfig) -> int | None:
+    if runs_that_could_be_orphaned(config) == 0:
+        return 0
+    from modelops.stack import reconcile  # Prefect's client: only when a rule could apply
+
+    return reconcile.count_orphans(config)
 
 
 def serving_status(config: ModelOpsConfig) -> list[ComponentStatus]:

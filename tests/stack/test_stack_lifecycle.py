@@ -88,6 +88,19 @@ def test_up_prints_progress_and_every_component_is_healthy(stack):
     assert total_rss_mb < 1536
 
 
+def test_status_counts_no_orphans_without_importing_prefect_when_no_run_is_active(stack):
+    """``modelops.stack.run_counts``: Prefect's client (~1.5 CPU-s of imports) only when a run could be
+    orphaned. ``-X importtime``'s report (PYTHONPROFILEIMPORTTIME) lists every module the command imports."""
+    env = stack[0]
+    result = run_modelops({**env, "PYTHONPROFILEIMPORTTIME": "1"}, "status", "--json", timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["prefect-server"]["orphaned_runs"] == 0
+    imported = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "modelops.stack.run_counts" in imported
+    assert not {name for name in imported if name.split(".")[0] == "prefect"}
+
+
 def test_every_stack_component_listens_on_loopback_only(stack):
     """Every listening socket of every component, children included, is on the loopback address (read
     from the kernel's socket table; tests/security/test_security_network.py checks ``modelops serve``)."""
