@@ -13,11 +13,10 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import psycopg2
 import psycopg2.errors
 from psycopg2.extras import execute_values
@@ -25,6 +24,9 @@ from psycopg2.extras import execute_values
 from modelops.config import WindowSettings
 from modelops.integrations.database import DEFAULT_SCHEMA, connect, validate_identifier
 from modelops.scoring.records import COPY_COLUMNS
+
+if TYPE_CHECKING:  # pandas only for the readers' DataFrame: the log sidecar starts without it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +268,8 @@ def fetch_recent_labelled_records(
         connection.rollback()
     finally:
         connection.close()
+    import pandas as pd
+
     fetched.reverse()
     frame = pd.DataFrame.from_records([orjson.loads(features) for features, _ in fetched])
     frame[label_column] = np.array([value for _, value in fetched], dtype=np.int64)

@@ -92,3 +92,10 @@ def test_a_failed_deployment_is_named_by_the_last_line_prefect_printed():
     error = "FileNotFoundError: [Errno 2] No such file: 'flows/x.py'"
     assert last_meaningful_line(f"Traceback ...\n{error}\n\nAn exception occurred.\n") == error
     assert last_meaningful_line("\n\n") == ""
+
+
+@pytest.mark.parametrize("command", ["ship", "labels"])
+def test_the_log_sidecar_and_the_label_loader_import_no_pandas(command):
+    """They move rows between files and PostgreSQL: pandas (~0.3 CPU-s) is for the scoring log's readers."""
+    code = f"from modelops.cli import build_parser\nbuild_parser([{command!r}])"
+    assert _heavy_modules_after(code, ("pandas",)) == []
