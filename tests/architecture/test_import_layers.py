@@ -35,6 +35,7 @@ LAZY_ALLOWED = {
     "prefect_kubernetes",
     "matplotlib",
     "scipy",  # scipy.stats: ~0.5 s, paid before a flow run is Running when imported at a top
+    "pandas",  # ~0.3 CPU-s; the log sidecar and the label loader write the scoring log without it
     "prefect",  # ~1 CPU-s; modelops.secrets needs it only for a Prefect Secret block, and the client
     # image's commands (ship, traffic) read that module without Prefect installed
 }
