@@ -41,6 +41,7 @@ from prefect.cli import app as prefect_cli
 from prefect.flows import load_flow_from_entrypoint
 
 from modelops.config import load_config
+from modelops.integrations.prefect_client import share_tls_context
 from modelops.stack import automations_ready, docker_pool, kubernetes_pool, work_pools
 from modelops.stack.components import AUTOMATIONS_CHECK, console_script, deployment_names, http_ok
 
@@ -286,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.update(_WIDE_CONSOLE)  # the deploys that run in this process print to this console
+    share_tls_context()  # `prefect deploy` opens ~10 clients per deployment, each building a TLS context
     prefect_file = args.prefect_file.resolve()
     if args.wait_for_server is not None:
         t0 = time.monotonic()

@@ -426,6 +426,10 @@ def preload() -> dict[Path, int]:
     importlib.import_module("prefect.engine")
     importlib.import_module("prefect.flow_engine")
     importlib.import_module("prefect.deployments.steps.core")
+    from modelops.integrations.prefect_client import prefect_tls_context, share_tls_context
+
+    share_tls_context()  # a run's engine opens ~5 clients: each forked run inherits one context, built here
+    prefect_tls_context()
     # The flows by name, as Prefect imports them by their entrypoint: this module sits under them
     # (library layer) and only warms them up. One that fails to import is left to the engine, which
     # reports the error on the run as it always does.

@@ -11,8 +11,11 @@ settings call for.
 from __future__ import annotations
 
 import http.server
+import json
+import os
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,3 +123,53 @@ def test_prefect_clients_share_one_context_per_prefect_tls_setting(contexts_buil
         with temporary_settings({PREFECT_API_SSL_CERT_FILE: str(bundle)}):
             own = prefect_tls_context()  # Prefect's own CA bundle setting: only that CA is trusted
             assert own is not verified and len(own.get_ca_certs()) == 1
+
+
+_PREFECTS_OWN_CLIENTS = """
+import asyncio, json, ssl
+built = []
+real = ssl.create_default_context
+def counting(*args, **kwargs):
+    built.append(1)
+    return real(*args, **kwargs)
+ssl.create_default_context = counting
+from prefect.client.orchestration import get_client
+from modelops.integrations.prefect_client import share_tls_context
+share_tls_context()
+share_tls_context()  # idempotent: one wrapper, not two
+before = len(built)
+for _ in range(10):
+    with get_client(sync_client=True):
+        pass
+async def opened():
+    for _ in range(5):
+        async with get_client():
+            pass
+asyncio.run(opened())
+made = len(built) - before
+with get_client(sync_client=True) as client:
+    try:
+        client.hello()
+        outcome = "answered"
+    except Exception as exc:
+        outcome = repr(exc)
+print(json.dumps({"contexts": made, "outcome": outcome}))
+"""
+
+
+@pytest.mark.parametrize("skip_verify", [False, True])
+def test_clients_prefect_opens_itself_share_the_context_its_settings_call_for(https_server, skip_verify):
+    """``share_tls_context()``: the clients Prefect's own code opens (``prefect deploy``, a run's engine)
+    with no settings of ours. In a process of its own: the patch is process-wide."""
+    env = {**os.environ, "PREFECT_API_URL": f"https://{https_server}/api"}
+    env["PREFECT_API_TLS_INSECURE_SKIP_VERIFY"] = "true" if skip_verify else "false"
+    result = subprocess.run(
+        [sys.executable, "-c", _PREFECTS_OWN_CLIENTS], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["contexts"] <= 1, "15 clients, one context"
+    if skip_verify:
+        assert report["outcome"] == "answered"
+    else:
+        assert "CERTIFICATE_VERIFY_FAILED" in report["outcome"]
