@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from modelops.config import ModelOpsConfig
-from modelops.integrations.registry import CHAMPION, download_serving_model, tracking_server_unreachable
 from modelops.targets.base import DeployError, Rollout
 from modelops.targets.local import LocalTarget
 
@@ -57,6 +56,9 @@ def _restore(config: ModelOpsConfig, target: LocalTarget, model: str) -> Rollout
 
 def _from_registry(config: ModelOpsConfig, target: LocalTarget, model: str, recorded: str) -> Rollout | str:
     """The served copy is gone: serve the registry's champion instead."""
+    # pandas and the model code under the registry client: only for this rare case, not at every `up`
+    from modelops.integrations.registry import CHAMPION, download_serving_model, tracking_server_unreachable
+
     unreachable = tracking_server_unreachable(config.mlflow_uri)
     if unreachable:
         return f"its served copy (version {recorded}) is gone and the registry is unreachable ({unreachable})"

@@ -99,3 +99,15 @@ def test_the_log_sidecar_and_the_label_loader_import_no_pandas(command):
     """They move rows between files and PostgreSQL: pandas (~0.3 CPU-s) is for the scoring log's readers."""
     code = f"from modelops.cli import build_parser\nbuild_parser([{command!r}])"
     assert _heavy_modules_after(code, ("pandas",)) == []
+
+
+def test_up_imports_no_pandas_or_mlflow_when_no_model_was_served(tmp_path):
+    """``up`` serves again what the local target served before; the registry client (pandas, ~0.9 CPU-s
+    with the model code under it) only when a served copy is gone (``modelops/stack/serving_restore.py``)."""
+    code = (
+        f"import os\nos.environ['MODELOPS_STACK__HOME'] = {str(tmp_path)!r}\n"
+        "from modelops.cli import build_parser\nbuild_parser(['up'])\n"
+        "from modelops.config import load_config\nfrom modelops.stack.serving_restore import restore_serving\n"
+        "assert restore_serving(load_config(), print) == []"
+    )
+    assert _heavy_modules_after(code, ("pandas", "mlflow", "tensorflow")) == []
