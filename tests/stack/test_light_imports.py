@@ -107,7 +107,8 @@ def test_up_imports_no_pandas_or_mlflow_when_no_model_was_served(tmp_path):
     code = (
         f"import os\nos.environ['MODELOPS_STACK__HOME'] = {str(tmp_path)!r}\n"
         "from modelops.cli import build_parser\nbuild_parser(['up'])\n"
-        "from modelops.config import load_config\nfrom modelops.stack.serving_restore import restore_serving\n"
+        "from modelops.config import load_config\n"
+        "from modelops.stack.serving_restore import restore_serving\n"
         "assert restore_serving(load_config(), print) == []"
     )
     assert _heavy_modules_after(code, ("pandas", "mlflow", "tensorflow")) == []
