@@ -1,26 +1,24 @@
 """``modelops serve``: the TF-Serving-compatible server (REST and gRPC), like ``tensorflow_model_server``.
 
-``--standby-for FILE`` (used by the stack's supervisor) starts a warm spare: it pays for the
-TensorFlow import, writes ``FILE.ready`` and waits; when ``FILE`` appears it holds the real
-``serve`` arguments, and the process serves them. A killed server is thus replaced in the time it
-takes to load one SavedModel, not to start Python and TensorFlow (~12 s on a loaded machine).
+``--standby-for FOLDER`` (used by the stack's supervisor) starts the warm standby instead
+(:mod:`modelops.serving.warm_standby`): it pays for the TensorFlow import once and forks a server per
+job written into ``FOLDER``, so a rollout or a restart costs one SavedModel load, not a start of
+Python and TensorFlow (~12 s on a loaded machine).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
-import time
 from pathlib import Path
 
+from modelops import cli
 from modelops.cli.errors import UserError
 from modelops.config import load_config
-from modelops.serving.repository import ModelLoadError
+from modelops.serving import warm_standby
+from modelops.serving.repository import ModelLoadError, preload_tensorflow_internals
 from modelops.serving.server import ServerOptions, configure_tensorflow, run_server
-
-_STANDBY_POLL_S = 0.05
+from modelops.stack import engine_standby
 
 
 def _versions(text: str) -> tuple[int, ...]:
@@ -97,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.standby_for is not None:
-        args = _wait_for_assignment(args)
+        return _standby(args)
     serving = load_config().serving
     max_batch_size = args.max_batch_size if args.max_batch_size is not None else serving.max_batch_size
     if max_batch_size < 1:
@@ -152,21 +150,19 @@ def _grpc_port(args: argparse.Namespace, configured: int | None) -> int | None:
     return configured or None
 
 
-def _wait_for_assignment(args: argparse.Namespace) -> argparse.Namespace:
-    """Import TensorFlow now, then wait for the ``serve`` arguments in ``--standby-for``."""
-    handoff: Path = args.standby_for
-    parent = os.getppid()
+def _standby(args: argparse.Namespace) -> int:
+    """Import TensorFlow and everything a server imports, then fork a server per job in the folder."""
+    from modelops.serving.grpc_api import GrpcApi  # noqa: F401 - TF Serving's protos, as a server loads them
+
     configure_tensorflow(args.intra_op_threads, args.inter_op_threads)
-    handoff.with_name(handoff.name + ".ready").touch()
-    print(f"standby (pid {os.getpid()}): TensorFlow loaded; waiting for {handoff}", flush=True)
-    while not handoff.exists():
-        if os.getppid() != parent:  # the supervisor that keeps this spare is gone: so is the need
-            print("standby: the supervisor is gone; exiting", flush=True)
-            sys.exit(0)
-        time.sleep(_STANDBY_POLL_S)
-    argv = json.loads(handoff.read_text())
-    parser = argparse.ArgumentParser(prog="modelops serve")
-    add_arguments(parser)
-    assigned = parser.parse_args(argv)
-    print(f"standby (pid {os.getpid()}): serving {' '.join(argv)}", flush=True)
-    return assigned
+    preload_tensorflow_internals()
+    try:
+        log = Path(os.readlink("/proc/self/fd/1"))  # where the supervisor pointed this process's output
+    except OSError:
+        log = Path(os.devnull)
+    return warm_standby.serve_jobs(args.standby_for, log, _serve_forked, engine_standby.project_sources)
+
+
+def _serve_forked(argv: list[str]) -> int:
+    """In a server forked by the standby: ``modelops serve <argv>``, as a new process would run it."""
+    return cli.main(["serve", *argv])

@@ -229,6 +229,14 @@ def _signature_runner(name: str, function: Any, path: Path) -> SignatureRunner:
     return SignatureRunner(name, tuple(inputs), tuple(sorted(outputs)), bool(batchable), function)
 
 
+def preload_tensorflow_internals() -> None:
+    """Import what loading and calling a SavedModel imports lazily (the warm standby does, once)."""
+    import_tensorflow()
+    from tensorflow.core.protobuf import saved_model_pb2  # noqa: F401
+    from tensorflow.python.eager import context  # noqa: F401
+    from tensorflow.python.framework import ops  # noqa: F401
+
+
 def _signature_def_map(path: Path) -> dict[str, Any]:
     from tensorflow.core.protobuf import saved_model_pb2
 

@@ -12,10 +12,11 @@ shutdown. Every ``POLL_S`` it checks, by PID and creation time (never by name):
 
 A cold server start pays for Python and the TensorFlow import (~5 s idle, ~12 s on a loaded
 2-core machine) before it loads a model, which would miss a 10 s restart bound. So while any model
-is served the supervisor keeps one warm standby (``modelops serve --standby-for``, TensorFlow
-already imported, ~200 MB) and hands it the dead server's arguments: the restart then costs one
-SavedModel load. A new standby is started right after. Without a ready standby it starts cold.
-The heartbeat file (``<home>/supervisor.heartbeat``) says whether the standby is ready.
+is served the supervisor keeps one warm standby (:mod:`modelops.serving.warm_standby`, TensorFlow
+already imported, ~200 MB), which forks the new server: the restart then costs one SavedModel load.
+The standby stays for the next one, and rollouts from flow runs find it too. Without a ready
+standby the server starts cold. The heartbeat file (``<home>/supervisor.heartbeat``) says whether
+the standby is ready.
 
 Each restart is one log line (what died, the new pid, how long it took) and one count in
 ``<home>/restarts.json``, which ``modelops status`` shows. A component that dies again within
@@ -34,6 +35,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -46,12 +48,13 @@ from types import FrameType
 from typing import Any
 
 from modelops.config import ModelOpsConfig, load_config
+from modelops.serving.warm_standby import Standby
 from modelops.stack import components as comp
 from modelops.stack.process_identity import start_ticks
 from modelops.stack.processes import find_process, spawn
 from modelops.stack.state import ComponentRecord, StackState, load_state, save_state
 from modelops.targets.base import DeployError
-from modelops.targets.local import LocalTarget, Standby
+from modelops.targets.local import LocalTarget
 
 log = logging.getLogger("modelops.supervisor")
 
@@ -142,9 +145,10 @@ class Supervisor:
             self.stopping.wait(self.poll_s)
         log.info("stopping: waiting for %d model server restart(s) under way", len(self.revivals))
         self.pool.shutdown(wait=True)
-        standby = self._take_standby(ready_only=False)
-        if standby is not None and not standby.handoff.exists():
-            _stop_idle(standby)
+        with self.standby_lock:
+            standby, self.standby = self.standby, None
+        if standby is not None:
+            _stop_standby(standby)
         log.info("stopped")
 
     def stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
@@ -212,11 +216,12 @@ class Supervisor:
             if record is None or record.stopped or find_process(record.pid, record.start_ticks):
                 continue
             self.backoff.restarted(component, now)
-            standby = self._take_standby(ready_only=True)
-            self.revivals[component] = self.pool.submit(self._revive, model, record.pid, standby)
+            self.revivals[component] = self.pool.submit(self._revive, model, record.pid)
 
-    def _revive(self, model: str, died_pid: int, standby: Standby | None) -> None:
+    def _revive(self, model: str, died_pid: int) -> None:
         t0 = time.monotonic()
+        with self.standby_lock:
+            standby = self.standby
         try:
             rollout = self.target.revive(model, blocking=False, standby=standby)
         except DeployError as exc:
@@ -225,9 +230,6 @@ class Supervisor:
         except Exception:
             log.exception("serving:%s (pid %d) died; restarting it failed", model, died_pid)
             return
-        finally:
-            if standby is not None and not standby.handoff.exists():
-                self._give_back(standby)  # not used (the model was busy): keep it for the next one
         if rollout is None:
             return  # a rollout or `down` holds the model now: it decides what serves
         new_pid = int(rollout.details["pid"])
@@ -237,29 +239,17 @@ class Supervisor:
     # -- the warm standby ------------------------------------------------------------------------
 
     def _keep_standby(self) -> None:
+        """One warm standby while any model has a server record; a new one when it died or left."""
         with self.standby_lock:
             if self.standby is not None and self.standby.alive:
                 return
-            if not self.target.models():
+            if self.standby is not None:
+                shutil.rmtree(self.standby.folder, ignore_errors=True)
                 self.standby = None
+            if not self.target.models():
                 return
             self.standby = self.target.start_standby()
             log.info("warm standby starting: pid %d (log %s)", self.standby.pid, self.standby.log)
-
-    def _take_standby(self, ready_only: bool) -> Standby | None:
-        with self.standby_lock:
-            standby = self.standby
-            if standby is None or (ready_only and not standby.ready):
-                return None
-            self.standby = None
-            return standby
-
-    def _give_back(self, standby: Standby) -> None:
-        with self.standby_lock:
-            if self.standby is None and standby.alive:
-                self.standby = standby
-                return
-        _stop_idle(standby)
 
     def _write_heartbeat(self) -> None:
         with self.standby_lock:
@@ -307,9 +297,11 @@ def read_heartbeat(home: Path) -> dict[str, Any]:
     return beat if isinstance(beat, dict) else {}
 
 
-def _stop_idle(standby: Standby) -> None:
+def _stop_standby(standby: Standby) -> None:
+    """Stop the standby (its own process group; the servers it forked have theirs) and drop its jobs."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(standby.pid, signal.SIGTERM)
+    shutil.rmtree(standby.folder, ignore_errors=True)
 
 
 def _reap_children() -> None:

@@ -18,8 +18,9 @@ If anything fails before step 4 the new process is killed, its version folder re
 JSON file under the stack home, so ``current()`` and ``stop()`` work from any process.
 ``suspend()`` stops a server but keeps its record (``modelops down``); ``revive()`` serves the recorded
 version again from the served copy on the same port (``modelops up``, the supervisor after a crash).
-A :class:`Standby` (``start_standby()``: a ``modelops serve --standby-for`` process that has already
-imported TensorFlow) can take the place of the new process, so a revive costs one model load.
+When the stack's warm standby (:mod:`modelops.serving.warm_standby`, kept by the supervisor; or one
+passed in) is ready, the new process of step 2 is forked from it, so a rollout or a revive costs one
+model load instead of a start of Python and TensorFlow; otherwise it starts the cold way.
 
 Why SO_REUSEPORT and not a proxy: a proxy adds a hop to every request; here the kernel hands new
 connections to either listener while both run. A connection still waiting in the old socket's
@@ -51,6 +52,7 @@ import psutil
 
 from modelops.config import ModelOpsConfig, load_config
 from modelops.serving.rest_client import HttpTransport, ServingClient, ServingClientError
+from modelops.serving.warm_standby import ForkedServer, Standby, find_ready
 from modelops.stack.process_identity import start_ticks, upgrade_record
 from modelops.stack.processes import find_process
 from modelops.stack.serving_ports import configured_port, port_map
@@ -86,29 +88,6 @@ class ServingProcess:
     @property
     def admin_url(self) -> str:
         return f"http://{self.host}:{self.admin_port}"
-
-
-@dataclass(frozen=True)
-class Standby:
-    """A warm spare server process: TensorFlow imported, waiting for its ``serve`` arguments."""
-
-    pid: int
-    start_ticks: int
-    handoff: Path
-    log: Path
-
-    @property
-    def ready(self) -> bool:
-        return self.handoff.with_name(self.handoff.name + ".ready").exists() and self.alive
-
-    @property
-    def alive(self) -> bool:
-        return _alive(self.pid, self.start_ticks)
-
-    def assign(self, argv: list[str]) -> None:
-        tmp = self.handoff.with_suffix(".tmp")
-        tmp.write_text(json.dumps(argv))
-        os.replace(tmp, self.handoff)
 
 
 class _Started:
@@ -285,21 +264,25 @@ class LocalTarget(ServingTarget):
     # -- steps ----------------------------------------------------------------------------------
 
     def start_standby(self) -> Standby:
-        """Start a warm spare (see :class:`Standby`); the caller keeps it and hands it to :meth:`revive`."""
-        folder = self.home / "standby"
-        folder.mkdir(parents=True, exist_ok=True)
+        """Start the warm standby (see :mod:`modelops.serving.warm_standby`); it serves this target's
+        later rollouts and revives, and exits with the process that started it."""
         stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}"
-        handoff = folder / f"{stamp}.json"
+        folder = self.standby_root / stamp
+        folder.mkdir(parents=True, exist_ok=True)
         log_path = self.home / "logs" / f"standby-{stamp}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-c", _SERVE, "serve", "--model-name", "standby",
-                   "--model-base-path", str(folder), "--standby-for", str(handoff)]  # fmt: skip
+                   "--model-base-path", str(folder), "--standby-for", str(folder)]  # fmt: skip
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=str(self.home),
             )  # fmt: skip
-        return Standby(process.pid, _started(process.pid), handoff, log_path)
+        return Standby(process.pid, _started(process.pid), folder, log_path)
+
+    @property
+    def standby_root(self) -> Path:
+        return self.home / "standby"
 
     def _roll_out(
         self,
@@ -360,10 +343,9 @@ class LocalTarget(ServingTarget):
             "--batching" if serving.batching else "--no-batching",
             *self.extra_args,
         ]
-        if standby is not None and standby.alive:
-            standby.assign(command[4:])  # the arguments after `serve`
-            process = _Started(standby.pid, lambda: None if standby.alive else -1)
-            log_path = standby.log
+        forked = self._fork_from_standby(standby, command[4:], log_path)  # the arguments after `serve`
+        if forked is not None:
+            process = _Started(forked.pid, forked.exit_code)
         else:
             with log_path.open("ab") as log_file:
                 popen = subprocess.Popen(
@@ -380,7 +362,7 @@ class LocalTarget(ServingTarget):
             model_name,
             version,
             process.pid,
-            " (a warm standby)" if process.pid == getattr(standby, "pid", None) else "",
+            " (forked from the warm standby)" if forked is not None else "",
             admin_port,
             log_path,
         )
@@ -398,6 +380,23 @@ class LocalTarget(ServingTarget):
             previous_version=old.version if old else None,
         )
         return process, state
+
+    def _fork_from_standby(
+        self, standby: Standby | None, argv: list[str], log_path: Path
+    ) -> ForkedServer | None:
+        """The new server forked from ``standby`` or the stack's ready one; None: start it cold."""
+        standby = standby if standby is not None and standby.ready else find_ready(self.standby_root)
+        if standby is None:
+            return None
+        outcome = standby.start_server(argv, log=log_path, cwd=self.home)
+        if isinstance(outcome, str):
+            log.info(
+                "the warm standby (pid %d) did not start the server (%s): starting it cold",
+                standby.pid,
+                outcome,
+            )
+            return None
+        return outcome
 
     def _check(self, state: ServingProcess, process: _Started) -> None:
         """Through the private admin port: the version comes AVAILABLE, then the smoke test passes."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
+import psutil
 import pytest
 from support import http_client
 from support.network import free_ports
@@ -217,7 +218,10 @@ def test_a_killed_model_server_is_served_again_by_the_warm_standby_and_traffic_l
     assert client.returncode == 0, out + err
     after = _rows(env)[f"serving:{model}"]
     assert after["pid"] != before["pid"] and after["url"] == url and after["healthy"]
-    assert after["pid"] == standby, "the warm standby took the job (it only had to load the SavedModel)"
+    assert psutil.Process(after["pid"]).ppid() == standby, "forked from the warm standby (one model load)"
+    assert _standby_pid(env) == standby and "warm standby ready" in _rows(env)["supervisor"]["detail"], (
+        "the standby stays ready for the next restart or rollout"
+    )
     assert after["restarts"] == 1 and before["restarts"] == 0
     assert _scores_right(url, model)
     supervisor_log = Path(env["MODELOPS_STACK__HOME"]) / "logs" / "supervisor.log"
