@@ -6,10 +6,11 @@ while a stack serves a model, its supervisor keeps one standby (``modelops serve
 FOLDER``): it imports TensorFlow and the serving modules, writes ``FOLDER/ready`` and waits. Every
 new server of that stack, a rollout's as well as a restart's, is then a fork of it:
 
-1. the caller (:meth:`Standby.start_server`) writes ``FOLDER/jobs/<id>.json``: the ``serve``
-   arguments, its own environment and working directory, and the log file to write;
-2. the standby renames the job to ``<id>.taken`` (so a caller that gave up can tell whether it was
-   taken), forks, and writes ``<id>.started`` with the child's pid; it keeps waiting for the next job;
+1. the caller (:meth:`Standby.start_server`) writes ``FOLDER/jobs/<id>.json`` (owner-only): the
+   ``serve`` arguments, its own environment and working directory, and the log file to write;
+2. the standby takes the job (renames and reads it, then deletes it: the environment may hold
+   secrets; a caller that gave up withdraws a job by deleting it first), forks, and writes
+   ``<id>.started`` with the child's pid; it keeps waiting for the next job;
 3. the child starts a session of its own, points its standard streams at the log, takes the
    caller's environment and directory, and runs ``modelops serve`` with the arguments, as
    ``python -m modelops serve ...`` would; when it ends, the standby writes ``<id>.exit`` with its
@@ -43,6 +44,7 @@ from modelops.stack.process_identity import start_ticks
 from modelops.stack.processes import find_process
 
 POLL_S = 0.05
+TAKEN_GRACE_S = 30.0  # a job the standby took is answered within a poll, unless the machine stalls
 READY = "ready"
 JOBS = "jobs"
 # Environment variables read when TensorFlow, NumPy or Python start: a child cannot take another value.
@@ -117,9 +119,7 @@ class Standby:
             "log": str(log),
             "executable": sys.executable,
         }
-        tmp = jobs / f"{job_id}.tmp"
-        tmp.write_text(json.dumps(job))
-        os.replace(tmp, jobs / f"{job_id}.json")
+        _write(jobs / f"{job_id}.json", json.dumps(job))  # owner-only: the environment may hold secrets
         deadline = time.monotonic() + timeout_s
         while True:
             with contextlib.suppress(FileNotFoundError, ValueError):
@@ -127,13 +127,14 @@ class Standby:
                 return ForkedServer(started["pid"], started["start_ticks"], jobs / f"{job_id}.exit")
             with contextlib.suppress(FileNotFoundError):
                 return f"refused: {(jobs / f'{job_id}.refused').read_text().strip()}"
-            taken = (jobs / f"{job_id}.taken").exists()
-            if not self.alive:
-                return "the standby is gone"
-            if time.monotonic() > deadline and not taken:
-                with contextlib.suppress(FileNotFoundError):
-                    (jobs / f"{job_id}.json").unlink()  # not taken yet: now it never will be
-                    return f"no answer within {timeout_s:g} s"
+            gone = not self.alive
+            if gone or time.monotonic() > deadline:
+                try:
+                    (jobs / f"{job_id}.json").unlink()  # not taken: now it never will be
+                    return "the standby is gone" if gone else f"no answer within {timeout_s:g} s"
+                except FileNotFoundError:  # taken: the answer follows within a poll
+                    if gone or time.monotonic() > deadline + TAKEN_GRACE_S:
+                        return "the standby took the job but did not answer"
             time.sleep(POLL_S / 5)
 
 
@@ -160,7 +161,7 @@ def serve_jobs(
     """The standby's loop (TensorFlow and the serving modules already imported by the caller)."""
     parent = os.getppid()
     jobs = folder / JOBS
-    jobs.mkdir(parents=True, exist_ok=True)
+    jobs.mkdir(mode=0o700, parents=True, exist_ok=True)
     sources = project_sources()
     own_environments = (
         import_time_environment(_initial_environment()),
@@ -177,11 +178,13 @@ def serve_jobs(
                 job_id = job_file.stem
                 taken = job_file.with_suffix(".taken")
                 try:
-                    os.replace(job_file, taken)
+                    os.replace(job_file, taken)  # the caller can no longer withdraw it
                     job = json.loads(taken.read_text())
                 except (OSError, ValueError) as exc:
                     _write(jobs / f"{job_id}.refused", f"unreadable job: {exc}")
                     continue
+                finally:
+                    taken.unlink(missing_ok=True)  # it holds the caller's environment: keep it no longer
                 changed = _changed(sources)
                 reason = changed or _refusal(job, own_environments)
                 if reason:
@@ -296,6 +299,8 @@ def _reap(children: dict[int, str], jobs: Path) -> None:
 
 
 def _write(path: Path, text: str) -> None:
+    """Write ``path`` whole (a reader never sees half of it), readable by its owner only."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(text)
     os.replace(tmp, path)

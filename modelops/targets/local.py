@@ -268,7 +268,7 @@ class LocalTarget(ServingTarget):
         later rollouts and revives, and exits with the process that started it."""
         stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}"
         folder = self.standby_root / stamp
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # its jobs carry the callers' environments
         log_path = self.home / "logs" / f"standby-{stamp}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-c", _SERVE, "serve", "--model-name", "standby",

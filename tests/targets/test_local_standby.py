@@ -105,6 +105,11 @@ def test_a_forked_server_runs_with_the_callers_environment_and_directory(
         server = psutil.Process(started.pid)
         assert Path(server.cwd()) == tmp_path and server.ppid() == standby.pid
         assert os.getsid(server.pid) == server.pid, "its own session: stopping it leaves the standby alone"
+        kept = [
+            path for path in standby.folder.rglob("*") if path.is_file() and b"MAX_BATCH" in path.read_bytes()
+        ]
+        assert kept == [], "the job (the caller's environment, secrets too) is deleted once read"
+        assert standby.folder.stat().st_mode & 0o077 == 0
     finally:
         os.killpg(started.pid, 15)
     wait_for(lambda: started.exit_code() is not None, 30, "the server stopped")
