@@ -18,20 +18,23 @@ new server of that stack, a rollout's as well as a restart's, is then a fork of 
 
 TensorFlow is safe to fork here because the standby never runs a TensorFlow op: its runtime (thread
 pools, the eager context) starts in each child, with that child's thread counts. The standby refuses
-a job (``<id>.refused``; the caller then starts a server the cold way) when the caller runs another
-Python, when an environment variable read at import time differs (``TF_*``, ``OMP_*`` ...), or when a
-project module it imported has changed on disk since; it exits after refusing for a changed module,
-and the supervisor starts a new one. It also exits when the process that started it (the supervisor)
+a job (``<id>.refused``; the caller then starts a server the cold way) when it runs a second Python
+thread (a fork copies only the calling one), when the caller runs another Python, when an
+environment variable read at import time differs (``TF_*``, ``OMP_*`` ...), or when a project module
+it imported has changed on disk since; it exits after refusing for a changed module, and the
+supervisor starts a new one. It also exits when the process that started it (the supervisor)
 is gone; the servers it forked keep serving.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -168,6 +171,7 @@ def serve_jobs(
         import_time_environment(dict(os.environ)),
     )
     children: dict[int, str] = {}
+    gc.freeze()  # what is imported now stays out of the collector's walks: children share its pages
     ready = {"pid": os.getpid(), "start_ticks": start_ticks(os.getpid()), "log": str(log)}
     (folder / READY).write_text(json.dumps(ready))
     print(f"standby (pid {os.getpid()}): TensorFlow loaded; waiting for jobs in {jobs}", flush=True)
@@ -211,6 +215,8 @@ def _refusal(job: dict, own_environments: tuple[dict[str, str], dict[str, str]])
     A variable read at import may hold the value the standby started with or the one its own imports
     left (TensorFlow sets some when imported, ``modelops`` a log level): a new process would start
     from the first and end with the second."""
+    if threading.active_count() > 1:  # a fork copies the calling thread only: another may hold a lock
+        return f"the standby runs {threading.active_count()} Python threads; it forks with one only"
     if job.get("executable") != sys.executable:
         return f"another Python ({job.get('executable')}; the standby runs {sys.executable})"
     wanted = import_time_environment(job["env"])
