@@ -18,7 +18,6 @@ from modelops.config import load_config
 from modelops.serving import warm_standby
 from modelops.serving.repository import ModelLoadError, preload_tensorflow_internals
 from modelops.serving.server import ServerOptions, configure_tensorflow, run_server
-from modelops.stack import engine_standby
 
 
 def _versions(text: str) -> tuple[int, ...]:
@@ -160,7 +159,7 @@ def _standby(args: argparse.Namespace) -> int:
         log = Path(os.readlink("/proc/self/fd/1"))  # where the supervisor pointed this process's output
     except OSError:
         log = Path(os.devnull)
-    return warm_standby.serve_jobs(args.standby_for, log, _serve_forked, engine_standby.project_sources)
+    return warm_standby.serve_jobs(args.standby_for, log, _serve_forked)
 
 
 def _serve_forked(argv: list[str]) -> int:

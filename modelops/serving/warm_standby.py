@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from modelops.source_files import changed_sources, project_sources
 from modelops.stack.process_identity import start_ticks
-from modelops.stack.processes import find_process
 
 POLL_S = 0.05
 TAKEN_GRACE_S = 30.0  # a job the standby took is answered within a poll, unless the machine stalls
@@ -79,7 +79,7 @@ class ForkedServer:
 
     def exit_code(self) -> int | None:
         """The exit status once it ended (-1 when the standby could not tell), else None."""
-        if find_process(self.pid, self.start_ticks) is not None:
+        if _running(self.pid, self.start_ticks):
             return None
         deadline = time.monotonic() + 1.0  # the standby writes the status within a poll of the exit
         while time.monotonic() < deadline:
@@ -100,7 +100,7 @@ class Standby:
 
     @property
     def alive(self) -> bool:
-        return find_process(self.pid, self.start_ticks) is not None
+        return _running(self.pid, self.start_ticks)
 
     @property
     def ready(self) -> bool:
@@ -155,12 +155,7 @@ def find_ready(root: Path) -> Standby | None:
 # ----------------------------------------------------------------------------- the standby side
 
 
-def serve_jobs(
-    folder: Path,
-    log: Path,
-    run_serve: Callable[[list[str]], int],
-    project_sources: Callable[[], dict[Path, int]],
-) -> int:
+def serve_jobs(folder: Path, log: Path, run_serve: Callable[[list[str]], int]) -> int:
     """The standby's loop (TensorFlow and the serving modules already imported by the caller)."""
     parent = os.getppid()
     jobs = folder / JOBS
@@ -189,9 +184,10 @@ def serve_jobs(
                     continue
                 finally:
                     taken.unlink(missing_ok=True)  # it holds the caller's environment: keep it no longer
-                changed = _changed(sources)
+                changed = changed_sources(sources)
                 reason = changed or _refusal(job, own_environments)
                 if reason:
+                    reason = f"{changed} changed since the standby imported it" if changed else reason
                     print(f"standby: job {job_id} refused ({reason})", flush=True)
                     _write(jobs / f"{job_id}.refused", reason)
                     if changed:
@@ -239,16 +235,6 @@ def _initial_environment() -> dict[str, str]:
         return dict(os.environ)
     pairs = (entry.split(b"=", 1) for entry in raw.split(b"\0") if b"=" in entry)
     return {os.fsdecode(key): os.fsdecode(value) for key, value in pairs}
-
-
-def _changed(sources: dict[Path, int]) -> str | None:
-    for path, mtime in sources.items():
-        try:
-            if os.stat(path).st_mtime_ns != mtime:
-                return f"{path.name} changed since the standby imported it"
-        except OSError:
-            return f"{path.name} is gone since the standby imported it"
-    return None
 
 
 def _fork(job: dict, run_serve: Callable[[list[str]], int]) -> int:
@@ -302,6 +288,18 @@ def _reap(children: dict[int, str], jobs: Path) -> None:
         job_id = children.pop(pid, None)
         if job_id is not None:
             _write(jobs / f"{job_id}.exit", str(os.waitstatus_to_exitcode(status)))
+
+
+def _running(pid: int, ticks: int | None) -> bool:
+    """``pid`` names a live process that started at ``ticks`` (not a zombie, not a reused pid).
+
+    From ``/proc`` directly: the serving image's stand-in, which imports this module, has no psutil."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return fields[0] != b"Z" and (ticks is None or int(fields[19]) == ticks)
 
 
 def _write(path: Path, text: str) -> None:

@@ -59,6 +59,8 @@ from pathlib import Path
 
 import psutil
 
+from modelops.source_files import changed_sources, project_sources
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PER_RUN_PREFIX = "PREFECT__"  # set by the worker for each run: not part of the key
 MAX_MESSAGE = 1 << 20
@@ -440,29 +442,6 @@ def preload() -> dict[Path, int]:
             except Exception as exc:  # noqa: BLE001
                 print(f"engine standby: flows.{path.stem} not preloaded: {exc!r}", flush=True)
     return project_sources()
-
-
-def project_sources() -> dict[Path, int]:
-    """Modification times of the project's modules now imported (``flows/``, ``tasks/``, ``modelops/``)."""
-    packages = [PROJECT_ROOT / name for name in ("flows", "tasks", "modelops")]
-    sources: dict[Path, int] = {}
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if file and any(Path(file).is_relative_to(package) for package in packages):
-            with contextlib.suppress(OSError):
-                sources[Path(file)] = os.stat(file).st_mtime_ns
-    return sources
-
-
-def changed_sources(sources: dict[Path, int]) -> str | None:
-    """The first loaded project file whose modification time changed (or that is gone), else None."""
-    for path, mtime in sources.items():
-        try:
-            if os.stat(path).st_mtime_ns != mtime:
-                return str(path.relative_to(PROJECT_ROOT))
-        except OSError:
-            return str(path.relative_to(PROJECT_ROOT))
-    return None
 
 
 def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
