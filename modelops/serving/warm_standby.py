@@ -178,6 +178,9 @@ def serve_jobs(folder: Path, log: Path, run_serve: Callable[[list[str]], int]) -
                 taken = job_file.with_suffix(".taken")
                 try:
                     os.replace(job_file, taken)  # the caller can no longer withdraw it
+                except FileNotFoundError:
+                    continue  # withdrawn by a caller that stopped waiting
+                try:
                     job = json.loads(taken.read_text())
                 except (OSError, ValueError) as exc:
                     _write(jobs / f"{job_id}.refused", f"unreadable job: {exc}")
@@ -185,9 +188,12 @@ def serve_jobs(folder: Path, log: Path, run_serve: Callable[[list[str]], int]) -
                 finally:
                     taken.unlink(missing_ok=True)  # it holds the caller's environment: keep it no longer
                 changed = changed_sources(sources)
-                reason = changed or _refusal(job, own_environments)
+                reason: str | None
+                if changed:
+                    reason = f"{changed} changed since the standby imported it"
+                else:
+                    reason = _refusal(job, own_environments)
                 if reason:
-                    reason = f"{changed} changed since the standby imported it" if changed else reason
                     print(f"standby: job {job_id} refused ({reason})", flush=True)
                     _write(jobs / f"{job_id}.refused", reason)
                     if changed:
