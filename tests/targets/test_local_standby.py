@@ -29,6 +29,7 @@ from modelops.serving.warm_standby import ForkedServer, find_ready
 from modelops.targets.local import LocalTarget
 
 pytestmark = pytest.mark.slow
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "risk"
 RECORDS = sample_records(4, seed=5)
 
@@ -193,3 +194,41 @@ def test_the_standby_leaves_with_the_process_that_started_it_and_its_servers_kee
         assert "the supervisor is gone; exiting" in next((home / "logs").glob("standby-*.log")).read_text()
     finally:
         target.stop(MODEL)
+
+
+def test_a_standby_whose_imported_source_changed_refuses_and_leaves(tmp_path):
+    # A copy of the package, so that editing it retires this standby only (not the suite's others).
+    project = tmp_path / "project"
+    shutil.copytree(
+        PROJECT_ROOT / "modelops", project / "modelops", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(PROJECT_ROOT / "infra" / "config", project / "infra" / "config")
+    home = tmp_path / "serving"
+    keeper = subprocess.Popen(  # the standby's parent, as the supervisor is
+        [sys.executable, "-c", "import json, sys, time; from pathlib import Path; "
+         "from modelops.targets.local import LocalTarget; "
+         "s = LocalTarget(home=Path(sys.argv[1])).start_standby(); "
+         "print(json.dumps([s.pid, s.start_ticks, str(s.folder), str(s.log)]), flush=True); time.sleep(600)",
+         str(home)],
+        stdout=subprocess.PIPE, text=True, cwd=project, env={**os.environ, "PYTHONPATH": str(project)},
+    )  # fmt: skip
+    try:
+        standby_pid = json.loads(keeper.stdout.readline())[0]
+        wait_for(
+            lambda: find_ready(home / "standby") is not None, 120, "the warm standby imported TensorFlow"
+        )
+        standby = find_ready(home / "standby")
+        assert standby.pid == standby_pid
+        app = project / "modelops" / "serving" / "app.py"
+        os.utime(app, ns=(app.stat().st_atime_ns, app.stat().st_mtime_ns + 1_000_000_000))
+
+        answer = standby.start_server(
+            ["--model-name", "x", "--model-base-path", "/nonexistent"], log=Path(os.devnull), cwd=tmp_path
+        )
+
+        assert answer == "refused: modelops/serving/app.py changed since the standby imported it"
+        wait_for(lambda: not standby.alive, 30, "the stale standby left")
+        assert find_ready(home / "standby") is None
+    finally:
+        keeper.kill()
+        keeper.wait()
