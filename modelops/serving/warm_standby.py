@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from modelops.source_files import changed_sources, project_sources
-from modelops.stack.process_identity import start_ticks
+from modelops.stack.process_identity import is_running, start_ticks
 
 POLL_S = 0.05
 TAKEN_GRACE_S = 30.0  # a job the standby took is answered within a poll, unless the machine stalls
@@ -79,7 +79,7 @@ class ForkedServer:
 
     def exit_code(self) -> int | None:
         """The exit status once it ended (-1 when the standby could not tell), else None."""
-        if _running(self.pid, self.start_ticks):
+        if is_running(self.pid, self.start_ticks):
             return None
         deadline = time.monotonic() + 1.0  # the standby writes the status within a poll of the exit
         while time.monotonic() < deadline:
@@ -100,7 +100,7 @@ class Standby:
 
     @property
     def alive(self) -> bool:
-        return _running(self.pid, self.start_ticks)
+        return is_running(self.pid, self.start_ticks)
 
     @property
     def ready(self) -> bool:
@@ -294,18 +294,6 @@ def _reap(children: dict[int, str], jobs: Path) -> None:
         job_id = children.pop(pid, None)
         if job_id is not None:
             _write(jobs / f"{job_id}.exit", str(os.waitstatus_to_exitcode(status)))
-
-
-def _running(pid: int, ticks: int | None) -> bool:
-    """``pid`` names a live process that started at ``ticks`` (not a zombie, not a reused pid).
-
-    From ``/proc`` directly: the serving image's stand-in, which imports this module, has no psutil."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return fields[0] != b"Z" and (ticks is None or int(fields[19]) == ticks)
 
 
 def _write(path: Path, text: str) -> None:

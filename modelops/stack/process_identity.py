@@ -20,12 +20,23 @@ def start_ticks(pid: int) -> int | None:
     adds the boot time read afresh from ``/proc/stat`` on every call, and that moves by a whole second
     when NTP adjusts the wall clock, so two reads of one live process's create_time can differ by 1 s.
     """
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])  # starttime, the 22nd field
+
+
+def is_running(pid: int, started: int | None) -> bool:
+    """``pid`` names a live process (not a zombie) that started at ``started`` (None: any start)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != b"Z" and (started is None or int(fields[19]) == started)
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (in parentheses, may hold spaces)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    # the fields after the command name, which is in parentheses and may hold spaces; starttime is the 22nd
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    return stat[stat.rindex(b")") + 2 :].split()
 
 
 def upgrade_record(raw: dict[str, Any]) -> dict[str, Any]:
