@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--ports", type=int, nargs=2, default=(18701, 18702))
     args = parser.parse_args(argv)
+    if not (args.model_dir / "saved_model.pb").is_file():
+        parser.error(f"--model-dir {args.model_dir} is not a SavedModel folder (no saved_model.pb)")
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as work:
         cold = target(Path(work) / "cold", args.ports[0])
         warm = target(Path(work) / "warm", args.ports[1])
